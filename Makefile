@@ -1,0 +1,34 @@
+# The two set-up-free commands: `make demo` and `make test`. Both create and reuse .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
+export YOLO_OFFLINE = 1
+
+.PHONY: venv test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy spotyolo functions container/trainer stepfunctions cdk
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) examples/generate_shapes.py examples/shapes/dataset
+	$(VENV)/bin/spotyolo local examples/shapes
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy spotyolo functions container/trainer stepfunctions cdk
+
+clean:
+	rm -rf $(VENV) cdk.out outputs .pytest_cache .mypy_cache .ruff_cache
