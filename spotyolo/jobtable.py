@@ -33,7 +33,7 @@ def now_iso() -> str:
 
 def _to_dynamo(value: Any) -> dict[str, Any]:
     # floats are not accepted by the serializer: go through JSON into Decimal
-    serialized: dict[str, Any] = _SER.serialize(json.loads(json.dumps(value), parse_float=Decimal))
+    serialized: Any = _SER.serialize(json.loads(json.dumps(value), parse_float=Decimal))
     return serialized
 
 
