@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TYPED := $(wildcard spotyolo functions container/trainer stepfunctions cdk)
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 export YOLO_OFFLINE = 1
@@ -19,7 +20,7 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy spotyolo functions container/trainer stepfunctions cdk
+	$(PY) -m mypy $(TYPED)
 	$(PY) -m pytest
 
 demo: $(STAMP)
@@ -28,7 +29,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy spotyolo functions container/trainer stepfunctions cdk
+	$(PY) -m mypy $(TYPED)
 
 clean:
 	rm -rf $(VENV) cdk.out outputs .pytest_cache .mypy_cache .ruff_cache
