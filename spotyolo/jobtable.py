@@ -193,7 +193,8 @@ class JobTable:
             return False
         attempts = [a.model_dump() for a in item.attempts]
         for rec in attempts:
-            if rec["number"] == number:
+            # an earlier launch round of the same number ended NoCapacity: leave its record alone
+            if rec["number"] == number and not rec.get("end"):
                 rec.update(instance=instance, instance_type=instance_type, az=az, start=now_iso())
                 rec["outcome"] = "running"
         current = {**item.current.model_dump(), "instance": instance}
@@ -218,6 +219,19 @@ class JobTable:
         if not changed:
             return True
         return self._update(job, {"attempts": attempts}, condition="#exec = :me", values={":me": execution})
+
+    def replace_token(self, job: str, execution: str, number: int, token: str) -> bool:
+        """Point the current attempt at a new task token (a retried Launch trainer gets a new one)."""
+        item = self.get(job)
+        if not item or item.execution != execution or not item.current or item.current.number != number:
+            return False
+        current = {**item.current.model_dump(), "token": token}
+        return self._update(
+            job,
+            {"current": current},
+            condition="#exec = :me AND #cur.#num = :n",
+            values={":me": execution, ":n": number},
+        )
 
     def token_for(self, job: str, attempt: int) -> str | None:
         """The task token of ``attempt`` if it is still the job's current attempt."""

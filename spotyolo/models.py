@@ -11,7 +11,7 @@ table's item is :class:`JobItem`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -76,6 +76,8 @@ class DatasetSummary(_Model):
     names: list[str] = Field(default_factory=list)
     files: int = 0
     bytes: int = 0
+    #: things worth knowing that do not stop the job (e.g. a test split that is not there)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class JobConfig(BaseModel):
@@ -101,7 +103,7 @@ class JobConfig(BaseModel):
     target: Target | None = None
 
     #: keys that steer the pipeline and are never passed to Ultralytics
-    PIPELINE_KEYS: tuple[str, ...] = (
+    PIPELINE_KEYS: ClassVar[tuple[str, ...]] = (
         "instance_type",
         "instance_types",
         "capacity",
@@ -163,6 +165,8 @@ class Attempt(_Model):
     interruptions: int = 0
     #: launch backoff rounds used for this attempt (NoCapacity / QuotaExceeded)
     launch_waits: int = 0
+    #: seconds "Wait for capacity" sleeps before the next launch round (SecondsPath)
+    wait_seconds: int = 0
 
 
 # ---------------------------------------------------------------- $.result
@@ -196,6 +200,9 @@ class Summary(_Model):
     attempts: int = 0
     interruptions: int = 0
     weights: str | None = None
+    #: failures: the error that ended the run, as the execution's error (no ``States.`` prefix:
+    #: a Fail state may not raise those; a missed heartbeat is ``TrainerStalled``)
+    error: str | None = None
 
 
 # ---------------------------------------------------------------- $.error

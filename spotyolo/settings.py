@@ -28,6 +28,10 @@ class Settings:
     settle_seconds: int = 30
     #: root volume = dataset bytes x factor + this many GiB (image, checkpoints, runs)
     root_volume_base_gb: int = 60
+    #: first NoCapacity/QuotaExceeded backoff; doubles every round (capped at 15 minutes)
+    launch_backoff_seconds: int = 60
+    #: launch rounds after which NoCapacity/QuotaExceeded ends the job
+    max_launch_waits: int = 5
     region: str = "us-east-1"
 
     @classmethod
@@ -45,5 +49,7 @@ class Settings:
             default_instance_types=_list(env.get("DEFAULT_INSTANCE_TYPES")) or list(DEFAULT_INSTANCE_TYPES),
             settle_seconds=int(env.get("SETTLE_SECONDS", "30")),
             root_volume_base_gb=int(env.get("ROOT_VOLUME_BASE_GB", "60")),
+            launch_backoff_seconds=int(env.get("LAUNCH_BACKOFF_SECONDS", "60")),
+            max_launch_waits=int(env.get("MAX_LAUNCH_WAITS", "5")),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         )

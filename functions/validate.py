@@ -1,0 +1,209 @@
+"""Validate job: the first state. Nothing may launch, lock or cost for a job that is wrong.
+
+Order (DESIGN §6): normalise the input → parse and check config.yaml (+ overrides) and the
+dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → settle (S3-event input
+only: a fresh object or an open multipart upload means the upload is still arriving) → take
+the job lock → write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ValidationError
+
+from functions.common import client, logger, metrics, settings, tracer
+from spotyolo import layout
+from spotyolo.config import inspect_job
+from spotyolo.dataset import MAX_WORKERS, Entry, S3Source
+from spotyolo.errors import JobInvalid, SpotyoloError, UploadInProgress
+from spotyolo.jobtable import JobTable
+from spotyolo.models import Attempt, EventInput, JobSpec, ManualInput
+from spotyolo.settings import Settings
+from spotyolo.yamlsafe import problems_error
+
+
+class ValidateEvent(BaseModel):
+    """What the Validate job state passes: the execution input and ``$$.Execution.Id``."""
+
+    input: dict[str, Any]
+    execution: str
+
+
+def make_run_id(now: dt.datetime, execution: str) -> str:
+    """``20261103T101500Z-1a2b3c4d``: sortable by start time, unique per execution."""
+    name = execution.rsplit(":", 1)[-1]
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, bool, dict[str, Any], bool]:
+    """(bucket, job, force, overrides, from_event) from either input shape."""
+    data = {k: v for k, v in raw.items() if k != "error"}  # left by the settle Wait loop
+    try:
+        if "key" in data or ("bucket" in data and "job" not in data):
+            event = EventInput.model_validate(data)
+            job = layout.job_from_config_key(event.key)
+            bucket, force, overrides, from_event = event.bucket, False, {}, True
+        else:
+            manual = ManualInput.model_validate(data)
+            job, force, overrides, from_event = manual.job, manual.force, dict(manual.overrides), False
+            bucket = manual.bucket or settings.bucket
+    except ValidationError as err:
+        details = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
+        )
+        raise JobInvalid(
+            f"execution input is not understood ({details}). Start a job by uploading "
+            'jobs/<job>/config.yaml, or with the input {"job": "<job>", "force": true, "overrides": {...}}'
+        ) from None
+    if not bucket:
+        raise JobInvalid("no bucket: the input names none and the deployment's BUCKET is not set")
+    if settings.bucket and bucket != settings.bucket:
+        raise JobInvalid(
+            f"bucket {bucket!r} is not this deployment's bucket ({settings.bucket!r}): upload the job there"
+        )
+    return bucket, job, force, overrides, from_event
+
+
+def _unsettled(
+    s3: Any, bucket: str, job: str, entries: list[Entry], now: dt.datetime, settle: int
+) -> str | None:
+    """Why the job's upload still looks in progress, or None."""
+    if entries:
+        newest = max(entries, key=lambda e: e.mtime)
+        age = now.timestamp() - newest.mtime
+        if age < settle:
+            return (
+                f"jobs/{job}/{newest.path} was written {max(age, 0):.0f} s ago (settle window {settle} s): "
+                "waiting for the upload to finish"
+            )
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=layout.job_prefix(job)).get("Uploads", [])
+    if uploads:
+        return f"{uploads[0]['Key']} is still being uploaded (an open multipart upload): waiting for it"
+    return None
+
+
+def _weights_exist(s3: Any, bucket: str, job: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=layout.weights_key(job, "best.pt"))
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _is_running(sfn: Any) -> Any:
+    def is_running(execution: str) -> bool:
+        try:
+            return bool(sfn.describe_execution(executionArn=execution)["status"] == "RUNNING")
+        except ClientError:  # gone, or not an execution at all: it holds nothing
+            return False
+
+    return is_running
+
+
+def validate_job(
+    event: Mapping[str, Any], *, s3: Any, dynamodb: Any, sfn: Any, settings: Settings, now: dt.datetime
+) -> dict[str, Any]:
+    """The logic of Validate job (clients passed in): returns ``{"job": JobSpec, "attempt": Attempt}``.
+
+    Raises ``JobInvalid`` (nothing locked or written), ``UploadInProgress`` (S3-event input
+    whose files are still arriving) or ``JobAlreadyRunning`` (from the lock).
+    """
+    execution = str(event["execution"])
+    bucket, job, force, overrides, from_event = _parse_input(event["input"], settings)
+
+    source = S3Source(s3, bucket, layout.job_prefix(job))
+    entries = list(source.list())
+    config, summary, problems = inspect_job(source, entries=entries, overrides=overrides)
+    unsettled = _unsettled(s3, bucket, job, entries, now, settings.settle_seconds) if from_event else None
+    if problems or config is None:
+        if unsettled:  # an incomplete upload looks invalid: wait for it before judging
+            raise UploadInProgress(f"job {job!r}: {unsettled}")
+        raise problems_error(problems, f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
+
+    run_id = make_run_id(now, execution)
+    started = int(now.timestamp())
+    deadline = started + max(1, int(config.max_hours * 3600))
+    spec = JobSpec(
+        name=job,
+        bucket=bucket,
+        run_id=run_id,
+        execution=execution,
+        config=config,
+        dataset=summary,
+        instance_types=config.resolved_instance_types(settings.default_instance_types),
+        deadline=deadline,
+        stall_seconds=max(1, int(config.stall_hours * 3600)),
+        image=settings.trainer_image,
+        force=force,
+        created=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    attempt = Attempt(
+        number=1,
+        capacity="on-demand" if config.capacity == "on-demand" else "spot",
+        instance_types=list(spec.instance_types),
+        seconds_left=max(1, deadline - started),
+    )
+
+    if not force and _weights_exist(s3, bucket, job):
+        spec.already_trained = True
+        logger.info("already trained: skipped", extra={"job": job})
+        return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
+
+    if unsettled:
+        raise UploadInProgress(f"job {job!r}: {unsettled}")
+
+    spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
+        job, execution, run_id, _is_running(sfn)
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=layout.job_json_key(job, spec.run_id),
+        Body=spec.model_dump_json(indent=1).encode(),
+        ContentType="application/json",
+    )
+    logger.info("job validated", extra={"job": job, "run_id": spec.run_id, "images": summary.files})
+    return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
+
+
+@cache
+def _s3(region: str) -> Any:
+    """S3 client with a connection pool as large as the parallel label reads."""
+    return boto3.client("s3", region_name=region, config=Config(max_pool_connections=MAX_WORKERS))  # type: ignore[call-overload]
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@event_parser(model=ValidateEvent)
+def handler(event: ValidateEvent, context: Any) -> dict[str, Any]:
+    current = settings()
+    try:
+        result = validate_job(
+            event.model_dump(),
+            s3=_s3(current.region),
+            dynamodb=client("dynamodb"),
+            sfn=client("stepfunctions"),
+            settings=current,
+            now=dt.datetime.now(dt.UTC),
+        )
+    except SpotyoloError as err:
+        metrics.add_metric(name=err.error_name, unit=MetricUnit.Count, value=1)
+        logger.info("validate refused", extra={"error": err.error_name, "reason": str(err)})
+        raise
+    metrics.add_metric(
+        name="AlreadyTrained" if result["job"]["already_trained"] else "JobValidated",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    return result

@@ -1,0 +1,243 @@
+"""Validate job under moto: input shapes, skip, settle, the lock, job.json, and the bad-job corpus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions import validate as validate_mod
+from functions.validate import make_run_id, validate_job
+from spotyolo.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
+from spotyolo.jobtable import JobTable
+from spotyolo.models import Attempt, JobSpec
+from spotyolo.settings import Settings
+
+_spec = importlib.util.spec_from_file_location(
+    "bad_jobs", Path(__file__).parents[1] / "unit" / "bad_jobs" / "__init__.py"
+)
+assert _spec and _spec.loader
+bad_jobs = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bad_jobs", bad_jobs)
+_spec.loader.exec_module(bad_jobs)
+
+BUCKET, TABLE = "spotyolo-test", "spotyolo-jobs"
+SETTINGS = Settings(bucket=BUCKET, job_table=TABLE, trainer_image="123.dkr.ecr/trainer:1", settle_seconds=30)
+
+
+class Aws(SimpleNamespace):
+    s3: Any
+    dynamodb: Any
+    sfn: Any
+    machine: str
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        iam = boto3.client("iam", region_name="us-east-1")
+        role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        machine = sfn.create_state_machine(
+            name="pipeline",
+            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+            roleArn=role,
+        )["stateMachineArn"]
+        yield Aws(s3=s3, dynamodb=dynamodb, sfn=sfn, machine=machine)
+
+
+def upload(aws: Aws, folder: Path, job: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            key = f"jobs/{job}/{path.relative_to(folder).as_posix()}"
+            aws.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+
+
+def start(aws: Aws, name: str) -> str:
+    """A real execution (RUNNING until stopped) to hold the lock."""
+    return aws.sfn.start_execution(stateMachineArn=aws.machine, name=name, input="{}")["executionArn"]
+
+
+def run(
+    aws: Aws, payload: dict[str, Any], execution: str, *, later: float = 60, settings: Settings = SETTINGS
+):
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=later)
+    return validate_job(
+        {"input": payload, "execution": execution},
+        s3=aws.s3,
+        dynamodb=aws.dynamodb,
+        sfn=aws.sfn,
+        settings=settings,
+        now=now,
+    )
+
+
+def keys(aws: Aws, prefix: str) -> list[str]:
+    return [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+
+@pytest.fixture
+def job(aws: Aws, tmp_path: Path) -> str:
+    upload(aws, bad_jobs.make_job(tmp_path / "job"), "pets")
+    return "pets"
+
+
+EVENT = {"bucket": BUCKET, "key": "jobs/pets/config.yaml"}
+
+
+def test_s3_event_validates_locks_and_writes_job_json(aws: Aws, job: str) -> None:
+    execution = start(aws, "e1")
+    out = run(aws, {**EVENT, "error": {"Error": "UploadInProgress"}}, execution)
+    spec, attempt = JobSpec.model_validate(out["job"]), Attempt.model_validate(out["attempt"])
+    assert spec.name == "pets" and spec.execution == execution and not spec.already_trained
+    assert spec.stall_seconds == 1800 and isinstance(out["job"]["stall_seconds"], int)
+    assert spec.instance_types == ["g5.xlarge"] and spec.image == SETTINGS.trainer_image
+    assert spec.dataset.splits["train"].images == 3 and spec.dataset.splits["val"].images == 2
+    assert attempt.number == 1 and attempt.capacity == "spot"  # spot-then-on-demand starts on spot
+    assert attempt.seconds_left == 2 * 3600 and spec.deadline - attempt.seconds_left > 0
+    assert spec.run_id.endswith(make_run_id(dt.datetime.now(dt.UTC), execution)[-8:])
+    written = json.loads(
+        aws.s3.get_object(Bucket=BUCKET, Key=f"runs/pets/{spec.run_id}/job.json")["Body"].read()
+    )
+    assert JobSpec.model_validate(written) == spec
+    item = JobTable(aws.dynamodb, TABLE).get("pets")
+    assert item and item.execution == execution and item.run_id == spec.run_id
+
+
+def test_fresh_upload_waits_and_nothing_is_locked(aws: Aws, job: str) -> None:
+    with pytest.raises(UploadInProgress, match="settle window 30 s"):
+        run(aws, EVENT, start(aws, "e1"), later=0)
+    assert JobTable(aws.dynamodb, TABLE).get("pets") is None and keys(aws, "runs/") == []
+
+
+def test_open_multipart_upload_waits(aws: Aws, job: str) -> None:
+    aws.s3.create_multipart_upload(Bucket=BUCKET, Key="jobs/pets/dataset/images/train/big.jpg")
+    with pytest.raises(UploadInProgress, match="multipart"):
+        run(aws, EVENT, start(aws, "e1"))
+
+
+def test_manual_start_does_not_wait_and_applies_overrides(aws: Aws, job: str) -> None:
+    out = run(
+        aws, {"job": "pets", "overrides": {"epochs": 7, "capacity": "on-demand"}}, start(aws, "e1"), later=0
+    )
+    assert out["job"]["config"]["epochs"] == 7 and out["attempt"]["capacity"] == "on-demand"
+
+
+def test_bad_override_is_named_as_override(aws: Aws, job: str) -> None:
+    with pytest.raises(JobInvalid, match=r"overrides: lr0: 3 is out of range"):
+        run(aws, {"job": "pets", "overrides": {"lr0": 3}}, start(aws, "e1"))
+    assert JobTable(aws.dynamodb, TABLE).get("pets") is None
+
+
+def test_lock_is_reentrant_for_the_settle_loop(aws: Aws, job: str) -> None:
+    execution = start(aws, "e1")
+    first = run(aws, EVENT, execution)
+    again = run(aws, EVENT, execution, later=200)
+    assert again["job"]["run_id"] == first["job"]["run_id"]
+
+
+def test_duplicate_start_is_refused_and_running_job_untouched(aws: Aws, job: str) -> None:
+    first = run(aws, EVENT, start(aws, "e1"))
+    table = JobTable(aws.dynamodb, TABLE)
+    before = table.get("pets")
+    with pytest.raises(JobAlreadyRunning, match="already being trained"):
+        run(aws, {"job": "pets", "force": True}, start(aws, "e2"), later=120)
+    assert table.get("pets") == before
+    assert keys(aws, "runs/pets/") == [f"runs/pets/{first['job']['run_id']}/job.json"]
+
+
+def test_lock_of_a_stopped_execution_is_taken_over(aws: Aws, job: str) -> None:
+    old = start(aws, "e1")
+    run(aws, EVENT, old)
+    aws.sfn.stop_execution(executionArn=old)
+    new = start(aws, "e2")
+    out = run(aws, EVENT, new, later=120)
+    assert JobTable(aws.dynamodb, TABLE).get("pets").execution == new  # type: ignore[union-attr]
+    assert out["job"]["execution"] == new
+
+
+def test_trained_job_is_skipped_without_lock_unless_forced(aws: Aws, job: str) -> None:
+    aws.s3.put_object(Bucket=BUCKET, Key="weights/pets/best.pt", Body=b"w")
+    out = run(aws, EVENT, start(aws, "e1"))
+    assert out["job"]["already_trained"] is True
+    assert JobTable(aws.dynamodb, TABLE).get("pets") is None and keys(aws, "runs/") == []
+    forced = run(aws, {"job": "pets", "force": True}, start(aws, "e2"))
+    assert forced["job"]["already_trained"] is False and forced["job"]["force"] is True
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ({"bucket": "other", "key": "jobs/pets/config.yaml"}, "not this deployment's bucket"),
+        ({"bucket": BUCKET, "key": "jobs/pets/dataset/data.yaml"}, "not a job trigger"),
+        ({"bucket": BUCKET, "key": "jobs/Bad Name/config.yaml"}, "job name 'Bad Name' is not allowed"),
+        ({"job": "pets", "bucket": "other"}, "not this deployment's bucket"),
+        ({"job": "pets", "frce": True}, "execution input is not understood"),
+        ({"job": "nothing-here"}, "config.yaml: missing"),
+    ],
+)
+def test_bad_inputs_are_refused(aws: Aws, job: str, payload: dict[str, Any], needle: str) -> None:
+    with pytest.raises(JobInvalid, match=needle):
+        run(aws, payload, start(aws, "e1"))
+    assert keys(aws, "runs/") == []
+
+
+def test_invalid_job_still_uploading_waits_then_is_refused(aws: Aws, tmp_path: Path) -> None:
+    folder = bad_jobs.make_job(tmp_path / "job")
+    (folder / "dataset" / "labels" / "train" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    upload(aws, folder, "pets")
+    with pytest.raises(UploadInProgress):
+        run(aws, EVENT, start(aws, "e1"), later=0)
+    with pytest.raises(
+        JobInvalid, match=r"jobs/pets/dataset/labels/train/orphan\.txt: label file without an image"
+    ):
+        run(aws, EVENT, start(aws, "e2"), later=60)
+
+
+@pytest.mark.parametrize("case", bad_jobs.CASES, ids=[c.id for c in bad_jobs.CASES])
+def test_bad_job_corpus_on_s3(aws: Aws, tmp_path: Path, case: Any) -> None:
+    folder = bad_jobs.make_job(tmp_path / "job")
+    case.mutate(folder)
+    upload(aws, folder, "bad")
+    with pytest.raises(JobInvalid) as caught:
+        run(aws, {"bucket": BUCKET, "key": "jobs/bad/config.yaml"}, start(aws, "e1"))
+    location = f"jobs/bad/{case.file}" + (f":{case.line}" if case.line else "")
+    assert location in str(caught.value) and case.needle in str(caught.value)
+    assert JobTable(aws.dynamodb, TABLE).get("bad") is None, "an invalid job took the lock"
+    assert keys(aws, "runs/") == [], "an invalid job wrote a job.json"
+
+
+def test_handler_with_powertools_and_parser(aws: Aws, job: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUCKET", BUCKET)
+    monkeypatch.setenv("JOB_TABLE", TABLE)
+    monkeypatch.setenv("SETTLE_SECONDS", "0")
+    from functions import common
+
+    common._client.cache_clear()
+    validate_mod._s3.cache_clear()
+    execution = start(aws, "e1")
+    out = validate_mod.handler({"input": EVENT, "execution": execution}, None)
+    assert out["job"]["name"] == "pets" and out["attempt"]["number"] == 1
+    with pytest.raises(JobInvalid):
+        validate_mod.handler(
+            {"input": {"job": "pets", "overrides": {"epoch": 3}}, "execution": execution}, None
+        )
+    common._client.cache_clear()
+    validate_mod._s3.cache_clear()

@@ -1,0 +1,96 @@
+"""config.yaml parsing: what users write is accepted, mistakes are named with line and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from spotyolo.config import inspect_config, parse_config
+from spotyolo.errors import JobInvalid
+
+BASE = "model: yolo11n.pt\n"
+
+
+def test_demo_config_and_training_args() -> None:
+    config = parse_config(BASE + "epochs: 120\nimgsz: 640\ncls: 3.0\nlr0: 1e-3\ncapacity: on-demand\n")
+    assert config.epochs == 120 and config.capacity == "on-demand"
+    assert config.train_args() == {"epochs": 120, "imgsz": 640, "cls": 3.0, "lr0": 0.001}
+
+
+def test_yaml_12_floats_are_numbers() -> None:
+    assert parse_config(BASE + "lr0: 1e-3\nweight_decay: 5e-4\n").train_args()["weight_decay"] == 0.0005
+
+
+def test_mode_train_and_task_detect_are_accepted_and_dropped() -> None:
+    assert "mode" not in parse_config(BASE + "mode: train\ntask: detect\n").train_args()
+
+
+def test_integral_float_epochs_become_int() -> None:
+    assert parse_config(BASE + "epochs: 1.0e2\n").epochs == 100
+
+
+def test_model_file_in_the_job_folder_is_accepted() -> None:
+    assert parse_config("model: weights/mine.pt\n", file_exists={"weights/mine.pt"}.__contains__).model
+
+
+def test_model_path_may_not_escape_the_job() -> None:
+    _, problems = inspect_config("model: ../other/best.pt\n", file_exists=lambda p: True)
+    assert "a path inside the job folder" in str(problems[0])
+
+
+def test_override_replaces_the_other_instance_key() -> None:
+    config = parse_config(BASE + "instance_type: g5.xlarge\n", overrides={"instance_types": ["g6.xlarge"]})
+    assert config.resolved_instance_types() == ["g6.xlarge"]
+
+
+def test_problems_are_reported_together_sorted_and_capped() -> None:
+    text = BASE + "".join(f"bogus_{i}: 1\n" for i in range(30))
+    with pytest.raises(JobInvalid) as caught:
+        parse_config(text, "jobs/x/config.yaml")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "jobs/x/config.yaml is invalid (30 problems):"
+    assert lines[1].startswith("  - jobs/x/config.yaml:2:1: unknown key 'bogus_0'")
+    assert lines[-1] == "  ... and 10 more (30 in total; the first 20 are shown)" and len(lines) == 22
+
+
+def test_alias_expansion_bomb_is_refused_quickly() -> None:
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+    )
+    _, problems = inspect_config(bomb)
+    assert "aliases" in str(problems[0])
+
+
+def test_python_tags_are_refused() -> None:
+    _, problems = inspect_config("model: !!python/object/apply:os.system ['echo hi']\n")
+    assert "not valid YAML" in str(problems[0]) and ":1:" in str(problems[0])
+
+
+def test_non_string_keys_are_refused() -> None:
+    _, problems = inspect_config(BASE + "1: x\n")
+    assert "config.yaml:2:1: key '1' is not a name" in str(problems[0])
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("amp: fp8", "amp: 'fp8'"),
+        ("optimizer: adagrad", "optimizer: 'adagrad' is not one of"),
+        ("fraction: 0", "fraction: 0"),
+        ("scale: 2", "scale: 2 is out of range"),
+        ("imgsz: 10", "imgsz: 10 must be a whole number of pixels >= 32"),
+        ("cache: yes please", "cache: 'yes please'"),
+        ("max_hours: 100000", "over 8760 hours"),
+        ("max_cost_usd: -1", "max_cost_usd: must be more than 0"),
+        ("patience: -1", "patience: -1 is too small"),
+        ("warmup_epochs: []", "warmup_epochs: [] must be a number"),
+        ("conf:", None),
+        ("epochs:", "epochs: must have a value"),
+        ("pretrained: yolo11q.pt", "pretrained: 'yolo11q.pt'"),
+    ],
+)
+def test_ultralytics_rules(line: str, needle: str | None) -> None:
+    _, problems = inspect_config(BASE + line + "\n")
+    if needle is None:
+        assert problems == []
+    else:
+        assert problems and needle in str(problems[0]) and "config.yaml:2:1" in str(problems[0])

@@ -1,0 +1,43 @@
+"""The bad-job corpus, checked on a local folder (what `spotyolo validate` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bad_jobs import CASES, Case, make_job
+
+from spotyolo.config import check_job, inspect_job
+from spotyolo.dataset import LocalSource
+from spotyolo.errors import JobInvalid
+
+
+def test_the_base_job_is_valid(tmp_path: Path) -> None:
+    config, summary = check_job(LocalSource(make_job(tmp_path / "job")))
+    assert config.model == "yolo11n.yaml"
+    assert summary.splits["train"].images == 3
+    assert summary.splits["train"].backgrounds == 1
+    assert summary.splits["train"].instances == {"cat": 1, "dog": 1, "bird": 1}
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_job_is_refused_naming_file_line_and_problem(tmp_path: Path, case: Case) -> None:
+    job = make_job(tmp_path / "job")
+    case.mutate(job)
+    config, _, _ = inspect_job(LocalSource(job))
+    assert config is None
+    with pytest.raises(JobInvalid) as caught:
+        check_job(LocalSource(job))
+    message = str(caught.value)
+    location = f"{case.file}:{case.line}" if case.line else case.file
+    matching = [line for line in message.splitlines() if location in line and case.needle in line]
+    if case.id == "many-problems":
+        assert case.needle in message and f"{location}:" in message
+        assert len(message.splitlines()) == 1 + 20 + 1
+    else:
+        assert matching, f"no line names {location!r} with {case.needle!r} in:\n{message}"
