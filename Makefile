@@ -25,7 +25,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/generate_shapes.py examples/shapes/dataset
-	$(VENV)/bin/spotyolo local examples/shapes
+	$(VENV)/bin/spotyolo local examples/shapes --force
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

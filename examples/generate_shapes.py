@@ -1,6 +1,6 @@
 """Generate the synthetic 'shapes' dataset: circles, squares and triangles on noisy backgrounds.
 
-    python examples/generate_shapes.py examples/shapes/dataset --train 48 --val 12
+    python examples/generate_shapes.py examples/shapes/dataset --train 48 --val 24
 
 Writes an Ultralytics dataset (``data.yaml``, ``train|val/images|labels``) that a scratch
 ``yolo11n.yaml`` learns in about a minute on a laptop CPU. Deterministic for a given seed.
@@ -61,7 +61,7 @@ def make_image(
     return image, boxes
 
 
-def generate(out_dir: str | Path, train: int = 48, val: int = 12, size: int = 96, seed: int = 0) -> Path:
+def generate(out_dir: str | Path, train: int = 48, val: int = 24, size: int = 96, seed: int = 0) -> Path:
     """Write the dataset under ``out_dir`` and return the path of its ``data.yaml``."""
     out = Path(out_dir)
     rng = random.Random(seed)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--train", type=int, default=48)
-    parser.add_argument("--val", type=int, default=12)
+    parser.add_argument("--val", type=int, default=24)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -27,7 +27,8 @@ from spotyolo.config import inspect_job
 from spotyolo.dataset import MAX_WORKERS, Entry, S3Source
 from spotyolo.errors import JobInvalid, SpotyoloError, UploadInProgress
 from spotyolo.jobtable import JobTable
-from spotyolo.models import Attempt, EventInput, JobSpec, ManualInput
+from spotyolo.models import EventInput, JobSpec, ManualInput
+from spotyolo.planning import first_attempt
 from spotyolo.settings import Settings
 from spotyolo.yamlsafe import problems_error
 
@@ -75,11 +76,24 @@ def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, 
 
 
 def _unsettled(
-    s3: Any, bucket: str, job: str, entries: list[Entry], now: dt.datetime, settle: int
+    s3: Any,
+    bucket: str,
+    job: str,
+    entries: list[Entry],
+    now: dt.datetime,
+    settle: int,
+    *,
+    count_trigger: bool,
 ) -> str | None:
-    """Why the job's upload still looks in progress, or None."""
-    if entries:
-        newest = max(entries, key=lambda e: e.mtime)
+    """Why the job's upload still looks in progress, or None.
+
+    The trigger (``config.yaml``) is young by definition when its own upload started this
+    execution, so its age says nothing about the dataset: it counts only when the job looks
+    invalid (``count_trigger``), i.e. when the dataset may still be on its way behind it.
+    """
+    considered = [e for e in entries if count_trigger or e.path != layout.CONFIG_NAME]
+    if considered:
+        newest = max(considered, key=lambda e: e.mtime)
         age = now.timestamp() - newest.mtime
         if age < settle:
             return (
@@ -87,7 +101,7 @@ def _unsettled(
                 "waiting for the upload to finish"
             )
     uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=layout.job_prefix(job)).get("Uploads", [])
-    if uploads:
+    if uploads:  # an abandoned one is aborted by the bucket's lifecycle rule after a day
         return f"{uploads[0]['Key']} is still being uploaded (an open multipart upload): waiting for it"
     return None
 
@@ -126,8 +140,13 @@ def validate_job(
     source = S3Source(s3, bucket, layout.job_prefix(job))
     entries = list(source.list())
     config, summary, problems = inspect_job(source, entries=entries, overrides=overrides)
-    unsettled = _unsettled(s3, bucket, job, entries, now, settings.settle_seconds) if from_event else None
-    if problems or config is None:
+    looks_invalid = bool(problems) or config is None
+    unsettled = (
+        _unsettled(s3, bucket, job, entries, now, settings.settle_seconds, count_trigger=looks_invalid)
+        if from_event
+        else None
+    )
+    if looks_invalid or config is None:
         if unsettled:  # an incomplete upload looks invalid: wait for it before judging
             raise UploadInProgress(f"job {job!r}: {unsettled}")
         raise problems_error(problems, f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
@@ -149,12 +168,7 @@ def validate_job(
         force=force,
         created=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    attempt = Attempt(
-        number=1,
-        capacity="on-demand" if config.capacity == "on-demand" else "spot",
-        instance_types=list(spec.instance_types),
-        seconds_left=max(1, deadline - started),
-    )
+    attempt = first_attempt(config, spec.instance_types, deadline, now=started)
 
     if not force and _weights_exist(s3, bucket, job):
         spec.already_trained = True

@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -125,6 +126,19 @@ def test_fresh_upload_waits_and_nothing_is_locked(aws: Aws, job: str) -> None:
     with pytest.raises(UploadInProgress, match="settle window 30 s"):
         run(aws, EVENT, start(aws, "e1"), later=0)
     assert JobTable(aws.dynamodb, TABLE).get("pets") is None and keys(aws, "runs/") == []
+
+
+def test_a_config_uploaded_after_a_settled_dataset_starts_at_once(aws: Aws, tmp_path: Path) -> None:
+    """The trigger's own age says nothing about the dataset: no wait once the dataset is settled."""
+    folder = bad_jobs.make_job(tmp_path / "job")
+    config = (folder / "config.yaml").read_bytes()
+    (folder / "config.yaml").unlink()
+    upload(aws, folder, "pets")
+    time.sleep(1.2)
+    aws.s3.put_object(Bucket=BUCKET, Key="jobs/pets/config.yaml", Body=config)
+    quick = Settings(bucket=BUCKET, job_table=TABLE, settle_seconds=1)
+    out = run(aws, EVENT, start(aws, "e1"), later=0, settings=quick)
+    assert out["job"]["name"] == "pets" and JobTable(aws.dynamodb, TABLE).get("pets") is not None
 
 
 def test_open_multipart_upload_waits(aws: Aws, job: str) -> None:

@@ -1,0 +1,385 @@
+"""The seven Lambdas (DESIGN §6), each with its own role granting only what its logic does.
+
+One code asset (``cdk/lambda_bundle.py``: functions/ + spotyolo/ + PyYAML), the pinned
+Powertools layer for this runtime and architecture, X-Ray tracing, one log group each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from cdk import lambda_bundle
+from cdk.common import retention
+from cdk.config import POWERTOOLS_VERSION, DeployConfig
+from cdk.nag import acknowledge
+from cdk.trainer_construct import TrainerConstruct
+
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+ARCHITECTURE = lambda_.Architecture.X86_64
+assert RUNTIME.name == f"python{lambda_bundle.PYTHON_VERSION}", "wheels and runtime must match"
+
+
+def powertools_layer_parameter(
+    runtime: lambda_.Runtime = RUNTIME,
+    architecture: lambda_.Architecture = ARCHITECTURE,
+    version: str = POWERTOOLS_VERSION,
+) -> str:
+    """The public SSM parameter holding the Powertools v3 layer ARN of exactly this version
+    for this runtime and architecture (published by the Powertools team in every region)."""
+    return f"/aws/service/powertools/python/{architecture.name}/{runtime.name}/{version}"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str  # module functions/<name>.py
+    description: str
+    timeout_s: int
+    memory_mb: int = 256
+    invoked_by_events: bool = False  # asynchronous invocation: give it a DLQ
+
+
+SPECS = (
+    FunctionSpec(
+        "validate", "Validate job: check config + dataset, settle uploads, lock, plan attempt 1", 300, 512
+    ),
+    FunctionSpec("launch", "Launch trainer: store the task token, start one EC2 instance", 120),
+    FunctionSpec("prepare_retry", "Prepare retry: next attempt after an interruption", 60),
+    FunctionSpec("check_result", "Check result: promote weights, metrics vs target, cost, message", 300, 512),
+    FunctionSpec(
+        "cleanup",
+        "Clean up: terminate the run's instances, clear the token, release the lock",
+        120,
+        invoked_by_events=True,
+    ),
+    FunctionSpec(
+        "instance_lost",
+        "An instance of ours stopped unannounced: fail its task with InstanceLost",
+        60,
+        invoked_by_events=True,
+    ),
+    FunctionSpec(
+        "cancel", "config.yaml deleted: stop the job's running execution", 60, invoked_by_events=True
+    ),
+)
+
+
+class FunctionsConstruct(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cfg: DeployConfig,
+        bucket: s3.IBucket,
+        table_arn: str,
+        table_name: str,
+        topic_arn: str,
+        trainer: TrainerConstruct,
+        subnet_ids: list[str],
+        dlq: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        self.state_machine_arn = stack.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=cfg.state_machine_name,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        executions_arn = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{cfg.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+        layer_arn = cfg.powertools_layer_arn or cdk.aws_ssm.StringParameter.value_for_string_parameter(
+            self, powertools_layer_parameter()
+        )
+        self.layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)
+        code = lambda_.Code.from_asset(str(lambda_bundle.lambda_asset(cfg.lambda_wheels)))
+
+        environment = {
+            "BUCKET": bucket.bucket_name,
+            "JOB_TABLE": table_name,
+            "TOPIC_ARN": topic_arn,
+            "STATE_MACHINE_ARN": self.state_machine_arn,
+            "TRAINER_IMAGE": trainer.image_uri,
+            "LAUNCH_TEMPLATE_ID": trainer.launch_template.launch_template_id or "",
+            "LAUNCH_TEMPLATE_VERSION": trainer.launch_template.latest_version_number,
+            "SUBNET_IDS": cdk.Fn.join(",", subnet_ids),
+            "DEFAULT_INSTANCE_TYPES": ",".join(cfg.instance_types),
+            "SETTLE_SECONDS": str(cfg.settle_seconds),
+            "ROOT_VOLUME_BASE_GB": str(cfg.root_volume_gb),
+            "POWERTOOLS_SERVICE_NAME": "spotyolo",
+            "POWERTOOLS_METRICS_NAMESPACE": "spotyolo",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+
+        self.functions: dict[str, lambda_.Function] = {}
+        for spec in SPECS:
+            role = iam.Role(
+                self,
+                f"{_camel(spec.name)}Role",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"spotyolo {spec.name} Lambda",
+            )
+            log_group = logs.LogGroup(
+                self,
+                f"{_camel(spec.name)}Logs",
+                retention=retention(cfg.log_retention_days),
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="OwnLogs",
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[log_group.log_group_arn],
+                )
+            )
+            fn = lambda_.Function(
+                self,
+                _camel(spec.name),
+                runtime=RUNTIME,
+                architecture=ARCHITECTURE,
+                handler=f"functions.{spec.name}.handler",
+                code=code,
+                layers=[self.layer],
+                role=role,
+                log_group=log_group,
+                description=spec.description,
+                timeout=cdk.Duration.seconds(spec.timeout_s),
+                memory_size=spec.memory_mb,
+                tracing=lambda_.Tracing.ACTIVE,
+                environment=environment,
+                dead_letter_queue=dlq if spec.invoked_by_events else None,
+                retry_attempts=2 if spec.invoked_by_events else None,
+                max_event_age=cdk.Duration.hours(6) if spec.invoked_by_events else None,
+            )
+            self.functions[spec.name] = fn
+
+        table = [table_arn]
+        objects = bucket.arn_for_objects
+        ours = {"StringEquals": {"ec2:ResourceTag/app": "spotyolo"}}
+        instances = [_ec2_arn(stack, "instance/*")]
+        p = self._grant
+        # (a test keeps these in step with the boto3 calls in functions/ and spotyolo/)
+        # validate: read the job, is it trained, settle (multipart uploads), write job.json, lock
+        p("validate", ["s3:GetObject"], [objects("jobs/*"), objects("weights/*")])
+        # ListBucket also makes a missing key answer 404 (not 403) to head_object
+        p(
+            "validate",
+            ["s3:ListBucket"],
+            [bucket.bucket_arn],
+            {"StringLike": {"s3:prefix": ["jobs/*", "weights/*"]}},
+        )
+        p("validate", ["s3:ListBucketMultipartUploads"], [bucket.bucket_arn])
+        p("validate", ["s3:PutObject"], [objects("runs/*/job.json")])
+        p("validate", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p("validate", ["states:DescribeExecution"], [executions_arn])
+        # launch: one instance from our template, tagged app=spotyolo, with the trainer role
+        self._grant_launch(trainer, subnet_ids, table)
+        # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
+        p("prepare_retry", ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
+        p("prepare_retry", ["ec2:TerminateInstances"], instances, ours)
+        p("prepare_retry", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        # check_result: copy the run's files to weights/<job>/ (previous ones to previous/)
+        p("check_result", ["s3:GetObject"], [objects("runs/*"), objects("weights/*")])
+        p("check_result", ["s3:PutObject"], [objects("weights/*")])
+        p(
+            "check_result",
+            ["s3:ListBucket"],
+            [bucket.bucket_arn],
+            {"StringLike": {"s3:prefix": ["runs/*", "weights/*"]}},
+        )
+        p("check_result", ["ec2:DescribeSpotPriceHistory"], ["*"])
+        p("check_result", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        # cleanup (and cancel, which cleans up too): terminate only our instances, notify
+        for name in ("cleanup", "cancel"):
+            p(name, ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
+            p(name, ["ec2:TerminateInstances"], instances, ours)
+            p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+            p(name, ["sns:Publish"], [topic_arn])
+        p("cancel", ["states:StopExecution"], [executions_arn])
+        # instance_lost: whose instance is it (tags), fail its pending task
+        p("instance_lost", ["ec2:DescribeInstances"], ["*"])
+        p("instance_lost", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p("instance_lost", ["states:SendTaskFailure"], ["*"])
+
+        self._acknowledge_wildcards(stack, bucket, cfg.state_machine_name)
+
+    def _grant(
+        self,
+        name: str,
+        actions: list[str],
+        resources: list[str],
+        conditions: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        fn = self.functions[name]
+        assert fn.role is not None
+        fn.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
+        )
+
+    def _grant_launch(self, trainer: TrainerConstruct, subnet_ids: list[str], table: list[str]) -> None:
+        stack = cdk.Stack.of(self)
+        lt = trainer.launch_template
+        p = self._grant
+        launch = ["ec2:CreateFleet", "ec2:RunInstances"]
+        created = ("volume", "network-interface", "spot-instances-request", "fleet")
+        # instances must be created tagged app=spotyolo (cleanup terminates only those)
+        p(
+            "launch",
+            launch,
+            [_ec2_arn(stack, "instance/*")],
+            {"StringEquals": {"aws:RequestTag/app": "spotyolo"}},
+        )
+        p("launch", launch, [_ec2_arn(stack, f"{kind}/*") for kind in created])
+        p(
+            "launch",
+            launch,
+            [
+                _ec2_arn(stack, f"launch-template/{lt.launch_template_id}"),
+                _ec2_arn(stack, f"security-group/{trainer.security_group.security_group_id}"),
+                *(_ec2_arn(stack, f"subnet/{s}") for s in subnet_ids),
+                f"arn:{stack.partition}:ec2:{stack.region}::image/*",
+            ],
+        )
+        p(
+            "launch",
+            ["ec2:CreateTags"],
+            [_ec2_arn(stack, f"{kind}/*") for kind in ("instance", "fleet")],
+            {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
+        )
+        # the root volume is tagged after launch (instant fleets tag instances only)
+        p(
+            "launch",
+            ["ec2:CreateTags"],
+            [_ec2_arn(stack, "volume/*")],
+            {"StringEquals": {"aws:RequestTag/app": "spotyolo"}},
+        )
+        p(
+            "launch",
+            ["ec2:TerminateInstances"],
+            [_ec2_arn(stack, "instance/*")],
+            {"StringEquals": {"ec2:ResourceTag/app": "spotyolo"}},
+        )
+        p(
+            "launch",
+            ["iam:PassRole"],
+            [trainer.role.role_arn],
+            {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        )
+        # the first spot launch of an account creates EC2's spot / fleet service-linked roles
+        services = ["spot.amazonaws.com", "ec2fleet.amazonaws.com"]
+        p(
+            "launch",
+            ["iam:CreateServiceLinkedRole"],
+            [f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/{svc}/*" for svc in services],
+            {"StringEquals": {"iam:AWSServiceName": services}},
+        )
+        p("launch", ["ec2:DescribeInstances"], ["*"])
+        p("launch", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+
+    def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket, state_machine_name: str) -> None:
+        """One acknowledgement per (role, finding), each saying why that wildcard is needed."""
+        objects = f"Resource::<{stack.get_logical_id(_default_child(bucket))}.Arn>"
+        arn = "Resource::arn:<AWS::Partition>:{svc}:<AWS::Region>:<AWS::AccountId>:{rest}"
+        executions = arn.format(svc="states", rest=f"execution:{state_machine_name}:*")
+        xray = "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
+        per_job = "the job (and run) name is only known per execution, so access is scoped by prefix"
+        created = {
+            kind: f"EC2 creates the {kind} id during RunInstances/CreateFleet, so it cannot be named "
+            "in advance; "
+            + (
+                "creating, tagging and terminating one requires the tag app=spotyolo."
+                if kind == "instance"
+                else "tags only with app=spotyolo or within the launch call (ec2:CreateAction)."
+            )
+            for kind in ("instance", "volume", "network-interface", "spot-instances-request", "fleet")
+        }
+        slr = "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/aws-service-role/{svc}/*"
+        slr_reason = (
+            "The first spot launch of an account creates EC2's service-linked role for {svc} "
+            "(restricted by iam:AWSServiceName)."
+        )
+        services = ("spot.amazonaws.com", "ec2fleet.amazonaws.com")
+        terminate = (
+            "TerminateInstances is limited to instances tagged app=spotyolo; instance ids are per run."
+        )
+        findings: dict[str, dict[str, str]] = {
+            "validate": {
+                "Resource::*": xray,
+                f"{objects}/jobs/*": "Reads config.yaml and the dataset listing of a job under jobs/: "
+                f"{per_job}.",
+                f"{objects}/weights/*": f"Checks whether weights/<job>/ exists (already trained): {per_job}.",
+                f"{objects}/runs/*/job.json": "Writes runs/<job>/<run>/job.json, nothing else there: "
+                f"{per_job}.",
+                executions: "DescribeExecution of this one state machine's executions (is the lock holder "
+                "still running?); execution names are generated.",
+            },
+            "launch": {
+                "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
+                "running?) has no resource type.",
+                **{arn.format(svc="ec2", rest=f"{kind}/*"): reason for kind, reason in created.items()},
+                "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": "The AMI id comes from the "
+                "public ECS GPU AMI SSM parameter and changes with each release.",
+                **{f"Resource::{slr.format(svc=svc)}": slr_reason.format(svc=svc) for svc in services},
+            },
+            "prepare_retry": {
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (leftovers, cost so "
+                "far) have no resource type.",
+                arn.format(svc="ec2", rest="instance/*"): terminate,
+            },
+            "check_result": {
+                "Resource::*": f"{xray} ec2:DescribeSpotPriceHistory (the run's cost) has no resource type.",
+                f"{objects}/runs/*": f"Reads the run's artifacts under runs/<job>/<run>/: {per_job}.",
+                f"{objects}/weights/*": "Promotes them to weights/<job>/ (previous ones to previous/): "
+                f"{per_job}.",
+            },
+            "cleanup": {
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (the run's "
+                "instances, its cost) have no resource type.",
+                arn.format(svc="ec2", rest="instance/*"): terminate,
+            },
+            "instance_lost": {
+                "Resource::*": f"{xray} ec2:DescribeInstances (the instance's tags) has no resource type; "
+                "states:SendTaskFailure authorises by task token and takes no resource ARN.",
+            },
+            "cancel": {
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (cancel cleans up "
+                "the run's instances and reports its cost) have no resource type.",
+                arn.format(svc="ec2", rest="instance/*"): terminate,
+                executions: "StopExecution of this one state machine's executions; execution names are "
+                "generated.",
+            },
+        }
+        for name, reasons in findings.items():
+            role = self.functions[name].role
+            assert role is not None
+            for finding, reason in reasons.items():
+                acknowledge(role, "IAM5", reason, finding)
+
+
+def _ec2_arn(stack: cdk.Stack, resource: str) -> str:
+    return f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:{resource}"
+
+
+def _default_child(bucket: s3.IBucket) -> cdk.CfnElement:
+    child = bucket.node.default_child
+    assert isinstance(child, cdk.CfnElement)
+    return child
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))

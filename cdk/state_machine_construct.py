@@ -1,0 +1,97 @@
+"""The state machine, from the very ASL file the local engine runs (DESIGN §5).
+
+``DefinitionBody.from_string`` inlines the file unchanged; CloudFormation substitutes the
+``${...}`` placeholders (``DefinitionSubstitutions``) at deploy time. The definition is checked
+at synth (stepfunctions/asl.py), so a broken ASL fails here and not in the console.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from cdk.common import retention
+from cdk.config import DeployConfig
+from cdk.nag import acknowledge
+from stepfunctions import asl
+
+#: placeholder -> Lambda module it stands for
+FUNCTION_PLACEHOLDERS = {
+    "ValidateFunctionArn": "validate",
+    "LaunchFunctionArn": "launch",
+    "PrepareRetryFunctionArn": "prepare_retry",
+    "CheckResultFunctionArn": "check_result",
+    "CleanupFunctionArn": "cleanup",
+}
+
+
+class StateMachineConstruct(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cfg: DeployConfig,
+        functions: dict[str, lambda_.IFunction],
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        text = asl.load_asl_text()
+        found = asl.placeholders(text)
+        expected = set(FUNCTION_PLACEHOLDERS) | {"TopicArn"}
+        if found != expected:
+            raise ValueError(
+                f"{asl.ASL_PATH}: placeholders {sorted(found)} differ from the contract {sorted(expected)}; "
+                "fix the ASL file or cdk/state_machine_construct.py"
+            )
+        problems = asl.validate_definition(json.loads(text))
+        if problems:
+            raise ValueError(f"{asl.ASL_PATH}: " + "; ".join(problems))
+
+        substitutions = {ph: functions[name].function_arn for ph, name in FUNCTION_PLACEHOLDERS.items()}
+        substitutions["TopicArn"] = topic.topic_arn
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=retention(cfg.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=cfg.state_machine_name,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_string(text),
+            definition_substitutions=substitutions,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+        )
+        # explicit and exact: the unqualified ARNs the ASL invokes, the one topic
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="InvokePipelineLambdas",
+                actions=["lambda:InvokeFunction"],
+                resources=[functions[name].function_arn for name in FUNCTION_PLACEHOLDERS.values()],
+            )
+        )
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[topic.topic_arn])
+        )
+        acknowledge(
+            self.state_machine.role,
+            "IAM5",
+            "Added by CDK for logging and tracing: CloudWatch Logs vended delivery "
+            "(logs:CreateLogDelivery, ...) and X-Ray (xray:PutTraceSegments, ...) have no "
+            "resource type.",
+            "Resource::*",
+        )

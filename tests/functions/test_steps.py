@@ -1,0 +1,423 @@
+"""The step Lambdas' logic against moto (EC2 with a launch template, DynamoDB, S3, Step Functions)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
+from spotyolo import planning
+from spotyolo.cost import run_cost
+from spotyolo.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
+from spotyolo.jobtable import JobTable
+from spotyolo.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
+from spotyolo.settings import Settings
+
+EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
+OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
+
+
+def make_job(**config: Any) -> JobSpec:
+    cfg = JobConfig.model_validate(
+        {"model": "yolo11n.yaml", "epochs": 3, "target": {"metric": "recall", "min": 0.8}, **config}
+    )
+    return JobSpec(
+        name="shapes",
+        bucket="bkt",
+        run_id="run-a",
+        execution=EXEC,
+        config=cfg,
+        dataset={"bytes": 5 * 2**30, "files": 10},
+        instance_types=["g5.xlarge", "g6.xlarge"],
+        deadline=int(time.time()) + 3600,
+        stall_seconds=600,
+        image="repo/trainer:1",
+    )
+
+
+def attempt(number: int = 1, **kw: Any) -> Attempt:
+    return Attempt(
+        number=number,
+        capacity=kw.pop("capacity", "spot"),
+        instance_types=["g5.xlarge", "g6.xlarge"],
+        seconds_left=3000,
+        **kw,
+    )
+
+
+class Aws:
+    def __init__(self) -> None:
+        self.ec2 = boto3.client("ec2", region_name="us-east-1")
+        self.ddb = boto3.client("dynamodb", region_name="us-east-1")
+        self.s3 = boto3.client("s3", region_name="us-east-1")
+        self.sns = boto3.client("sns", region_name="us-east-1")
+        self.ddb.create_table(
+            TableName="jobs",
+            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.table = JobTable(self.ddb, "jobs")
+        self.s3.create_bucket(Bucket="bkt")
+        lt = self.ec2.create_launch_template(
+            LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-03cf127a"}
+        )
+        self.cfg = Settings(
+            bucket="bkt",
+            job_table="jobs",
+            launch_template_id=lt["LaunchTemplate"]["LaunchTemplateId"],
+            trainer_image="repo/trainer:1",
+            root_volume_base_gb=40,
+            launch_backoff_seconds=10,
+            max_launch_waits=2,
+        )
+
+    def lock(self, execution: str = EXEC) -> None:
+        self.table.acquire_lock("shapes", execution, "run-a", lambda e: True)
+
+    def launch(self, job: JobSpec, att: Attempt, token: str = "tok-1", ec2: Any = None) -> dict[str, Any]:
+        event = launch.LaunchEvent(job=job, attempt=att, token=token)
+        return launch.launch(event, ec2=ec2 or self.ec2, table=self.table, cfg=self.cfg)
+
+
+@pytest.fixture
+def aws() -> Iterator[Aws]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # real SendTask* checks
+        yield Aws()
+
+
+# ---------------------------------------------------------------- launch
+
+
+def test_launch_records_the_token_and_starts_one_tagged_spot_instance(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    out = aws.launch(job, attempt())
+    item = aws.table.get("shapes")
+    assert (
+        item and item.current and item.current.token == "tok-1" and item.current.instance == out["instance"]
+    )
+    assert item.attempts[0].instance_type == "g5.xlarge" and item.attempts[0].outcome == "running"
+    (inst,) = launch.run_instances_of(aws.ec2, "shapes", "run-a", 1)
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags == {
+        "app": "spotyolo",
+        "job": "shapes",
+        "run": "run-a",
+        "attempt": "1",
+        "image": "repo/trainer:1",
+        "Name": "spotyolo-shapes-1",
+    }
+    assert inst["InstanceLifecycle"] == "spot"
+
+
+def test_a_retried_launch_of_the_same_attempt_starts_no_second_instance(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    first = aws.launch(job, attempt(), token="tok-1")
+    again = aws.launch(job, attempt(), token="tok-2")  # Step Functions retried the task: new token
+    assert again["reused"] is True and again["instance"] == first["instance"]
+    assert len(launch.run_instances_of(aws.ec2, "shapes")) == 1
+    item = aws.table.get("shapes")
+    assert item and item.current and item.current.token == "tok-2" and len(item.attempts) == 1
+
+
+def test_fleet_request_sizes_the_root_volume_and_orders_on_demand(aws: Aws) -> None:
+    job = make_job()
+    cfg = Settings(launch_template_id="lt-1", subnet_ids=["subnet-a", "subnet-b"], root_volume_base_gb=40)
+    spot = launch.fleet_request(job, attempt(), cfg, EXEC)
+    overrides = spot["LaunchTemplateConfigs"][0]["Overrides"]
+    assert [(o["InstanceType"], o["SubnetId"]) for o in overrides] == [
+        ("g5.xlarge", "subnet-a"),
+        ("g5.xlarge", "subnet-b"),
+        ("g6.xlarge", "subnet-a"),
+        ("g6.xlarge", "subnet-b"),
+    ]
+    assert overrides[0]["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 40 + 10  # 5 GiB dataset x 2
+    assert spot["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
+    on_demand = launch.fleet_request(job, attempt(capacity="on-demand"), cfg, EXEC)
+    assert on_demand["OnDemandOptions"] == {"AllocationStrategy": "prioritized"}
+    assert [o["Priority"] for o in on_demand["LaunchTemplateConfigs"][0]["Overrides"]] == [0.0, 0.0, 1.0, 1.0]
+    # every launch round has its own idempotency token, every retry of one round the same
+    assert spot["ClientToken"] == launch.fleet_request(job, attempt(), cfg, EXEC)["ClientToken"]
+    assert spot["ClientToken"] != launch.fleet_request(job, attempt(launch_waits=1), cfg, EXEC)["ClientToken"]
+
+
+class RefusingEC2:
+    def __init__(self, ec2: Any, code: str, message: str) -> None:
+        self._ec2, self.code, self.message = ec2, code, message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **_: Any) -> dict[str, Any]:
+        return {"Instances": [], "Errors": [{"ErrorCode": self.code, "ErrorMessage": self.message}]}
+
+
+def test_no_capacity_and_quota_errors_name_the_cause(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    with pytest.raises(NoCapacity, match=r"no spot capacity for g5\.xlarge, g6\.xlarge"):
+        aws.launch(job, attempt(), ec2=RefusingEC2(aws.ec2, "InsufficientInstanceCapacity", "none left"))
+    with pytest.raises(QuotaExceeded, match=r"All G and VT Spot Instance Requests.*L-3819A6DF"):
+        aws.launch(job, attempt(), ec2=RefusingEC2(aws.ec2, "MaxSpotInstanceCountExceeded", "limit"))
+    with pytest.raises(QuotaExceeded, match="L-DB2E81BA"):
+        aws.launch(job, attempt(capacity="on-demand"), ec2=RefusingEC2(aws.ec2, "VcpuLimitExceeded", "vcpus"))
+    item = aws.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["NoCapacity", "QuotaExceeded", "QuotaExceeded"]
+    assert launch.run_instances_of(aws.ec2, "shapes") == []
+
+
+def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:
+    aws.lock(OTHER)
+    with pytest.raises(Exception, match="no longer held by this execution"):
+        aws.launch(make_job(), attempt())
+    assert launch.run_instances_of(aws.ec2, "shapes") == []
+
+
+# ---------------------------------------------------------------- planning
+
+
+def test_planning_ladder_interruptions_and_budget() -> None:
+    job = make_job(capacity="spot-then-on-demand", max_interruptions=1, max_cost_usd=2.0)
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline)
+    assert first.capacity == "spot" and first.number == 1 and 3500 < first.seconds_left <= 3600
+    second = planning.next_attempt(job, first, "SpotInterrupted")
+    assert (second.number, second.capacity, second.interruptions) == (2, "on-demand", 1)
+    with pytest.raises(TooManyInterruptions, match="max_interruptions"):
+        planning.next_attempt(job, second, "SpotInterrupted")
+    with pytest.raises(BudgetExceeded, match=r"max_cost_usd \(\$2.00\)"):
+        planning.next_attempt(job, first, "InstanceLost", cost_usd=2.5)
+    with pytest.raises(BudgetExceeded, match="max_hours"):
+        planning.next_attempt(job, first, "SpotInterrupted", now=job.deadline - 10)
+    round1 = planning.next_launch_round(job, first, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
+    assert (round1.capacity, round1.wait_seconds, round1.launch_waits) == ("on-demand", 30, 1)
+    round2 = planning.next_launch_round(job, round1, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
+    assert round2.wait_seconds == 60
+    with pytest.raises(NoCapacity, match="gave up after 3 launch tries"):
+        planning.next_launch_round(job, round2, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
+
+
+def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    aws.launch(job, attempt())
+    event = prepare_retry.RetryEvent(
+        job=job, attempt=attempt(), execution=EXEC, error=ErrorInfo(Error="SpotInterrupted", Cause="notice")
+    )
+    out = prepare_retry.prepare_retry(event, ec2=aws.ec2, table=aws.table, cfg=aws.cfg)
+    assert out["attempt"]["number"] == 2 and out["attempt"]["interruptions"] == 1
+    assert out["job"]["run_id"] == "run-a"
+    item = aws.table.get("shapes")
+    assert (
+        item
+        and item.attempts[0].outcome == "SpotInterrupted"
+        and item.attempts[0].end
+        and item.current is None
+    )
+    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    cause = json.dumps({"errorMessage": "no g5 anywhere", "errorType": "NoCapacity"})
+    waiting = prepare_retry.prepare_retry(
+        prepare_retry.RetryEvent(
+            job=job, attempt=attempt(2), error=ErrorInfo(Error="NoCapacity", Cause=cause)
+        ),
+        ec2=aws.ec2,
+        table=aws.table,
+        cfg=aws.cfg,
+    )
+    assert waiting["attempt"]["number"] == 2 and waiting["attempt"]["wait_seconds"] == 10
+
+
+# ---------------------------------------------------------------- instance_lost
+
+
+def test_instance_lost_fails_only_the_current_attempt(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    old = aws.launch(job, attempt(1), token="tok-1")["instance"]
+    aws.table.end_attempt("shapes", EXEC, 1, "SpotInterrupted")
+    new = aws.launch(job, attempt(2), token="tok-2")["instance"]
+    sent: list[dict[str, Any]] = []
+
+    class Sfn:
+        def send_task_failure(self, **kw: Any) -> None:
+            sent.append(kw)
+
+    aws.ec2.terminate_instances(InstanceIds=[old])
+    out = instance_lost.instance_lost(old, "terminated", ec2=aws.ec2, sfn=Sfn(), table=aws.table)
+    assert out["outcome"] == "ignored" and sent == []  # an earlier attempt's instance: nothing happens
+    foreign = aws.ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
+    assert (
+        instance_lost.instance_lost(foreign, "terminated", ec2=aws.ec2, sfn=Sfn(), table=aws.table)["reason"]
+        == "not a spotyolo instance"
+    )
+    aws.ec2.terminate_instances(InstanceIds=[new])
+    out = instance_lost.instance_lost(new, "shutting-down", ec2=aws.ec2, sfn=Sfn(), table=aws.table)
+    assert out["outcome"] == "failed task"
+    assert sent[0]["taskToken"] == "tok-2" and sent[0]["error"] == "InstanceLost" and new in sent[0]["cause"]
+
+
+def test_instance_lost_with_a_stale_token_is_fine(aws: Aws) -> None:
+    aws.lock()
+    inst = aws.launch(make_job(), attempt(), token="not-a-live-token")["instance"]
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    out = instance_lost.instance_lost(inst, "terminated", ec2=aws.ec2, sfn=sfn, table=aws.table)
+    assert out["outcome"] == "stale"
+
+
+# ---------------------------------------------------------------- check_result
+
+
+def test_check_result_promotes_weights_and_keeps_the_previous_ones(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    for name in ("best.pt", "last.pt", "results.csv", "metrics.json"):
+        aws.s3.put_object(Bucket="bkt", Key=f"runs/shapes/run-a/artifacts/{name}", Body=name.encode())
+    aws.s3.put_object(Bucket="bkt", Key="weights/shapes/best.pt", Body=b"old")
+    result = TrainResult(
+        metrics={"recall": 0.904, "mAP50": 0.938}, best_epoch=59, epochs=60, seconds=92, attempt=2
+    )
+    event = check_result.CheckEvent(
+        job=job, attempt=attempt(2, interruptions=1), result=result, execution=EXEC
+    )
+    summary = check_result.check_result(event, s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert aws.s3.get_object(Bucket="bkt", Key="weights/shapes/best.pt")["Body"].read() == b"best.pt"
+    assert aws.s3.get_object(Bucket="bkt", Key="weights/shapes/previous/best.pt")["Body"].read() == b"old"
+    assert summary.message.startswith(
+        "shapes complete: 90.4% recall (mAP50 0.938) · target recall ≥ 80.0% · "
+        "60 epochs · 1m32s · 1 interruption"
+    )
+    assert summary.status == "complete" and summary.met_target is True
+
+
+def test_check_result_without_best_pt_is_an_error(aws: Aws) -> None:
+    result = TrainResult(metrics={"recall": 0.9}, best_epoch=1, epochs=1, seconds=1, attempt=1)
+    event = check_result.CheckEvent(job=make_job(), attempt=attempt(), result=result)
+    with pytest.raises(Exception, match=r"best\.pt is missing"):
+        check_result.check_result(event, s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert "Contents" not in aws.s3.list_objects_v2(Bucket="bkt", Prefix="weights/")
+
+
+# ---------------------------------------------------------------- cleanup and cancel
+
+
+def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
+    aws.lock()
+    job = make_job()
+    aws.launch(job, attempt())
+    doc = {
+        "job": job.model_dump(mode="json"),
+        "attempt": attempt().model_dump(),
+        "error": {"Error": "TrainingDiverged", "Cause": "loss is nan at epoch 3"},
+    }
+    # a refused duplicate's status-rule cleanup: the item names another execution, nothing happens
+    stranger = cleanup.StatusChangeEvent.model_validate(
+        {
+            "version": "0",
+            "id": "1",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "1",
+            "time": "2026-11-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {"executionArn": OTHER, "status": "FAILED", "input": json.dumps({"job": "shapes"})},
+        }
+    )
+    out = cleanup.from_status_event(stranger, ec2=aws.ec2, table=aws.table, sns=aws.sns, topic_arn="")
+    assert out["owned"] is False and out["terminated"] == []
+    assert len(launch.run_instances_of(aws.ec2, "shapes")) == 1
+    event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
+    first = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert first["released"] is True and len(first["terminated"]) == 1
+    assert first["error"] == "TrainingDiverged" and first["status"] == "failed"
+    assert "training diverged" in first["message"] and "loss is nan at epoch 3" in first["message"]
+    assert "1 attempt" in first["message"]
+    second = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert second["released"] is False and second["terminated"] == []
+    item = aws.table.get("shapes")
+    assert (
+        item
+        and item.execution is None
+        and item.current is None
+        and item.attempts[0].outcome == "TrainingDiverged"
+    )
+
+
+def test_cleanup_after_a_new_run_took_the_job_leaves_it_alone(aws: Aws) -> None:
+    aws.lock()
+    old_job = make_job()
+    aws.table.release_lock("shapes", EXEC, "failed")
+    aws.table.acquire_lock("shapes", OTHER, "run-b", lambda e: True)
+    new_job = make_job().model_copy(update={"run_id": "run-b", "execution": OTHER})
+    aws.launch(new_job, attempt(), token="tok-new")
+    doc = {"job": old_job.model_dump(mode="json"), "error": {"Error": "States.Timeout"}}
+    out = cleanup.from_workflow(
+        cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed"), ec2=aws.ec2, table=aws.table
+    )
+    assert out["released"] is False and out["terminated"] == []
+    item = aws.table.get("shapes")
+    assert item and item.execution == OTHER and item.current and item.current.token == "tok-new"
+
+
+def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    stopped: list[dict[str, Any]] = []
+
+    class Sfn:
+        def stop_execution(self, **kw: Any) -> None:
+            stopped.append(kw)
+
+    out = cancel.cancel(
+        "bkt", "jobs/shapes/config.yaml", sfn=Sfn(), ec2=aws.ec2, sns=aws.sns, table=aws.table, topic_arn=""
+    )
+    assert (
+        out["cancelled"] is True and stopped[0]["executionArn"] == EXEC and stopped[0]["error"] == "Cancelled"
+    )
+    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    item = aws.table.get("shapes")
+    assert item and item.status == "cancelled" and item.execution is None
+    assert (
+        cancel.cancel(
+            "bkt",
+            "jobs/shapes/dataset/data.yaml",
+            sfn=Sfn(),
+            ec2=aws.ec2,
+            sns=aws.sns,
+            table=aws.table,
+            topic_arn="",
+        )["cancelled"]
+        is False
+    )
+
+
+def test_run_cost_counts_launched_attempts_only() -> None:
+    records = [
+        AttemptRecord(
+            number=1,
+            capacity="spot",
+            instance_type="g5.xlarge",
+            start="2026-11-01T00:00:00Z",
+            end="2026-11-01T01:00:00Z",
+            outcome="SpotInterrupted",
+        ),
+        AttemptRecord(number=2, capacity="on-demand", outcome="NoCapacity"),
+        AttemptRecord(
+            number=2,
+            capacity="on-demand",
+            instance_type="g5.xlarge",
+            start="2026-11-01T01:00:00Z",
+            end="2026-11-01T01:30:00Z",
+            outcome="succeeded",
+        ),
+    ]
+    assert run_cost(records) == pytest.approx(1.006 * 0.4 + 1.006 * 0.5)

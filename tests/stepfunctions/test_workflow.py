@@ -1,0 +1,576 @@
+"""The real training_pipeline.asl.json executed by moto's state machine engine, in-process.
+
+Lambda invocations go to the real handlers (functions/*.py) through stepfunctions.moto_patches;
+the EC2 "instance" is a thread here that reads its task token from the job table and answers
+the way a trainer would (success, spot interruption, silence, divergence, a crash). Waits are
+kept to seconds through the job's config (stall_hours) and the launch backoff settings.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, validate
+from spotyolo import layout
+from spotyolo.jobtable import JobTable
+from stepfunctions import moto_patches
+from stepfunctions.asl import render_asl
+
+REGION = "us-east-1"
+BUCKET = "spotyolo-test"
+TABLE = "spotyolo-jobs"
+FUNCTIONS = {
+    "validate": ("ValidateFunctionArn", validate.handler),
+    "launch": ("LaunchFunctionArn", launch.handler),
+    "prepare_retry": ("PrepareRetryFunctionArn", prepare_retry.handler),
+    "check_result": ("CheckResultFunctionArn", check_result.handler),
+    "cleanup": ("CleanupFunctionArn", cleanup.handler),
+    "instance_lost": (None, instance_lost.handler),
+    "cancel": (None, cancel.handler),
+}
+BASE_CONFIG = (
+    "model: yolo11n.yaml\nepochs: 3\nimgsz: 64\nbatch: 8\nworkers: 0\nplots: false\n"
+    "instance_types: [g5.xlarge, g6.xlarge]\ncapacity: spot\nmax_interruptions: 2\n"
+    "stall_hours: 0.001\nmax_hours: 1\ntarget: {metric: recall, min: 0.8}\n"
+)
+
+
+def eventbridge(detail_type: str, source: str, detail: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "0d2b4d7e-0000-0000-0000-000000000000",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-11-01T00:00:00Z",
+        "region": REGION,
+        "resources": [],
+        "detail": detail,
+    }
+
+
+@dataclass
+class FakeInstances:
+    """Plays the trainer on every instance the pipeline launches: behaviour per attempt number."""
+
+    world: World
+    behaviour: dict[int, str] = field(default_factory=dict)
+    recall: float = 0.9
+    seen: dict[str, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for inst in launch.run_instances_of(self.world.ec2, "shapes", states=["running"]):
+                    if inst["InstanceId"] not in self.seen:
+                        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                        self.seen[inst["InstanceId"]] = int(tags["attempt"])
+                        self._act(inst["InstanceId"], tags)
+                time.sleep(0.05)
+        except BaseException as err:  # surfaced by the test
+            self.errors.append(err)
+
+    def _token(self, job: str, attempt: int) -> str:
+        for _ in range(100):
+            token = self.world.table.token_for(job, attempt)
+            if token:
+                return token
+            time.sleep(0.05)
+        raise AssertionError(f"no task token for {job} attempt {attempt}")
+
+    def _act(self, instance_id: str, tags: dict[str, str]) -> None:
+        job, run, attempt = tags["job"], tags["run"], int(tags["attempt"])
+        what = self.behaviour.get(attempt, "succeed")
+        sfn = self.world.sfn
+        if what == "hang":
+            return
+        if what == "crash":  # dies without a word: EC2's state-change rule calls instance_lost
+            self.world.ec2.terminate_instances(InstanceIds=[instance_id])
+            self.world.invoke_event(
+                "instance_lost",
+                eventbridge(
+                    "EC2 Instance State-change Notification",
+                    "aws.ec2",
+                    {"instance-id": instance_id, "state": "terminated"},
+                ),
+            )
+            return
+        token = self._token(job, attempt)
+        if what == "interrupt":
+            sfn.send_task_failure(taskToken=token, error="SpotInterrupted", cause="spot notice at epoch 2")
+        elif what == "diverge":
+            sfn.send_task_failure(taskToken=token, error="TrainingDiverged", cause="loss is nan at epoch 2")
+        else:
+            s3 = self.world.s3
+            artifacts = {}
+            for name in layout.WEIGHT_FILES:
+                key = layout.artifact_key(job, run, name)
+                s3.put_object(Bucket=BUCKET, Key=key, Body=f"{name} of {run}".encode())
+                artifacts[name] = key
+            result = {
+                "metrics": {"precision": 0.9, "recall": self.recall, "mAP50": 0.938, "mAP50-95": 0.7},
+                "best_epoch": 3,
+                "epochs": 3,
+                "seconds": 92.0,
+                "attempt": attempt,
+                "artifacts": artifacts,
+            }
+            sfn.send_task_success(taskToken=token, output=json.dumps(result))
+        # the instance shuts itself down when the trainer exits
+        self.world.ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+@dataclass
+class World:
+    s3: Any
+    ec2: Any
+    sfn: Any
+    sqs: Any
+    table: JobTable
+    queue_url: str
+    machine: str
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    overrides: dict[str, Callable[[dict[str, Any], Any], Any]] = field(default_factory=dict)
+
+    def route(self, name: str, event: Any) -> Any:
+        self.calls.append((name, event))
+        handler = self.overrides.get(name) or FUNCTIONS[name][1]
+        return handler(event, moto_patches.LambdaContext(function_name=name))
+
+    def invoke_event(self, name: str, event: dict[str, Any]) -> Any:
+        return self.route(name, event)
+
+    def upload_job(self, dataset: Path, config: str = BASE_CONFIG, job: str = "shapes") -> None:
+        for path in dataset.rglob("*"):
+            if path.is_file():
+                key = layout.dataset_prefix(job) + path.relative_to(dataset).as_posix()
+                self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+        self.s3.put_object(Bucket=BUCKET, Key=layout.config_key(job), Body=config.encode())
+
+    def start(self, name: str, payload: dict[str, Any] | None = None) -> str:
+        body = json.dumps(payload or {"job": "shapes", "force": True})
+        return str(
+            self.sfn.start_execution(stateMachineArn=self.machine, name=name, input=body)["executionArn"]
+        )
+
+    def wait(self, arn: str, timeout: float = 40) -> dict[str, Any]:
+        end = time.time() + timeout
+        while time.time() < end:
+            out = self.sfn.describe_execution(executionArn=arn)
+            if out["status"] != "RUNNING":
+                return dict(out)
+            time.sleep(0.1)
+        raise AssertionError(f"{arn} still running after {timeout} s")
+
+    def messages(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not got.get("Messages"):
+                return out
+            for m in got["Messages"]:
+                out.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def states(self, arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+    def live_instances(self) -> list[dict[str, Any]]:
+        return launch.run_instances_of(self.ec2, "shapes", states=["pending", "running"])
+
+    def assert_nothing_left(self, job: str = "shapes") -> None:
+        assert self.live_instances() == []
+        item = self.table.get(job)
+        assert item is not None and item.execution is None and item.current is None
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    env = {
+        "BUCKET": BUCKET,
+        "JOB_TABLE": TABLE,
+        "TRAINER_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/spotyolo:test",
+        "SETTLE_SECONDS": "0",
+        "LAUNCH_BACKOFF_SECONDS": "1",
+        "MAX_LAUNCH_WAITS": "2",
+        "ROOT_VOLUME_BASE_GB": "30",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        ddb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ec2 = boto3.client("ec2", region_name=REGION)
+        image = "ami-03cf127a"  # one of moto's default AMIs (describing them all takes seconds)
+        template = ec2.create_launch_template(
+            LaunchTemplateName="spotyolo-trainer",
+            LaunchTemplateData={"ImageId": image, "InstanceInitiatedShutdownBehavior": "terminate"},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        monkeypatch.setenv("LAUNCH_TEMPLATE_ID", template)
+        sns = boto3.client("sns", region_name=REGION)
+        topic = sns.create_topic(Name="spotyolo")["TopicArn"]
+        monkeypatch.setenv("TOPIC_ARN", topic)
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        iam = boto3.client("iam", region_name=REGION)
+        role = iam.create_role(RoleName="spotyolo", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        lam = boto3.client("lambda", region_name=REGION)
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as zf:
+            zf.writestr("handler.py", "")
+        arns = {}
+        for name, (placeholder, _handler) in FUNCTIONS.items():
+            arn = lam.create_function(
+                FunctionName=name,
+                Runtime="python3.13",
+                Role=role,
+                Handler=f"functions.{name}.handler",
+                Code={"ZipFile": code.getvalue()},
+            )["FunctionArn"]
+            if placeholder:
+                arns[placeholder] = arn
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        definition = render_asl({**arns, "TopicArn": topic})
+        machine = sfn.create_state_machine(name="training-pipeline", definition=definition, roleArn=role)[
+            "stateMachineArn"
+        ]
+        monkeypatch.setenv("STATE_MACHINE_ARN", machine)
+        w = World(
+            s3=s3, ec2=ec2, sfn=sfn, sqs=sqs, table=JobTable(ddb, TABLE), queue_url=queue, machine=machine
+        )
+        moto_patches.install(w.route)
+        try:
+            yield w
+        finally:
+            moto_patches.uninstall()
+
+
+@pytest.fixture
+def instances(world: World) -> Iterator[FakeInstances]:
+    fake = FakeInstances(world)
+    fake.start()
+    yield fake
+    fake.stop.set()
+    if fake.thread:
+        fake.thread.join(5)
+    assert not fake.errors, fake.errors
+
+
+@pytest.fixture
+def shapes(world: World, shapes_dataset: Path) -> World:
+    world.upload_job(shapes_dataset)
+    return world
+
+
+# ---------------------------------------------------------------- the happy path
+
+
+def test_happy_path_promotes_weights_and_sends_one_message(shapes: World, instances: FakeInstances) -> None:
+    w = shapes
+    # weights of an earlier run: kept under previous/
+    w.s3.put_object(Bucket=BUCKET, Key="weights/shapes/best.pt", Body=b"old best")
+    out = w.wait(w.start("happy"))
+    assert out["status"] == "SUCCEEDED", out
+    doc = json.loads(out["output"])
+    run_id = doc["job"]["run_id"]
+    body = w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read()
+    assert body == f"best.pt of {run_id}".encode()
+    assert w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/previous/best.pt")["Body"].read() == b"old best"
+    assert {"weights/shapes/last.pt", "weights/shapes/results.csv", "weights/shapes/metrics.json"} <= {
+        o["Key"] for o in w.s3.list_objects_v2(Bucket=BUCKET, Prefix="weights/shapes/")["Contents"]
+    }
+    messages = w.messages()
+    assert len(messages) == 1
+    assert messages[0]["Subject"] == "spotyolo: shapes complete"
+    assert messages[0]["Message"].startswith(
+        "shapes complete: 90.0% recall (mAP50 0.938) · target recall ≥ 80.0%"
+    )
+    assert "3 epochs · 1m32s" in messages[0]["Message"]
+    assert doc["summary"]["met_target"] is True and doc["summary"]["attempts"] == 1
+    assert w.states(out["executionArn"]) == [
+        "Validate job",
+        "Already trained?",
+        "Launch trainer",
+        "Check result",
+        "Clean up",
+        "Notify",
+        "Trained",
+    ]
+    # the instance was a spot instance of the first type, with the contract's tags
+    reservations = w.ec2.describe_instances(Filters=[{"Name": "tag:run", "Values": [run_id]}])["Reservations"]
+    inst = reservations[0]["Instances"][0]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags == {
+        "app": "spotyolo",
+        "job": "shapes",
+        "run": run_id,
+        "attempt": "1",
+        "Name": "spotyolo-shapes-1",
+        "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/spotyolo:test",
+    }
+    assert inst["InstanceType"] == "g5.xlarge" and inst.get("InstanceLifecycle") == "spot"
+    item = w.table.get("shapes")
+    assert item and item.status == "complete" and item.attempts[0].outcome == "succeeded"
+    w.assert_nothing_left()
+
+
+def test_below_target_says_so(shapes: World, instances: FakeInstances) -> None:
+    instances.recall = 0.5
+    out = shapes.wait(shapes.start("below"))
+    assert out["status"] == "SUCCEEDED"
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes below target"
+    assert message["Message"].startswith("shapes below target: 50.0% recall")
+
+
+# ---------------------------------------------------------------- retries
+
+
+def test_interruption_retries_on_a_new_instance(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "interrupt"}
+    out = shapes.wait(shapes.start("interrupted"))
+    assert out["status"] == "SUCCEEDED", out
+    doc = json.loads(out["output"])
+    assert doc["attempt"]["number"] == 2 and doc["attempt"]["interruptions"] == 1
+    assert sorted(instances.seen.values()) == [1, 2]
+    (message,) = shapes.messages()
+    assert "1 interruption" in message["Message"]
+    item = shapes.table.get("shapes")
+    assert item and [(a.number, a.outcome) for a in item.attempts] == [
+        (1, "SpotInterrupted"),
+        (2, "succeeded"),
+    ]
+    assert shapes.states(out["executionArn"]).count("Prepare retry") == 1
+    shapes.assert_nothing_left()
+
+
+def test_too_many_interruptions_fail_with_a_message(
+    world: World, instances: FakeInstances, shapes_dataset: Path
+) -> None:
+    world.upload_job(shapes_dataset, BASE_CONFIG.replace("max_interruptions: 2", "max_interruptions: 1"))
+    instances.behaviour = {1: "interrupt", 2: "interrupt"}
+    out = world.wait(world.start("too-many"))
+    assert out["status"] == "FAILED"
+    assert out["error"] == "TooManyInterruptions", (instances.errors, instances.seen)
+    (message,) = world.messages()
+    assert message["Subject"] == "spotyolo: shapes failed (TooManyInterruptions)"
+    assert "more than max_interruptions (1)" in message["Message"]
+    assert "2 attempts" in message["Message"]
+    world.assert_nothing_left()
+
+
+def test_spot_then_on_demand_moves_to_on_demand_after_an_interruption(
+    world: World, instances: FakeInstances, shapes_dataset: Path
+) -> None:
+    world.upload_job(shapes_dataset, BASE_CONFIG.replace("capacity: spot", "capacity: spot-then-on-demand"))
+    instances.behaviour = {1: "interrupt"}
+    out = world.wait(world.start("ladder"))
+    assert out["status"] == "SUCCEEDED"
+    item = world.table.get("shapes")
+    assert item and [a.capacity for a in item.attempts] == ["spot", "on-demand"]
+
+
+def test_no_capacity_backs_off_and_gives_up(shapes: World, instances: FakeInstances) -> None:
+    real = launch.launch
+    refusals = []
+
+    class NoCapacityEC2:
+        def __init__(self, ec2: Any) -> None:
+            self._ec2 = ec2
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._ec2, name)
+
+        def create_fleet(self, **request: Any) -> dict[str, Any]:
+            refusals.append(request["ClientToken"])
+            return {
+                "FleetId": "fleet-1",
+                "Instances": [],
+                "Errors": [
+                    {"ErrorCode": "InsufficientInstanceCapacity", "ErrorMessage": "no g5 in us-east-1a"}
+                ],
+            }
+
+    def refusing_launch(event: dict[str, Any], context: Any) -> Any:
+        parsed = launch.LaunchEvent.model_validate(event)
+        cfg = launch.settings()
+        return real(parsed, ec2=NoCapacityEC2(shapes.ec2), table=shapes.table, cfg=cfg)
+
+    shapes.overrides["launch"] = refusing_launch
+    started = time.time()
+    out = shapes.wait(shapes.start("no-capacity"))
+    assert out["status"] == "FAILED" and out["error"] == "NoCapacity"
+    # MAX_LAUNCH_WAITS=2: three launch rounds, waits of 1 + 2 s, each with its own ClientToken
+    assert len(refusals) == 3 and len(set(refusals)) == 3
+    assert time.time() - started >= 3
+    assert shapes.states(out["executionArn"]).count("Wait for capacity") == 2
+    (message,) = shapes.messages()
+    assert (
+        "gave up after 3 launch tries" in message["Message"]
+        and "InsufficientInstanceCapacity" in message["Message"]
+    )
+    assert shapes.live_instances() == []
+    shapes.assert_nothing_left()
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_stalled_trainer_times_out_and_is_cleaned_up(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "hang"}  # stall_hours 0.001 = 3 s heartbeat window
+    out = shapes.wait(shapes.start("stalled"))
+    assert out["status"] == "FAILED"
+    assert out["error"] == "TrainerStalled"
+    (message,) = shapes.messages()
+    assert "made no progress for 3s (stall_hours in config.yaml)" in message["Message"]
+    assert "Clean up after failure" in shapes.states(out["executionArn"])
+    shapes.assert_nothing_left()  # the hung instance was terminated
+
+
+def test_diverged_training_fails_without_a_second_instance(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "diverge"}
+    out = shapes.wait(shapes.start("diverged"))
+    assert out["status"] == "FAILED" and out["error"] == "TrainingDiverged"
+    assert list(instances.seen.values()) == [1]
+    (message,) = shapes.messages()
+    assert "training diverged" in message["Message"] and "loss is nan at epoch 2" in message["Message"]
+    shapes.assert_nothing_left()
+
+
+def test_crashed_instance_is_lost_and_retried(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "crash"}
+    out = shapes.wait(shapes.start("crashed"))
+    assert out["status"] == "SUCCEEDED", out
+    item = shapes.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["InstanceLost", "succeeded"]
+
+
+def test_invalid_job_launches_nothing(world: World, shapes_dataset: Path) -> None:
+    world.upload_job(shapes_dataset, BASE_CONFIG + "epochz: 3\n")
+    out = world.wait(world.start("invalid"))
+    assert out["status"] == "FAILED" and out["error"] == "JobInvalid"
+    (message,) = world.messages()
+    assert message["Subject"] == "spotyolo: job not started (JobInvalid)"
+    assert "epochz" in message["Message"]
+    assert "launch" not in [name for name, _ in world.calls]
+    assert "cleanup" not in [name for name, _ in world.calls]
+    assert world.live_instances() == []
+
+
+def test_refused_duplicate_leaves_the_running_job_alone(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "hang"}
+    first = shapes.start("first")
+    for _ in range(200):
+        holder = shapes.table.get("shapes")
+        if holder and holder.current and holder.current.instance:
+            break
+        time.sleep(0.05)
+    assert holder and holder.execution == first and holder.current and holder.current.token
+    out = shapes.wait(shapes.start("second"))
+    assert out["status"] == "FAILED" and out["error"] == "JobAlreadyRunning"
+    assert "cleanup" not in [name for name, _ in shapes.calls]
+    after = shapes.table.get("shapes")
+    assert after and after.execution == first and after.current == holder.current
+    assert len(shapes.live_instances()) == 1
+    (message,) = shapes.messages()
+    assert "already being trained" in message["Message"]
+    # the first run stalls out on its own and cleans up
+    assert shapes.wait(first)["status"] == "FAILED"
+    shapes.assert_nothing_left()
+
+
+def test_transient_lambda_error_is_retried(shapes: World, instances: FakeInstances) -> None:
+    failures = []
+
+    def flaky_check(event: dict[str, Any], context: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise moto_patches.LambdaServiceError("Lambda is having a moment")
+        return check_result.handler(event, context)
+
+    shapes.overrides["check_result"] = flaky_check
+    out = shapes.wait(shapes.start("transient"))
+    assert out["status"] == "SUCCEEDED"
+    events = shapes.sfn.get_execution_history(executionArn=out["executionArn"], maxResults=1000)["events"]
+    failed = [e for e in events if e["type"] == "TaskFailed"]
+    assert failed and failed[0]["taskFailedEventDetails"]["error"] == "Lambda.ServiceException"
+    assert len(shapes.messages()) == 1
+
+
+def test_already_trained_job_is_skipped(world: World, shapes_dataset: Path) -> None:
+    world.upload_job(shapes_dataset)
+    world.s3.put_object(Bucket=BUCKET, Key="weights/shapes/best.pt", Body=b"trained")
+    out = world.wait(world.start("skip", {"job": "shapes"}))
+    assert out["status"] == "SUCCEEDED"
+    (message,) = world.messages()
+    assert message["Subject"] == "spotyolo: shapes already trained"
+    assert "delete weights/shapes/" in message["Message"]
+    assert world.live_instances() == []
+
+
+def test_cancel_stops_the_run_and_cleans_up(shapes: World, instances: FakeInstances) -> None:
+    instances.behaviour = {1: "hang"}
+    arn = shapes.start("to-cancel")
+    for _ in range(100):
+        if shapes.live_instances():
+            break
+        time.sleep(0.05)
+    shapes.s3.delete_object(Bucket=BUCKET, Key="jobs/shapes/config.yaml")
+    result = shapes.invoke_event(
+        "cancel",
+        eventbridge(
+            "Object Deleted",
+            "aws.s3",
+            {"bucket": {"name": BUCKET}, "object": {"key": "jobs/shapes/config.yaml"}},
+        ),
+    )
+    assert result["cancelled"] is True and result["execution"] == arn
+    stopped = shapes.sfn.describe_execution(executionArn=arn)
+    assert stopped["status"] == "ABORTED" and stopped["error"] == "Cancelled"
+    shapes.assert_nothing_left()
+    assert shapes.table.get("shapes").status == "cancelled"  # type: ignore[union-attr]
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes cancelled (Cancelled)"
+    # the stopped execution sends nothing more, and a second delete finds nothing to cancel
+    time.sleep(1)
+    assert shapes.messages() == []
+    again = shapes.invoke_event(
+        "cancel",
+        eventbridge(
+            "Object Deleted",
+            "aws.s3",
+            {"bucket": {"name": BUCKET}, "object": {"key": "jobs/shapes/config.yaml"}},
+        ),
+    )
+    assert again["cancelled"] is False
