@@ -1,0 +1,138 @@
+"""The trainer's small parts: preflight messages, heartbeat pacing and token expiry, results restore."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from trainer import checkpoint, preflight
+from trainer.main import EnvironmentInvalid, TrainerEnv
+from trainer.outcome import TaskGone
+from trainer.task import TaskChannel, heartbeat_interval
+from trainer_world import token_machine
+
+from spotyolo.errors import PreflightFailed
+
+GIB = 1024**3
+
+
+def _facts(**kw) -> preflight.MachineFacts:
+    base = {
+        "cuda_available": True,
+        "cuda_devices": 1,
+        "cuda_error": None,
+        "free_disk": 100 * GIB,
+        "shm_bytes": 8 * GIB,
+    }
+    return preflight.MachineFacts(**{**base, **kw})
+
+
+def _check(facts: preflight.MachineFacts, **kw) -> None:
+    args = {
+        "need_gpu": True,
+        "gpus": 1,
+        "dataset_bytes": 1 * GIB,
+        "present_bytes": 0,
+        "workers": 8,
+        "batch": 16,
+        "imgsz": 640,
+        "why_gpu": "SPOTYOLO_EXPECT_GPU=1 on this instance",
+    }
+    preflight.check(facts, **{**args, **kw})
+
+
+def test_preflight_passes_on_a_good_machine():
+    _check(_facts())
+
+
+def test_preflight_names_missing_gpu():
+    with pytest.raises(
+        PreflightFailed, match=r"found torch.cuda.is_available\(\) is False, 0 device.*needed 1"
+    ):
+        _check(_facts(cuda_available=False, cuda_devices=0))
+    with pytest.raises(PreflightFailed, match="needed 2 CUDA"):
+        _check(_facts(), gpus=2)
+
+
+def test_preflight_disk_counts_only_what_is_still_to_download():
+    with pytest.raises(PreflightFailed, match=r"found 2.0 GiB free, needed 6.0 GiB"):
+        _check(_facts(free_disk=2 * GIB), dataset_bytes=5 * GIB)
+    _check(_facts(free_disk=2 * GIB), dataset_bytes=5 * GIB, present_bytes=5 * GIB)
+
+
+def test_preflight_small_shm_with_workers_says_ipc_host():
+    with pytest.raises(PreflightFailed, match=r"found 64 MiB, needed \d+ MiB.*--ipc=host"):
+        _check(_facts(shm_bytes=64 * 1024**2))
+    _check(_facts(shm_bytes=64 * 1024**2), workers=0)  # no workers, no shared memory needed
+
+
+@pytest.mark.parametrize(
+    ("device", "env", "expected"),
+    [
+        (None, False, False),
+        ("cpu", False, False),
+        (0, False, True),
+        ("0,1", False, True),
+        ("cuda:0", False, True),
+        ("mps", False, False),
+        (None, True, True),
+    ],
+)
+def test_wants_gpu(device, env, expected):
+    assert preflight.wants_gpu(device, env) is expected
+
+
+def test_heartbeat_interval_fits_short_stall_windows():
+    assert heartbeat_interval(7200) == 60
+    assert heartbeat_interval(360) == 60
+    assert heartbeat_interval(120) == 30
+    assert heartbeat_interval(2) == 1
+    assert heartbeat_interval(7200, override=0.5) == 0.5
+
+
+def test_channel_paces_heartbeats_and_an_expired_token_is_task_gone():
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
+        machine, queue = token_machine(sfn, sqs, boto3.client("iam"), heartbeat=1, timeout=60)
+        sfn.start_execution(stateMachineArn=machine, name="expiry", input="{}")
+        token = None
+        while token is None:
+            messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
+            token = json.loads(messages[0]["Body"])["token"] if messages else None
+        channel = TaskChannel(sfn, token, interval=10)
+        assert channel.heartbeat(force=True)
+        assert not channel.heartbeat()  # paced: too soon
+        assert token not in repr(channel)
+        time.sleep(2.5)  # HeartbeatSeconds=1 lapses: the task timed out
+        with pytest.raises(TaskGone, match=r"InvalidToken|TaskTimedOut"):
+            channel.heartbeat(force=True)
+        assert channel.gone and not channel.heartbeat(force=True)
+
+
+def test_results_restore_keeps_each_finished_epoch_once(tmp_path: Path):
+    uploaded = "epoch,time,train/box_loss\n1,1.0,2.5\n2,2.0,2.1\n2,2.0,2.1\n3,3.0,1.9\n"
+    out = tmp_path / "results.csv"
+    assert checkpoint.restore_results(out, uploaded, finished=2) == 2
+    assert out.read_text().splitlines() == ["epoch,time,train/box_loss", "1,1.0,2.5", "2,2.0,2.1"]
+
+
+def test_environment_contract_errors_name_the_variable(tmp_path: Path):
+    env = {
+        "JOB": "shapes",
+        "RUN_ID": "r1",
+        "ATTEMPT": "1",
+        "BUCKET": "b",
+        "JOB_TABLE": "t",
+        "SPOTYOLO_WORKDIR": str(tmp_path),
+    }
+    assert TrainerEnv.from_env(env).attempt == 1
+    with pytest.raises(EnvironmentInvalid, match="JOB_TABLE"):
+        TrainerEnv.from_env({k: v for k, v in env.items() if k != "JOB_TABLE"})
+    with pytest.raises(EnvironmentInvalid, match="ATTEMPT='zero'"):
+        TrainerEnv.from_env({**env, "ATTEMPT": "zero"})
+    with pytest.raises(EnvironmentInvalid, match="JOB: job name 'Bad/Name'"):
+        TrainerEnv.from_env({**env, "JOB": "Bad/Name"})

@@ -1,0 +1,351 @@
+"""The trainer end to end, in-process, with real Ultralytics (CPU) against moto and real task tokens.
+
+One module-wide AWS world; the runs that leave a checkpoint behind (divergence, interruption)
+are module fixtures, so the resume tests reuse them instead of training again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import torch
+from moto import mock_aws
+from trainer.main import Attempt, Clients, TrainerEnv
+from trainer.outcome import ExitCode
+from trainer_world import BUCKET, World
+
+from spotyolo import layout
+from spotyolo.models import TrainResult
+from stepfunctions.imds import FakeMetadataService
+
+pytestmark = pytest.mark.timeout(300)
+
+HEARTBEAT = 0.3
+
+
+class RecordingSfn:
+    """The Step Functions client, recording what the trainer sent (the token left out)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not name.startswith("send_task_"):
+            return method
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append((time.monotonic(), name, {k: v for k, v in kwargs.items() if k != "taskToken"}))
+            return method(**kwargs)
+
+        return call
+
+    def named(self, name: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, kw) for t, n, kw in self.calls if n == name]
+
+
+@dataclass
+class Run:
+    code: int
+    execution: str
+    outcome: dict[str, Any]
+    sfn: RecordingSfn
+    attempt: Attempt
+    workdir: Path
+    epochs_started: list[int] = field(default_factory=list)
+
+    @property
+    def failure(self) -> dict[str, Any]:
+        failures = self.sfn.named("send_task_failure")
+        assert len(failures) == 1, self.sfn.calls
+        return failures[0][1]
+
+    def log(self) -> str:
+        return self.attempt.log_file.read_text()
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield World.create(
+            boto3.client("s3"),
+            boto3.client("dynamodb"),
+            boto3.client("stepfunctions"),
+            boto3.client("sqs"),
+            boto3.client("iam"),
+        )
+
+
+@pytest.fixture(scope="module")
+def imds() -> Iterator[FakeMetadataService]:
+    with FakeMetadataService(instance_id="i-0trainer") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def train(
+    world: World,
+    imds: FakeMetadataService,
+    ultralytics_offline: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., Run]:
+    def run(
+        spec: Any,
+        number: int,
+        callbacks: dict[str, list[Callable[..., None]]] | None = None,
+        setup: Callable[[Attempt], None] | None = None,
+    ) -> Run:
+        execution = world.start_attempt(spec, number)
+        workdir = tmp_path_factory.mktemp(f"{spec.name}-{number}")
+        env = TrainerEnv.from_env(
+            world.env(
+                spec,
+                number,
+                workdir,
+                SPOTYOLO_HEARTBEAT_SECONDS=str(HEARTBEAT),
+                SPOTYOLO_IMDS_POLL_SECONDS="0.05",
+                AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url,
+            )
+        )
+        sfn = RecordingSfn(world.sfn)
+        started: list[int] = []
+        extra = {**(callbacks or {})}
+        extra.setdefault("on_train_epoch_start", []).append(lambda trainer: started.append(trainer.epoch))
+
+        def no_hard_exit(code: int) -> None:
+            raise AssertionError(f"the watcher tried to end the process with {code}")
+
+        attempt = Attempt(
+            env, Clients(world.s3, world.ddb, sfn), extra_callbacks=extra, hard_exit=no_hard_exit
+        )
+        if setup:
+            setup(attempt)
+        code = attempt.run()
+        return Run(code, execution, world.outcome(execution), sfn, attempt, workdir, started)
+
+    return run
+
+
+def _s3_json(world: World, key: str) -> Any:
+    return json.loads(world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def _checkpoint(world: World, spec: Any, tmp: Path) -> dict[str, Any]:
+    path = tmp / "ckpt.pt"
+    world.s3.download_file(BUCKET, layout.checkpoint_key(spec.name, spec.run_id), str(path))
+    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt
+
+
+def _results_epochs(world: World, spec: Any) -> list[int]:
+    body = world.s3.get_object(Bucket=BUCKET, Key=layout.artifact_key(spec.name, spec.run_id, "results.csv"))
+    rows = list(csv.DictReader(io.StringIO(body["Body"].read().decode())))
+    return [int(float(row["epoch"])) for row in rows]
+
+
+# ---------------------------------------------------------------- success
+
+
+def test_two_epochs_succeed_with_metrics_and_artifacts(
+    world: World, train: Callable[..., Run], shapes_job: Path
+):
+    spec = world.upload_job("ok", shapes_job, "r1")
+    run = train(spec, 1)
+
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert run.outcome["status"] == "SUCCEEDED"
+    result = TrainResult.model_validate_json(run.outcome["output"])
+    assert set(result.metrics) == {"precision", "recall", "mAP50", "mAP50-95", "fitness"}
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    assert result.epochs == 2 and result.attempt == 1 and 1 <= result.best_epoch <= 2 and result.seconds > 0
+    for name in ("best.pt", "last.pt", "results.csv", "metrics.json", "trainer.log"):
+        key = result.artifacts[name]
+        assert key == layout.artifact_key("ok", "r1", name)
+        world.s3.head_object(Bucket=BUCKET, Key=key)
+    metrics_json = _s3_json(world, result.artifacts["metrics.json"])
+    assert metrics_json["metrics"] == result.metrics
+    assert "metrics/mAP50(B)" in metrics_json["ultralytics"]
+    assert _results_epochs(world, spec) == [1, 2]
+    progress = world.table.get("ok").progress
+    assert progress and (progress.epoch, progress.epochs, progress.attempt) == (2, 2, 1)
+    assert {"box_loss", "cls_loss", "dfl_loss"} <= set(progress.losses)
+    assert run.sfn.named("send_task_heartbeat"), "no heartbeat at all"
+    log_text = run.log()
+    assert "epoch 1/2" in log_text and "epoch 2/2" in log_text and "box_loss=" in log_text
+    token = world.table.token_for("ok", 1)
+    assert token and token not in log_text
+
+
+# ---------------------------------------------------------------- divergence, then resume elsewhere
+
+
+def _poison_at_epoch_2(trainer: Any) -> None:
+    if trainer.epoch == 1:
+        with torch.no_grad():
+            next(trainer.model.parameters()).fill_(float("nan"))
+
+
+@pytest.fixture(scope="module")
+def diverged(world: World, train: Callable[..., Run], shapes_job: Path) -> tuple[Any, Run]:
+    spec = world.upload_job("nan", shapes_job, "r1")
+    return spec, train(spec, 1, {"on_train_epoch_start": [_poison_at_epoch_2]})
+
+
+def test_nan_weights_stop_training_during_epoch_two(world: World, diverged: tuple[Any, Run], tmp_path: Path):
+    spec, run = diverged
+    assert run.code == ExitCode.TRAINING_DIVERGED, run.log()
+    assert run.outcome["status"] == "FAILED" and run.outcome["error"] == "TrainingDiverged"
+    assert run.failure["error"] == "TrainingDiverged"
+    assert "epoch 2/2, batch 1/" in run.failure["cause"]
+    assert run.epochs_started == [0, 1]  # no NaN recovery epochs were burnt
+    ckpt = _checkpoint(world, spec, tmp_path)
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # last.pt of epoch 1, resumable
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["ema"].float().state_dict().values() if v.is_floating_point()
+    )
+
+
+def test_checkpoint_moved_to_another_machine_resumes_at_epoch_two(
+    world: World, diverged: tuple[Any, Run], train: Callable[..., Run]
+):
+    spec, first = diverged
+    shutil.rmtree(first.workdir)  # the first instance is gone with its disk
+    run = train(spec, 2)
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert run.epochs_started == [1]
+    assert "resuming at epoch 2/2" in run.log()
+    assert _results_epochs(world, spec) == [1, 2]
+    assert TrainResult.model_validate_json(run.outcome["output"]).attempt == 2
+
+
+# ---------------------------------------------------------------- spot interruption, then resume
+
+
+@pytest.fixture(scope="module")
+def interrupted(
+    world: World, train: Callable[..., Run], imds: FakeMetadataService, shapes_job: Path
+) -> Iterator[tuple[Any, Run, dict[str, Any]]]:
+    spec = world.upload_job("spot", shapes_job, "r1")
+    seen: dict[str, Any] = {}
+    holder: dict[str, Attempt] = {}
+
+    def announce_mid_epoch_two(trainer: Any) -> None:
+        if trainer.epoch == 1 and "at" not in seen:
+            seen["best"] = hashlib.sha256(Path(trainer.best).read_bytes()).hexdigest()
+            seen["best_path"] = Path(trainer.best)
+            imds.announce_interruption()
+            seen["at"] = time.monotonic()
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5), "the watcher did not see the notice"
+
+    run = train(
+        spec, 1, {"on_train_batch_end": [announce_mid_epoch_two]}, setup=lambda a: holder.update(attempt=a)
+    )
+    imds.clear()
+    yield spec, run, seen
+
+
+def test_interruption_notice_mid_epoch_checkpoints_and_reports(
+    world: World, interrupted: tuple[Any, Run, dict[str, Any]], tmp_path: Path
+):
+    spec, run, seen = interrupted
+    assert run.code == ExitCode.SPOT_INTERRUPTED, run.log()
+    assert run.outcome["status"] == "FAILED" and run.outcome["error"] == "SpotInterrupted"
+    sent_at, failure = run.sfn.named("send_task_failure")[0]
+    assert failure["error"] == "SpotInterrupted" and sent_at - seen["at"] < 60
+    assert "epoch 2/2, batch 2" in failure["cause"] and "redoes epoch 2" in failure["cause"]
+    ckpt = _checkpoint(world, spec, tmp_path)
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # resume starts at epoch 2
+    assert hashlib.sha256(seen["best_path"].read_bytes()).hexdigest() == seen["best"], (
+        "best.pt was overwritten"
+    )
+    assert run.epochs_started == [0, 1]
+
+
+def test_interrupted_run_resumed_redoes_only_that_epoch(
+    world: World, interrupted: tuple[Any, Run, dict[str, Any]], train: Callable[..., Run]
+):
+    spec, first, _ = interrupted
+    shutil.rmtree(first.workdir)
+    run = train(spec, 2)
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert run.epochs_started == [1]
+    assert _results_epochs(world, spec) == [1, 2]
+
+
+# ---------------------------------------------------------------- heartbeats starve on a hang
+
+
+def test_blocked_batch_sends_no_heartbeat(world: World, train: Callable[..., Run], shapes_job: Path):
+    spec = world.upload_job("hang", shapes_job, "r1", epochs=1)
+    block = 6 * HEARTBEAT
+    marks: dict[str, float] = {}
+
+    def hang_on_second_batch(trainer: Any) -> None:
+        marks["batches"] = marks.get("batches", 0) + 1
+        if marks["batches"] == 2:
+            marks["start"] = time.monotonic()
+            time.sleep(block)  # a stuck data loader / CUDA call
+            marks["end"] = time.monotonic()
+            raise RuntimeError("injected hang ended")
+
+    run = train(spec, 1, {"on_train_batch_start": [hang_on_second_batch]})
+    beats = [t for t, _ in run.sfn.named("send_task_heartbeat")]
+    assert len([t for t in beats if t < marks["start"]]) >= 2  # the heartbeat did run before
+    assert not [t for t in beats if marks["start"] <= t <= marks["end"]], "heartbeat sent while a batch hung"
+    assert run.code == ExitCode.TRAINER_ERROR
+    assert run.failure["error"] == "TrainerError"
+    assert "RuntimeError: injected hang ended" in run.failure["cause"]
+
+
+# ---------------------------------------------------------------- failures before training
+
+
+def test_gpu_asked_for_but_missing_is_preflight_failed(
+    world: World, train: Callable[..., Run], shapes_job: Path
+):
+    spec = world.upload_job("gpu", shapes_job, "r1", device=0)
+    run = train(spec, 1)
+    assert run.code == ExitCode.PREFLIGHT_FAILED
+    assert run.outcome["error"] == "PreflightFailed"
+    cause = run.failure["cause"]
+    assert (
+        "no usable GPU" in cause
+        and "found torch.cuda.is_available() is False" in cause
+        and "needed 1" in cause
+    )
+
+
+def test_broken_data_yaml_is_dataset_error(
+    world: World, train: Callable[..., Run], shapes_job: Path, tmp_path: Path
+):
+    job_dir = tmp_path / "job"
+    shutil.copytree(shapes_job, job_dir)
+    (job_dir / "dataset" / "data.yaml").write_text(
+        "train: nowhere/images\nval: val/images\nnames: [a, b, c]\n"
+    )
+    spec = world.upload_job("badds", job_dir, "r1")
+    run = train(spec, 1)
+    assert run.code == ExitCode.DATASET_ERROR, run.log()
+    assert run.outcome["error"] == "DatasetError"
+    assert "nowhere/images" in run.failure["cause"]
+
+
+def test_attempt_without_token_does_nothing(world: World, shapes_job: Path, tmp_path: Path):
+    spec = world.upload_job("idle", shapes_job, "r1")
+    env = TrainerEnv.from_env(world.env(spec, 7, tmp_path))
+    sfn = RecordingSfn(world.sfn)
+    code = Attempt(env, Clients(world.s3, world.ddb, sfn)).run()
+    assert code == ExitCode.NO_TOKEN and sfn.calls == []
