@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 from trainer.outcome import ExitCode
 from trainer_world import World
@@ -38,6 +40,7 @@ def server() -> Iterator[str]:
     port = _free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
+    saved_config = copy.deepcopy(default_user_config)  # the POST below changes it process-wide
     previous = os.environ.get("MOTO_PORT")
     os.environ["MOTO_PORT"] = str(port)  # the state machine's own SQS call goes back to this server
     url = f"http://127.0.0.1:{port}"
@@ -51,6 +54,8 @@ def server() -> Iterator[str]:
         yield url
     finally:
         moto.stop()
+        default_user_config.clear()
+        default_user_config.update(saved_config)
         if previous is None:
             os.environ.pop("MOTO_PORT", None)
         else:

@@ -43,7 +43,9 @@ class Aws(SimpleNamespace):
 
 @pytest.fixture
 def aws():
-    with mock_aws():
+    # executions must stay RUNNING (they hold locks here): never let another test's emulator
+    # config (execute_state_machine, process-wide in moto) run them to completion
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
