@@ -62,46 +62,39 @@ class EventsConstruct(Construct):
                 )
             ],
         )
-        events.Rule(
-            self,
-            "ConfigDeleted",
-            description="jobs/<job>/config.yaml deleted: cancel the job",
-            event_pattern=event_pattern(rules.config_deleted(bucket.bucket_name)),
-            targets=[
-                targets.LambdaFunction(
-                    functions["cancel"],
-                    dead_letter_queue=dlq,
-                    retry_attempts=RETRY_ATTEMPTS,
-                    max_event_age=MAX_EVENT_AGE,
-                )
-            ],
+        lambda_rules = (
+            (
+                "ConfigDeleted",
+                "jobs/<job>/config.yaml deleted: cancel the job",
+                rules.config_deleted(bucket.bucket_name),
+                "cancel",
+            ),
+            (
+                "InstanceGone",
+                "an EC2 instance is shutting down or terminated: instance_lost fails the "
+                "pending task if it was ours and not announced",
+                rules.instance_state(),
+                "instance_lost",
+            ),
+            (
+                "ExecutionEnded",
+                "an execution failed, was aborted or timed out: clean up its instance and lock",
+                rules.execution_ended(state_machine.state_machine_arn),
+                "cleanup",
+            ),
         )
-        events.Rule(
-            self,
-            "InstanceGone",
-            description="an EC2 instance is shutting down or terminated: instance_lost fails the "
-            "pending task if it was ours and not announced",
-            event_pattern=event_pattern(rules.instance_state()),
-            targets=[
-                targets.LambdaFunction(
-                    functions["instance_lost"],
-                    dead_letter_queue=dlq,
-                    retry_attempts=RETRY_ATTEMPTS,
-                    max_event_age=MAX_EVENT_AGE,
-                )
-            ],
-        )
-        events.Rule(
-            self,
-            "ExecutionEnded",
-            description="an execution failed, was aborted or timed out: clean up its instance and lock",
-            event_pattern=event_pattern(rules.execution_ended(state_machine.state_machine_arn)),
-            targets=[
-                targets.LambdaFunction(
-                    functions["cleanup"],
-                    dead_letter_queue=dlq,
-                    retry_attempts=RETRY_ATTEMPTS,
-                    max_event_age=MAX_EVENT_AGE,
-                )
-            ],
-        )
+        for rule_id, description, pattern, function in lambda_rules:
+            events.Rule(
+                self,
+                rule_id,
+                description=description,
+                event_pattern=event_pattern(pattern),
+                targets=[
+                    targets.LambdaFunction(
+                        functions[function],
+                        dead_letter_queue=dlq,
+                        retry_attempts=RETRY_ATTEMPTS,
+                        max_event_age=MAX_EVENT_AGE,
+                    )
+                ],
+            )

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from functions.cleanup import clean_up
+from functions.cleanup import clean_up, notify_if_owned
 from functions.common import client, logger, metrics, settings, tracer
 from spotyolo.errors import JobInvalid
 from spotyolo.jobtable import JobTable
@@ -74,8 +74,7 @@ def cancel(
         ec2=ec2,
         table=table,
     )
-    if report.owned and report.summary and topic_arn:
-        sns.publish(TopicArn=topic_arn, Subject=report.summary.subject, Message=report.summary.message)
+    notify_if_owned(report, sns, topic_arn)
     metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
     logger.info("cancelled", extra={"job": job, "execution": execution, "terminated": report.terminated})
     return {

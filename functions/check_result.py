@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from functions.cleanup import duration
@@ -22,6 +21,7 @@ from spotyolo.cost import price_fn, run_cost
 from spotyolo.errors import TrainerError
 from spotyolo.jobtable import JobTable
 from spotyolo.models import Attempt, JobSpec, Summary, TrainResult
+from spotyolo.s3objects import object_exists
 
 
 class CheckEvent(BaseModel):
@@ -33,16 +33,6 @@ class CheckEvent(BaseModel):
     execution: str = ""
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
 def promote(s3: Any, job: JobSpec, result: TrainResult) -> list[str]:
     """Copy the run's artifacts to weights/<job>/, keeping the previous ones; returns the new keys."""
     bucket = job.bucket
@@ -50,16 +40,16 @@ def promote(s3: Any, job: JobSpec, result: TrainResult) -> list[str]:
         name: result.artifacts.get(name) or layout.artifact_key(job.name, job.run_id, name)
         for name in layout.WEIGHT_FILES
     }
-    missing = [k for n, k in sources.items() if n == "best.pt" and not _exists(s3, bucket, k)]
+    missing = [k for n, k in sources.items() if n == "best.pt" and not object_exists(s3, bucket, k)]
     if missing:
         raise TrainerError(
             f"the trainer reported success but s3://{bucket}/{missing[0]} is missing, so there is "
             "nothing to publish; see the run's train.log under its artifacts/"
         )
-    if _exists(s3, bucket, layout.weights_key(job.name, "best.pt")):
+    if object_exists(s3, bucket, layout.weights_key(job.name, "best.pt")):
         for name in layout.WEIGHT_FILES:
             current = layout.weights_key(job.name, name)
-            if _exists(s3, bucket, current):
+            if object_exists(s3, bucket, current):
                 s3.copy_object(
                     Bucket=bucket,
                     Key=layout.previous_weights_prefix(job.name) + name,
@@ -67,7 +57,7 @@ def promote(s3: Any, job: JobSpec, result: TrainResult) -> list[str]:
                 )
     promoted = []
     for name, source in sources.items():
-        if not _exists(s3, bucket, source):
+        if not object_exists(s3, bucket, source):
             continue  # results.csv / metrics.json are nice to have
         target = layout.weights_key(job.name, name)
         s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})

@@ -216,6 +216,13 @@ def clean_up(
     return CleanupReport(job=job_name, owned=True, terminated=terminated, released=released, summary=summary)
 
 
+def notify_if_owned(report: CleanupReport, sns: Any, topic_arn: str) -> None:
+    """Tell the user, when this clean up was the one that ended the run outside the workflow
+    (a cancel, or the execution-status rule): the workflow's own notification never came."""
+    if report.owned and report.summary and topic_arn:
+        sns.publish(TopicArn=topic_arn, Subject=report.summary.subject, Message=report.summary.message)
+
+
 # ---------------------------------------------------------------- events
 
 
@@ -291,9 +298,7 @@ def from_status_event(
         ec2=ec2,
         table=table,
     )
-    if report.owned and report.summary and topic_arn:
-        # the workflow ended without its own cleanup, so without its own notification
-        sns.publish(TopicArn=topic_arn, Subject=report.summary.subject, Message=report.summary.message)
+    notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
     return report.model_dump(mode="json")
 
 

@@ -29,6 +29,7 @@ from spotyolo.errors import JobInvalid, SpotyoloError, UploadInProgress
 from spotyolo.jobtable import JobTable
 from spotyolo.models import EventInput, JobSpec, ManualInput
 from spotyolo.planning import first_attempt
+from spotyolo.s3objects import object_exists
 from spotyolo.settings import Settings
 from spotyolo.yamlsafe import problems_error
 
@@ -106,16 +107,6 @@ def _unsettled(
     return None
 
 
-def _weights_exist(s3: Any, bucket: str, job: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=layout.weights_key(job, "best.pt"))
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
 def _is_running(sfn: Any) -> Any:
     def is_running(execution: str) -> bool:
         try:
@@ -170,7 +161,7 @@ def validate_job(
     )
     attempt = first_attempt(config, spec.instance_types, deadline, now=started)
 
-    if not force and _weights_exist(s3, bucket, job):
+    if not force and object_exists(s3, bucket, layout.weights_key(job, "best.pt")):
         spec.already_trained = True
         logger.info("already trained: skipped", extra={"job": job})
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}

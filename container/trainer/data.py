@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from spotyolo import layout
 from spotyolo.dataset import write_local_data_yaml
 from spotyolo.errors import DatasetError, JobInvalid
+from spotyolo.s3objects import object_exists
 
 log = logging.getLogger("trainer.data")
 
@@ -122,12 +123,8 @@ def download_dataset(
 
 def download_if_exists(s3: Any, bucket: str, key: str, dest: Path) -> bool:
     """Download ``key`` to ``dest``; False when there is no such object."""
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
+    if not object_exists(s3, bucket, key):
+        return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     s3.download_file(bucket, key, str(tmp))

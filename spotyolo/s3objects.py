@@ -1,0 +1,20 @@
+"""Small S3 helpers every side shares (Lambdas and the trainer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    """True when ``key`` exists; any error other than "not found" is raised."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in _MISSING:
+            return False
+        raise
+    return True
