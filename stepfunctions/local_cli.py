@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -328,6 +329,8 @@ def _finish(
         except ValueError:
             document = {}
     state_summary: dict[str, Any] = document.get("summary") or {}
+    if not state_summary and (document.get("job") or {}).get("already_trained"):
+        state_summary = {"status": "skipped"}
     # the execution-status rule's cleanup runs after a failure: give it a moment
     deadline = time.monotonic() + 15
     notes = engine.wait_notifications(1, timeout=10)
@@ -368,11 +371,29 @@ def _finish(
                 "files": sorted(str(p) for p in files),
             }
             console.say(f"weights/{job}/ copied to {output}/ ({', '.join(sorted(p.name for p in files))})")
-    if not summary["success"]:
-        logs = sorted(str(i.log_path) for i in (runner.instances.values() if runner else []))
-        if logs:
-            console.say("trainer logs (kept until the emulator stops): " + ", ".join(logs))
+    logs = _keep_logs(engine, output / "logs")
+    if logs:
+        summary["paths"]["logs"] = str(output / "logs")
+        if not summary["success"]:
+            console.say(f"logs of the trainers and the Lambdas: {output / 'logs'}/")
     return summary
+
+
+def _keep_logs(engine: Any, folder: Path) -> list[Path]:
+    """Copy each attempt's trainer log and the Lambdas' log out of the engine's work folder
+    (which goes away with the emulator)."""
+    sources: list[tuple[Path, str]] = []
+    runner = engine.instances
+    for inst in runner.instances.values() if runner else []:
+        sources.append((inst.log_path, f"trainer-attempt-{inst.attempt}-{inst.id}.log"))
+    sources.append((engine.lambda_log, "lambdas.log"))
+    kept = []
+    for source, name in sources:
+        if source.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / name)
+            kept.append(folder / name)
+    return kept
 
 
 def _check_nothing_left(engine: Any, console: Console) -> None:

@@ -23,8 +23,10 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ from stepfunctions.local import rules
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+#: seconds a queue read waits for a message (also how long stop() may wait for the bridge)
+LONG_POLL = 1
 LAMBDAS = ("validate", "launch", "prepare_retry", "check_result", "cleanup", "instance_lost", "cancel")
 #: the ASL placeholder of each Lambda that the state machine calls
 ASL_FUNCTION_KEYS = {
@@ -98,8 +102,9 @@ class Resources:
     launch_template_id: str = ""
     subnet_ids: list[str] = field(default_factory=list)
     function_arns: dict[str, str] = field(default_factory=dict)
-    #: rule name -> SQS queue URL of its target
-    rule_queues: dict[str, str] = field(default_factory=dict)
+    rules: list[str] = field(default_factory=list)
+    #: the SQS queue every rule targets (the bridge reads it)
+    events_queue: str = ""
     notification_queue: str = ""
 
 
@@ -127,13 +132,15 @@ class LocalEngine:
         *,
         port: int | None = None,
         workdir: str | os.PathLike[str] | None = None,
-        settle_seconds: int = 2,
+        settle_seconds: int = 1,
         notice_seconds: float = 15.0,
         interrupt_at_epochs: Iterable[int] = (),
         trainer_env: dict[str, str] | None = None,
         asl_path: str | os.PathLike[str] | None = None,
         poll_seconds: float = 1.0,
         trainer_command: list[str] | None = None,
+        warm_trainer: bool = True,
+        boot_seconds: float = 2.0,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -147,6 +154,11 @@ class LocalEngine:
         self.poll_seconds = poll_seconds
         #: what an instance runs (tests of the engine itself swap in a stand-in)
         self.trainer_command = trainer_command or [sys.executable, "-m", "trainer"]
+        #: fork trainers from a process that has torch and Ultralytics imported already
+        self.warm_trainer = warm_trainer
+        #: from running to the trainer's start (a minute or more on EC2): a Launch trainer
+        #: retried within its Retry interval finds the instance before its trainer reads a token
+        self.boot_seconds = boot_seconds
         self.resources = Resources()
         self.faults: list[LambdaFault] = []
         #: handler overrides by function (tests of the engine itself); default functions.<name>
@@ -161,6 +173,7 @@ class LocalEngine:
         self._notifications: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._targets = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spotyolo-target")
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
         self._execution_status: dict[str, str] = {}
@@ -199,6 +212,7 @@ class LocalEngine:
 
             self.instances = InstanceRunner(self)
             self._spawn(self._bridge_loop, "bridge")
+            self._spawn(self._notification_loop, "notifications")
             self._spawn(self._execution_watch_loop, "execution-status")
             self._spawn(self.instances.loop, "instances")
         except BaseException:
@@ -219,6 +233,7 @@ class LocalEngine:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        self._targets.shutdown(wait=True, cancel_futures=True)
         self._uninstall_patches()
         for handler, stream in self._lambda_log_restore:
             handler.setStream(stream)
@@ -314,6 +329,22 @@ class LocalEngine:
             )
         return cache[service]
 
+    @property
+    def _lambda_client(self) -> Any:
+        """Invocations are not retried by the client (a retry would run a handler twice) and may
+        take as long as a Lambda may (15 minutes)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if "lambda-invoke" not in cache:
+            cache["lambda-invoke"] = boto3.client(
+                "lambda",
+                region_name=REGION,
+                endpoint_url=self.endpoint,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+                config=Config(retries={"total_max_attempts": 1}, read_timeout=900, max_pool_connections=8),
+            )
+        return cache["lambda-invoke"]
+
     # ------------------------------------------------------------------ moto set-up
 
     def _install_patches(self) -> None:
@@ -369,7 +400,15 @@ class LocalEngine:
         r = self.resources
         subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
         r.subnet_ids = sorted(s["SubnetId"] for s in subnets)[:3]
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        # the GPU ECS-optimised Amazon Linux image, as the CDK app's launch template (a filtered
+        # query: listing all of moto's 1300 images costs 1.5 s of the engine's start)
+        images = (
+            ec2.describe_images(
+                Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-ecs-gpu-hvm-*"]}]
+            )["Images"]
+            or ec2.describe_images(Owners=["amazon"])["Images"]
+        )
+        image = images[0]["ImageId"]
         template = ec2.create_launch_template(
             LaunchTemplateName="spotyolo-trainer",
             LaunchTemplateData={
@@ -448,6 +487,7 @@ class LocalEngine:
         return definition
 
     def _deploy_rules(self) -> None:
+        """The four rules of the CDK app, each with the one SQS queue the bridge reads as target."""
         events, sqs = self.client("events"), self.client("sqs")
         r = self.resources
         patterns = {
@@ -456,18 +496,19 @@ class LocalEngine:
             "execution-ended": rules.execution_ended(r.state_machine_arn),
             "instance-state": rules.instance_state(),
         }
+        r.events_queue = sqs.create_queue(QueueName="spotyolo-rule-targets")["QueueUrl"]
+        queue_arn = self._queue_arn(r.events_queue)
         for name, pattern in patterns.items():
-            url = sqs.create_queue(QueueName=f"spotyolo-rule-{name}")["QueueUrl"]
             rule = f"spotyolo-{name}"
             events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")
-            target: dict[str, Any] = {"Id": "bridge", "Arn": self._queue_arn(url)}
+            target: dict[str, Any] = {"Id": "bridge", "Arn": queue_arn}
             if name == "config-created":
                 target["InputTransformer"] = {
                     "InputPathsMap": rules.START_INPUT_PATHS,
                     "InputTemplate": rules.START_INPUT_TEMPLATE,
                 }
             events.put_targets(Rule=rule, Targets=[target])
-            r.rule_queues[name] = url
+            r.rules.append(rule)
 
     # ------------------------------------------------------------------ Lambda routing
 
@@ -510,7 +551,9 @@ class LocalEngine:
             log_group_name=f"/aws/lambda/{function_name}",
             log_stream_name="local",
         )
-        result = handler(event, context)
+        with warnings.catch_warnings():  # Powertools warns when a handler published no metric
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
+            result = handler(event, context)
         if fault is not None:
             raise moto_patches.LambdaServiceError(
                 f"injected by the local engine after {name} ran", code=fault.error, status=429
@@ -530,7 +573,7 @@ class LocalEngine:
 
     def invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any]:
         """Invoke a deployed Lambda through the emulator, as an EventBridge target would."""
-        response = self.client("lambda").invoke(
+        response = self._lambda_client.invoke(
             FunctionName=self.resources.function_arns[name], Payload=json.dumps(event).encode()
         )
         payload = response["Payload"].read()
@@ -557,21 +600,35 @@ class LocalEngine:
         )
 
     def _bridge_loop(self) -> None:
+        """Long-poll the rules' queue (moto wakes the call as a message arrives: no busy polling
+        on the 2 cores training needs) and act as each rule's AWS target would."""
         sqs = self.client("sqs")
+        url = self.resources.events_queue
         while not self._stop.is_set():
-            idle = True
-            for rule, url in self.resources.rule_queues.items():
-                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-                for message in messages.get("Messages", []):
-                    idle = False
-                    try:
-                        self._bridge(rule, json.loads(message["Body"]))
-                    except Exception:
-                        log.exception("bridging a %s event failed", rule)
-                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            self._drain_notifications()
-            if idle:
-                self._stop.wait(self.poll_seconds)
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=LONG_POLL)
+            for message in messages.get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                # targets run concurrently, as on AWS: a slow one never holds up the others
+                self._targets.submit(self._deliver, message["Body"])
+
+    def _deliver(self, body: str) -> None:
+        try:
+            event = json.loads(body)
+            self._bridge(rules.rule_of(event), event)
+        except Exception:
+            log.exception("bridging an event failed: %s", body[:500])
+
+    def _notification_loop(self) -> None:
+        sqs = self.client("sqs")
+        url = self.resources.notification_queue
+        while not self._stop.is_set():
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=LONG_POLL)
+            for message in messages.get("Messages", []):
+                envelope = json.loads(message["Body"])
+                self._notifications.append(
+                    {"subject": envelope.get("Subject"), "message": envelope.get("Message", "")}
+                )
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     def _bridge(self, rule: str, event: dict[str, Any]) -> None:
         if "detail-type" in event:  # moto's events lack some envelope fields AWS always sends
@@ -637,21 +694,6 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ notifications
 
-    def _drain_notifications(self) -> None:
-        url = self.resources.notification_queue
-        sqs = self.client("sqs")
-        while True:
-            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            batch = messages.get("Messages", [])
-            if not batch:
-                return
-            for message in batch:
-                envelope = json.loads(message["Body"])
-                self._notifications.append(
-                    {"subject": envelope.get("Subject"), "message": envelope.get("Message", "")}
-                )
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
     def notifications(self) -> list[dict[str, Any]]:
         """Every SNS message published so far ({"subject", "message"}), oldest first."""
         return list(self._notifications)
@@ -679,13 +721,24 @@ class LocalEngine:
         config = folder / "config.yaml"
         ordered = [p for p in files if p != config] + ([config] if trigger and config.exists() else [])
         s3 = self.client("s3")
-        done_bytes = 0
-        for i, path in enumerate(ordered, 1):
-            key = f"jobs/{job}/{path.relative_to(folder).as_posix()}"
-            s3.upload_file(str(path), self.resources.bucket, key)
-            done_bytes += path.stat().st_size
-            if progress:
-                progress(i, len(ordered), done_bytes)
+        done = [0, 0]
+        lock = threading.Lock()
+
+        def put(path: Path) -> None:
+            s3.upload_file(
+                str(path), self.resources.bucket, f"jobs/{job}/{path.relative_to(folder).as_posix()}"
+            )
+            with lock:
+                done[0] += 1
+                done[1] += path.stat().st_size
+                if progress:
+                    progress(done[0], len(ordered), done[1])
+
+        rest, last = (ordered[:-1], ordered[-1:]) if trigger and config.exists() else (ordered, [])
+        with ThreadPoolExecutor(max_workers=8) as pool:  # like `aws s3 cp --recursive`
+            list(pool.map(put, rest))
+        for path in last:  # the trigger, once everything else is in
+            put(path)
         return job
 
     def start_execution(self, payload: dict[str, Any], name: str | None = None) -> str:

@@ -14,15 +14,17 @@ The runner plays the parts of EC2 that moto does not:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepfunctions.imds import FakeMetadataService
 from stepfunctions.local import rules
@@ -44,6 +46,8 @@ _INHERITED = (
     "VIRTUAL_ENV",
     "OMP_NUM_THREADS",
 )
+#: how long a boot waits for the warm trainer image before starting a cold trainer
+ZYGOTE_READY_SECONDS = 60.0
 #: how often trainer processes and pending interruptions are looked at
 TICK_SECONDS = 0.25
 #: the trainer gets this share of an epoch into epoch N before the notice comes
@@ -54,6 +58,126 @@ TRAINING_STARTED = "training epochs"
 IMDS_POLL_SECONDS = 1.0
 
 
+DEFAULT_TRAINER_COMMAND = [sys.executable, "-m", "trainer"]
+
+
+class TrainerProcess(Protocol):
+    """What the runner needs of a trainer process: a subprocess.Popen or a ForkedTrainer."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class ForkedTrainer:
+    """A trainer forked by the zygote; its exit code arrives through the zygote's pipe."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._code: int | None = None
+        self._done = threading.Event()
+
+    def _exited(self, code: int) -> None:
+        self._code = code
+        self._done.set()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code
+
+    def poll(self) -> int | None:
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(f"trainer pid {self.pid}", timeout or 0)
+        assert self._code is not None
+        return self._code
+
+
+class Zygote:
+    """The engine's side of :mod:`stepfunctions.local.zygote` (started at once, in the
+    background: its imports overlap the upload and Validate job)."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.ready = threading.Event()
+        self.failed = False
+        self._children: dict[int, ForkedTrainer] = {}
+        self._spawned: dict[str, int] = {}
+        self._replies = threading.Condition()
+        self._write = threading.Lock()
+        self._log = open(workdir / "zygote.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stepfunctions.local.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=workdir,
+        )
+        self._reader = threading.Thread(target=self._read, name="spotyolo-zygote", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            with self._replies:
+                if message.get("ready"):
+                    self.ready.set()
+                elif "exit" in message:
+                    child = self._children.get(message["pid"])
+                    if child is not None:
+                        child._exited(int(message["exit"]))
+                elif "id" in message:
+                    self._spawned[message["id"]] = int(message["pid"])
+                self._replies.notify_all()
+        self.failed = True  # the zygote exited: whatever it did not report is gone with it
+        self.ready.set()
+        with self._replies:
+            for child in self._children.values():
+                if child.returncode is None:
+                    child._exited(-9)
+            self._replies.notify_all()
+
+    def usable(self, timeout: float = ZYGOTE_READY_SECONDS) -> bool:
+        self.ready.wait(timeout)
+        return self.ready.is_set() and not self.failed
+
+    def spawn(self, instance_id: str, env: dict[str, str], cwd: Path, log_path: Path) -> ForkedTrainer:
+        request = {"id": instance_id, "env": env, "cwd": str(cwd), "log": str(log_path)}
+        with self._write:
+            assert self.process.stdin is not None
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        with self._replies:
+            if not self._replies.wait_for(lambda: instance_id in self._spawned or self.failed, timeout=30):
+                raise RuntimeError(f"the zygote did not start a trainer for {instance_id}")
+            if instance_id not in self._spawned:
+                raise RuntimeError("the zygote exited")
+            child = ForkedTrainer(self._spawned[instance_id])
+            self._children[child.pid] = child
+            return child
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
 @dataclass
 class LocalInstance:
     id: str
@@ -62,7 +186,7 @@ class LocalInstance:
     az: str
     workdir: Path
     imds: FakeMetadataService
-    process: subprocess.Popen[bytes] | None = None
+    process: TrainerProcess | None = None
     state: str = "running"
     started: float = field(default_factory=time.monotonic)
     exit_code: int | None = None
@@ -72,6 +196,8 @@ class LocalInstance:
     #: monotonic time at which the engine terminates the instance (end of the notice window)
     terminate_at: float | None = None
     interrupt_epoch: int | None = None
+    #: monotonic time at which the instance has booted and its trainer starts
+    boot_at: float = 0.0
 
     @property
     def job(self) -> str:
@@ -114,6 +240,10 @@ class InstanceRunner:
         self._announced_gone: set[str] = set()
         self._lock = threading.RLock()
         self._yolo_dir = engine.workdir / "yolo"
+        #: the warm trainer image (None: every instance starts ``python -m trainer`` cold)
+        self.zygote: Zygote | None = None
+        if engine.warm_trainer and engine.trainer_command == DEFAULT_TRAINER_COMMAND:
+            self.zygote = Zygote(self.base_env(), engine.workdir)
 
     # ------------------------------------------------------------------ the loop
 
@@ -141,6 +271,10 @@ class InstanceRunner:
             now = time.monotonic()
             for inst in list(self.instances.values()):
                 if inst.state != "running":
+                    continue
+                if inst.process is None:
+                    if now >= inst.boot_at:
+                        self._start_trainer(inst)
                     continue
                 if inst.process is not None and inst.process.poll() is not None and inst.exit_code is None:
                     inst.exit_code = inst.process.returncode
@@ -198,9 +332,20 @@ class InstanceRunner:
             workdir=workdir,
             imds=imds,
         )
+        inst.boot_at = time.monotonic() + self.engine.boot_seconds
         self.instances[iid] = inst
+
+    def _start_trainer(self, inst: LocalInstance) -> None:
+        """The instance has booted: its user data starts the trainer."""
+        iid, workdir = inst.id, inst.workdir
         env = self.trainer_env(inst)
         log.info("instance %s (%s, attempt %s) boots a trainer", iid, inst.job, inst.attempt)
+        if self.zygote is not None and self.zygote.usable():
+            try:
+                inst.process = self.zygote.spawn(iid, env, workdir, inst.log_path)
+                return
+            except Exception:  # a broken zygote must not cost the run: boot the slow way
+                log.exception("warm trainer start failed; starting python -m trainer")
         with open(inst.log_path, "ab") as out:
             inst.process = subprocess.Popen(
                 list(self.engine.trainer_command),
@@ -212,15 +357,12 @@ class InstanceRunner:
                 start_new_session=True,  # its own process group: killed as a whole
             )
 
-    def trainer_env(self, inst: LocalInstance) -> dict[str, str]:
-        """The environment of DESIGN §7, pointed at the emulator and the instance's IMDS."""
+    def base_env(self) -> dict[str, str]:
+        """What every instance's trainer environment has in common (also the zygote's)."""
         r = self.engine.resources
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update(
             {
-                "JOB": inst.tags.get("job", ""),
-                "RUN_ID": inst.tags.get("run", ""),
-                "ATTEMPT": inst.tags.get("attempt", ""),
                 "BUCKET": r.bucket,
                 "JOB_TABLE": r.table,
                 "AWS_REGION": "us-east-1",
@@ -229,14 +371,27 @@ class InstanceRunner:
                 "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local",
                 "AWS_SESSION_TOKEN": "local",
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT": inst.imds.url,
                 "YOLO_CONFIG_DIR": str(self._yolo_dir),
                 "YOLO_OFFLINE": "1",
-                "SPOTYOLO_WORKDIR": str(inst.workdir),
                 "PYTHONUNBUFFERED": "1",
                 # AWS's 2-minute notice is ``notice_seconds`` here: poll and answer in step
                 "SPOTYOLO_IMDS_POLL_SECONDS": str(IMDS_POLL_SECONDS),
                 "SPOTYOLO_INTERRUPT_GRACE_SECONDS": str(max(1.0, self.engine.notice_seconds / 2)),
+            }
+        )
+        env.update(self.engine.trainer_env)
+        return env
+
+    def trainer_env(self, inst: LocalInstance) -> dict[str, str]:
+        """The environment of DESIGN §7, pointed at the emulator and the instance's IMDS."""
+        env = self.base_env()
+        env.update(
+            {
+                "JOB": inst.tags.get("job", ""),
+                "RUN_ID": inst.tags.get("run", ""),
+                "ATTEMPT": inst.tags.get("attempt", ""),
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT": inst.imds.url,
+                "SPOTYOLO_WORKDIR": str(inst.workdir),
             }
         )
         env.update(self.engine.trainer_env)
@@ -288,6 +443,8 @@ class InstanceRunner:
                 inst.imds.stop()
                 if inst.state == "running":
                     inst.state = "terminated"
+            if self.zygote is not None:
+                self.zygote.close()
 
     # ------------------------------------------------------------------ spot interruptions
 

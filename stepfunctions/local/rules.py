@@ -66,3 +66,17 @@ def start_input(event: dict[str, Any]) -> dict[str, str]:
     if "detail" not in event:
         return {"bucket": event["bucket"], "key": event["key"]}
     return {"bucket": event["detail"]["bucket"]["name"], "key": event["detail"]["object"]["key"]}
+
+
+def rule_of(message: dict[str, Any]) -> str:
+    """Which rule delivered a message to the shared target queue."""
+    if "detail-type" not in message:  # the start rule's transformed input
+        return "config-created"
+    source, kind = message.get("source"), message["detail-type"]
+    if source == "aws.s3":
+        return "config-created" if kind == "Object Created" else "config-deleted"
+    if source == "aws.states":
+        return "execution-ended"
+    if source == "aws.ec2":
+        return "instance-state"
+    raise ValueError(f"no rule sends {source} / {kind}")
