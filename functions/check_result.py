@@ -8,6 +8,8 @@ there to ``weights/<job>/previous/``, so a retrain never silently destroys the l
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -80,7 +82,17 @@ def _fmt(name: str, value: float) -> str:
     return f"{_value(name, value)} {name}" if name in ("precision", "recall") else f"{name} {value:.3f}"
 
 
-def summarize(job: JobSpec, attempt: Attempt, result: TrainResult, cost_usd: float) -> Summary:
+def job_seconds(job: JobSpec, now: float | None = None) -> float | None:
+    """Wall time since Validate job accepted the run (all attempts, boots and waits included)."""
+    if not job.created:
+        return None
+    started = dt.datetime.strptime(job.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return max(0.0, (now if now is not None else time.time()) - started.timestamp())
+
+
+def summarize(
+    job: JobSpec, attempt: Attempt, result: TrainResult, cost_usd: float, elapsed: float | None = None
+) -> Summary:
     """The message, e.g. `shapes complete: 90.4% recall (mAP50 0.938) · 60 epochs · 1m32s · ~$0.42`."""
     target = job.config.target
     headline_name = target.metric if target else "mAP50"
@@ -95,7 +107,8 @@ def summarize(job: JobSpec, attempt: Attempt, result: TrainResult, cost_usd: flo
     parts = [f"{job.name} {status}: {head}"]
     if target is not None:
         parts.append(f"target {target.metric} ≥ {_value(target.metric, target.min)}")
-    parts += [f"{result.epochs} epochs", duration(result.seconds)]
+    # the whole job's time when known: result.seconds is the last attempt's training only
+    parts += [f"{result.epochs} epochs", duration(elapsed if elapsed is not None else result.seconds)]
     if attempt.interruptions:
         parts.append(f"{attempt.interruptions} interruption{'s' if attempt.interruptions != 1 else ''}")
     parts.append(f"~${cost_usd:.2f}")
@@ -119,7 +132,7 @@ def check_result(event: CheckEvent, *, s3: Any, ec2: Any, table: JobTable) -> Su
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
     cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0
-    summary = summarize(event.job, event.attempt, event.result, cost)
+    summary = summarize(event.job, event.attempt, event.result, cost, job_seconds(event.job))
     metrics.add_metric(name="JobsTrained", unit=MetricUnit.Count, value=1)
     logger.info(
         "result", extra={"job": event.job.name, "status": summary.status, "metrics": event.result.metrics}

@@ -255,7 +255,12 @@ class Attempt:
                 env.table,
             )
             return ExitCode.NO_TOKEN
-        self.channel = TaskChannel(self.clients.sfn, token, env.heartbeat_seconds or 60.0)
+        self.channel = TaskChannel(
+            self.clients.sfn,
+            token,
+            env.heartbeat_seconds or 60.0,
+            refresh=lambda: self.table.token_for(env.job, env.attempt),
+        )
         try:
             self.channel.heartbeat(force=True)  # boot is progress
             self._start_watcher()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,9 +37,14 @@ def heartbeat_interval(stall_seconds: int, override: float | None = None) -> flo
 class TaskChannel:
     """Heartbeats and the final SendTaskSuccess / SendTaskFailure for one task token."""
 
-    def __init__(self, sfn: Any, token: str, interval: float) -> None:
+    def __init__(
+        self, sfn: Any, token: str, interval: float, refresh: Callable[[], str | None] | None = None
+    ) -> None:
         self._sfn = sfn
         self._token = token
+        #: re-reads this attempt's token from the job table: a retried Launch trainer task (a
+        #: transient Lambda error) gets a new token and the launch step stores it there
+        self._refresh = refresh
         self.interval = interval
         self._lock = threading.Lock()
         self._last_beat = float("-inf")
@@ -48,6 +54,21 @@ class TaskChannel:
 
     def __repr__(self) -> str:  # never show the token
         return f"TaskChannel(interval={self.interval}, final={self.final!r}, gone={self.gone})"
+
+    def _send(self, method: str, **kwargs: Any) -> None:
+        """Call ``sfn.<method>(taskToken=..., **kwargs)``; on a "gone" answer, retry once with
+        the attempt's current token if it has changed (the old task was retried, not ended)."""
+        try:
+            getattr(self._sfn, method)(taskToken=self._token, **kwargs)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in GONE_CODES or self._refresh is None:
+                raise
+            fresh = self._refresh()
+            if not fresh or fresh == self._token:
+                raise
+            log.info("the task token of this attempt was replaced (a retried launch): using the new one")
+            self._token = fresh
+            getattr(self._sfn, method)(taskToken=self._token, **kwargs)
 
     def _gone(self, err: ClientError, what: str) -> TaskGone:
         code = err.response.get("Error", {}).get("Code", "")
@@ -68,7 +89,7 @@ class TaskChannel:
                 return False
             self._last_beat = now
         try:
-            self._sfn.send_task_heartbeat(taskToken=self._token)
+            self._send("send_task_heartbeat")
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in GONE_CODES:
                 raise self._gone(err, "SendTaskHeartbeat") from None
@@ -84,7 +105,7 @@ class TaskChannel:
                 return False
             self.final = "success"
             try:
-                self._sfn.send_task_success(taskToken=self._token, output=output)
+                self._send("send_task_success", output=output)
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") in GONE_CODES:
                     raise self._gone(err, "SendTaskSuccess") from None
@@ -101,7 +122,7 @@ class TaskChannel:
             if len(cause) > MAX_CAUSE:
                 cause = "..." + cause[-MAX_CAUSE:]
             try:
-                self._sfn.send_task_failure(taskToken=self._token, error=error, cause=cause)
+                self._send("send_task_failure", error=error, cause=cause)
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") in GONE_CODES:
                     raise self._gone(err, "SendTaskFailure") from None

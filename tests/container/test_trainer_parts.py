@@ -113,6 +113,25 @@ def test_channel_paces_heartbeats_and_an_expired_token_is_task_gone():
         assert channel.gone and not channel.heartbeat(force=True)
 
 
+def test_channel_follows_a_replaced_token_of_its_own_attempt():
+    """A retried Launch trainer task gets a new token (stored by launch): keep training."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
+        machine, queue = token_machine(sfn, sqs, boto3.client("iam"), heartbeat=30, timeout=60)
+        sfn.start_execution(stateMachineArn=machine, name="retried", input="{}")
+        token = None
+        while token is None:
+            messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
+            token = json.loads(messages[0]["Body"])["token"] if messages else None
+        stale = token[:-4] + "dead"
+        channel = TaskChannel(sfn, stale, interval=10, refresh=lambda: token)
+        assert channel.heartbeat(force=True) and not channel.gone
+        assert channel.succeed(json.dumps({"ok": True}))
+        lonely = TaskChannel(sfn, stale, interval=10, refresh=lambda: stale)  # nothing newer
+        with pytest.raises(TaskGone):
+            lonely.heartbeat(force=True)
+
+
 def test_results_restore_keeps_each_finished_epoch_once(tmp_path: Path):
     uploaded = "epoch,time,train/box_loss\n1,1.0,2.5\n2,2.0,2.1\n2,2.0,2.1\n3,3.0,1.9\n"
     out = tmp_path / "results.csv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -274,6 +275,15 @@ def test_instance_lost_with_a_stale_token_is_fine(aws: Aws) -> None:
 
 
 # ---------------------------------------------------------------- check_result
+
+
+def test_the_message_counts_the_whole_job_time_across_attempts() -> None:
+    job = make_job().model_copy(update={"created": "2026-11-25T10:00:00Z"})
+    started = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC).timestamp()
+    assert check_result.job_seconds(job, now=started + 3723) == 3723
+    result = TrainResult(metrics={"recall": 0.9}, best_epoch=5, epochs=6, seconds=40, attempt=2)
+    summary = check_result.summarize(job, attempt(2, interruptions=1), result, 0.1, elapsed=3723)
+    assert "6 epochs · 1h02m · 1 interruption" in summary.message
 
 
 def test_check_result_promotes_weights_and_keeps_the_previous_ones(aws: Aws) -> None:
