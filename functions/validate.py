@@ -1,9 +1,12 @@
 """Validate job: the first state. Nothing may launch, lock or cost for a job that is wrong.
 
 Order (DESIGN §6): normalise the input → parse and check config.yaml (+ overrides) and the
-dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → settle (S3-event input
-only: a fresh object or an open multipart upload means the upload is still arriving) → take
-the job lock → write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``.
+dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock →
+write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
+(S3-event input only: a fresh object other than the trigger, or an open multipart upload,
+means the upload is still arriving → ``UploadInProgress``) runs on the listing *before* the
+labels are read, so a big dataset is read once, not once per Wait round; a job that looks
+invalid while its config.yaml is fresh also waits, since its dataset may still be arriving.
 """
 
 from __future__ import annotations
@@ -130,15 +133,16 @@ def validate_job(
 
     source = S3Source(s3, bucket, layout.job_prefix(job))
     entries = list(source.list())
+    settle = settings.settle_seconds
+    # files still arriving: wait before reading every label (a big dataset is read only once)
+    if from_event and (unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=False)):
+        raise UploadInProgress(f"job {job!r}: {unsettled}")
     config, summary, problems = inspect_job(source, entries=entries, overrides=overrides)
-    looks_invalid = bool(problems) or config is None
-    unsettled = (
-        _unsettled(s3, bucket, job, entries, now, settings.settle_seconds, count_trigger=looks_invalid)
-        if from_event
-        else None
-    )
-    if looks_invalid or config is None:
-        if unsettled:  # an incomplete upload looks invalid: wait for it before judging
+    if problems or config is None:
+        # a fresh config.yaml with a broken dataset: the dataset may still be on its way behind it
+        if from_event and (
+            unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=True)
+        ):
             raise UploadInProgress(f"job {job!r}: {unsettled}")
         raise problems_error(problems, f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
 
@@ -165,9 +169,6 @@ def validate_job(
         spec.already_trained = True
         logger.info("already trained: skipped", extra={"job": job})
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
-
-    if unsettled:
-        raise UploadInProgress(f"job {job!r}: {unsettled}")
 
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
         job, execution, run_id, _is_running(sfn)
