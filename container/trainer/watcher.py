@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("trainer.watcher")
 
@@ -66,28 +67,27 @@ class MetadataClient:
                 return err.code, err.read().decode(errors="replace")
         return 401, ""
 
-    def instance_action(self) -> Notice | None:
-        """The interruption notice, or None (404, or a body that names no action)."""
-        status, body = self.get("spot/instance-action")
+    def get_json(self, path: str) -> dict[str, Any] | None:
+        """A 200 answer's JSON object, else None (404 = nothing announced, or not a JSON object)."""
+        status, body = self.get(path)
         if status != 200:
             return None
         try:
             data = json.loads(body)
         except ValueError:
             return None
-        if not isinstance(data, dict) or not data.get("action"):
+        return data if isinstance(data, dict) else None
+
+    def instance_action(self) -> Notice | None:
+        """The interruption notice, or None (404, or a body that names no action)."""
+        data = self.get_json("spot/instance-action")
+        if not data or not data.get("action"):
             return None
         return Notice(action=str(data["action"]), time=str(data.get("time", "")))
 
     def rebalance(self) -> str | None:
-        status, body = self.get("events/recommendations/rebalance")
-        if status != 200:
-            return None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return None
-        return str(data.get("noticeTime", "")) if isinstance(data, dict) else None
+        data = self.get_json("events/recommendations/rebalance")
+        return None if data is None else str(data.get("noticeTime", ""))
 
 
 class InterruptionWatcher(threading.Thread):

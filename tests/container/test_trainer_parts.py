@@ -94,15 +94,20 @@ def test_heartbeat_interval_fits_short_stall_windows():
     assert heartbeat_interval(7200, override=0.5) == 0.5
 
 
+def _running_task_token(sfn, sqs, name: str, heartbeat: int) -> str:
+    """Start a waitForTaskToken execution and return its (real) task token."""
+    machine, queue = token_machine(sfn, sqs, boto3.client("iam"), heartbeat=heartbeat, timeout=60)
+    sfn.start_execution(stateMachineArn=machine, name=name, input="{}")
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
+        if messages:
+            return str(json.loads(messages[0]["Body"])["token"])
+
+
 def test_channel_paces_heartbeats_and_an_expired_token_is_task_gone():
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
-        machine, queue = token_machine(sfn, sqs, boto3.client("iam"), heartbeat=1, timeout=60)
-        sfn.start_execution(stateMachineArn=machine, name="expiry", input="{}")
-        token = None
-        while token is None:
-            messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
-            token = json.loads(messages[0]["Body"])["token"] if messages else None
+        token = _running_task_token(sfn, sqs, "expiry", heartbeat=1)
         channel = TaskChannel(sfn, token, interval=10)
         assert channel.heartbeat(force=True)
         assert not channel.heartbeat()  # paced: too soon
@@ -117,12 +122,7 @@ def test_channel_follows_a_replaced_token_of_its_own_attempt():
     """A retried Launch trainer task gets a new token (stored by launch): keep training."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
-        machine, queue = token_machine(sfn, sqs, boto3.client("iam"), heartbeat=30, timeout=60)
-        sfn.start_execution(stateMachineArn=machine, name="retried", input="{}")
-        token = None
-        while token is None:
-            messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
-            token = json.loads(messages[0]["Body"])["token"] if messages else None
+        token = _running_task_token(sfn, sqs, "retried", heartbeat=30)
         stale = token[:-4] + "dead"
         channel = TaskChannel(sfn, stale, interval=10, refresh=lambda: token)
         assert channel.heartbeat(force=True) and not channel.gone
