@@ -12,6 +12,7 @@ What AWS does by itself, the engine does with threads:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -172,6 +173,7 @@ class LocalEngine:
         self.bridged: list[tuple[str, dict[str, Any]]] = []
         self._notifications: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._saved_moto_config: dict[str, Any] | None = None
         self._threads: list[threading.Thread] = []
         self._targets = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spotyolo-target")
         self._server: Any = None
@@ -243,6 +245,12 @@ class LocalEngine:
             self._lambda_log_stream = None
         if self._server is not None:
             self._server.stop()
+        if self._saved_moto_config is not None:
+            from moto.core.config import default_user_config
+
+            default_user_config.clear()
+            default_user_config.update(self._saved_moto_config)
+            self._saved_moto_config = None
         self._restore_env()
         self.started = False
         if self._own_workdir:
@@ -360,6 +368,11 @@ class LocalEngine:
     def _configure_emulator(self) -> None:
         import urllib.request
 
+        from moto.core.config import default_user_config
+
+        # the POST below changes moto's config for the whole process (the server runs here):
+        # stop() puts it back, so code that uses moto after the engine is unaffected
+        self._saved_moto_config = copy.deepcopy(default_user_config)
         for path, body in (
             ("/moto-api/reset", b""),
             ("/moto-api/config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()),

@@ -1,6 +1,9 @@
-"""End-to-end fixtures: one local engine for the whole tests/e2e package (it executes the real
-ASL file, the real Lambdas in-process and the real trainer as subprocesses), tiny jobs, and a
-check after every test that nothing is left running, waiting or locked."""
+"""End-to-end fixtures: one local engine per test module (it executes the real ASL file, the
+real Lambdas in-process and the real trainer as subprocesses), tiny jobs, and a check after
+every test that nothing is left running, waiting or locked.
+
+Module scope, not "package": in a folder without ``__init__.py`` a package fixture lives for
+the whole session, and the engine's threads and environment would leak into later modules."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "c
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, ultralytics_offline: Path) -> Iterator[LocalEngine]:
     eng = LocalEngine(
         workdir=tmp_path_factory.mktemp("e2e-engine"),
