@@ -248,8 +248,9 @@ class LocalEngine:
         if self._saved_moto_config is not None:
             from moto.core.config import default_user_config
 
-            default_user_config.clear()
-            default_user_config.update(self._saved_moto_config)
+            live: dict[str, Any] = default_user_config  # type: ignore[assignment]  # a TypedDict
+            live.clear()
+            live.update(self._saved_moto_config)
             self._saved_moto_config = None
         self._restore_env()
         self.started = False
@@ -372,7 +373,7 @@ class LocalEngine:
 
         # the POST below changes moto's config for the whole process (the server runs here):
         # stop() puts it back, so code that uses moto after the engine is unaffected
-        self._saved_moto_config = copy.deepcopy(default_user_config)
+        self._saved_moto_config = copy.deepcopy(dict(default_user_config))
         for path, body in (
             ("/moto-api/reset", b""),
             ("/moto-api/config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()),
