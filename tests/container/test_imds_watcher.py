@@ -66,6 +66,7 @@ def test_watcher_ignores_404_then_reacts_to_a_notice(imds: FakeMetadataService):
         assert watcher.noticed.wait(5)
     finally:
         watcher.stop()
+        watcher.join(5)  # `noticed` is set before the callback runs: let it finish
     assert watcher.notice is not None and watcher.notice.action == "terminate"
     assert seen == [watcher.notice]
     statuses = {status for _, path, status in imds.requests if path.endswith("spot/instance-action")}
