@@ -226,6 +226,8 @@ class Attempt:
         self.monitor: TrainingMonitor | None = None
         self.spec: JobSpec | None = None
         self.result: TrainResult | None = None
+        #: true when an earlier attempt of this run had finished training: its result is re-sent
+        self.reused_result = False
         self._done = threading.Event()
 
     # ------------------------------------------------------------ the whole attempt
@@ -266,7 +268,8 @@ class Attempt:
             self._start_watcher()
             result = self._train()
             self.result = result
-            self._upload_log()
+            if not self.reused_result:  # keep the log of the attempt that trained
+                self._upload_log()
             self.channel.succeed(result.model_dump_json())
             log.info("success sent: %s", json.dumps(result.metrics))
             return ExitCode.SUCCESS
@@ -380,6 +383,10 @@ class Attempt:
             self.channel.interval,
         )
 
+        finished = self._finished_run()
+        if finished is not None:
+            return finished
+
         dataset_dir = self.root / "dataset"
         self._preflight(spec, args, dataset_dir)
 
@@ -465,6 +472,38 @@ class Attempt:
             log.info("model: s3://%s/%s", self.env.bucket, key)
             return str(local)
         return model
+
+    def _finished_run(self) -> TrainResult | None:
+        """The result of this run if an earlier attempt finished training and uploaded it.
+
+        That attempt died between its artifacts upload and SendTaskSuccess (its instance was
+        lost): its ``last.pt`` is final and cannot be resumed, and training again from scratch
+        would pay for the whole run twice. ``metrics.json`` is uploaded after the weights, so
+        its presence means the artifacts are complete.
+        """
+        env, s3 = self.env, self.clients.s3
+        metrics_key = layout.artifact_key(env.job, env.run_id, "metrics.json")
+        local = self.root / "previous-metrics.json"
+        if not data.download_if_exists(s3, env.bucket, metrics_key, local):
+            return None
+        summary = json.loads(local.read_text())
+        listed = s3.list_objects_v2(Bucket=env.bucket, Prefix=layout.artifacts_prefix(env.job, env.run_id))
+        prefix = layout.artifacts_prefix(env.job, env.run_id)
+        artifacts = {o["Key"][len(prefix) :]: o["Key"] for o in listed.get("Contents", [])}
+        log.info(
+            "run %s already finished training (attempt %s uploaded its artifacts): reporting that result",
+            env.run_id,
+            summary.get("attempt"),
+        )
+        self.reused_result = True
+        return TrainResult(
+            metrics=summary["metrics"],
+            best_epoch=int(summary["best_epoch"]),
+            epochs=int(summary["epochs"]),
+            seconds=float(summary["seconds"]),
+            attempt=env.attempt,
+            artifacts=artifacts,
+        )
 
     def _prepare_resume(self, ckpt_path: Path, data_yaml: Path, save_dir: Path, args: dict[str, Any]) -> bool:
         env, s3 = self.env, self.clients.s3

@@ -188,6 +188,27 @@ def test_two_epochs_succeed_with_metrics_and_artifacts(
     assert token and token not in log_text
 
 
+def test_a_run_that_finished_before_its_instance_was_lost_is_not_trained_again(
+    world: World, train: Callable[..., Run], shapes_job: Path
+):
+    """Attempt 1 uploaded its artifacts, then its instance died before SendTaskSuccess: attempt 2
+    re-sends that result instead of paying for the whole run again (its last.pt is final)."""
+    spec = world.upload_job("done", shapes_job, "r1")
+    first = train(spec, 1)
+    assert first.code == ExitCode.SUCCESS, first.log()
+    log_key = layout.artifact_key("done", "r1", "trainer.log")
+    first_log = world.s3.get_object(Bucket=BUCKET, Key=log_key)["Body"].read()
+
+    second = train(spec, 2)
+    assert second.code == ExitCode.SUCCESS, second.log()
+    assert second.epochs_started == [], "no epoch may be trained again"
+    result = TrainResult.model_validate_json(second.outcome["output"])
+    earlier = TrainResult.model_validate_json(first.outcome["output"])
+    assert result.attempt == 2 and result.epochs == 2 and result.metrics == earlier.metrics
+    assert result.artifacts["best.pt"] == layout.artifact_key("done", "r1", "best.pt")
+    assert world.s3.get_object(Bucket=BUCKET, Key=log_key)["Body"].read() == first_log
+
+
 # ---------------------------------------------------------------- divergence, then resume elsewhere
 
 
