@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waiting
 
 from stepfunctions.local.engine import LocalEngine
 
@@ -37,13 +38,8 @@ BASE_CONFIG: dict[str, Any] = {
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    """The shared poller with the slower pace and longer patience of whole-pipeline runs."""
+    return waiting.wait_for(predicate, timeout, what, interval=0.2)
 
 
 @pytest.fixture(scope="module")
