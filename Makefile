@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-TYPED := $(wildcard spotyolo functions container/trainer stepfunctions cdk)
+TYPED := spotyolo functions cdk
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 export YOLO_OFFLINE = 1
@@ -18,18 +18,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m mypy $(TYPED)
+test: lint
 	$(PY) -m pytest
 
 demo: $(STAMP)
 	$(PY) examples/generate_shapes.py examples/shapes/dataset
 	$(VENV)/bin/spotyolo local examples/shapes --force
 
+# ruff (with the C901 complexity gate), the format, types, and the import layers
+# (docs/ARCHITECTURE.md; the contracts are [tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy $(TYPED)
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) cdk.out outputs .pytest_cache .mypy_cache .ruff_cache

@@ -46,8 +46,8 @@ def _env(config_dir: Path) -> dict[str, str]:
 
 def reference_train(job_dir: Path, work: Path) -> dict[str, float]:
     """Plain Ultralytics CLI, same arguments, offline; wall seconds and the last epoch time."""
-    from spotyolo.config import parse_config
-    from spotyolo.offline import prepare_ultralytics
+    from spotyolo.core.config import parse_config
+    from spotyolo.trainer.offline import prepare_ultralytics
 
     config_dir = work / "yolo"
     prepare_ultralytics(config_dir)
@@ -123,7 +123,7 @@ def interruption_cost(job_dir: Path, work: Path, epoch: int) -> dict[str, object
     """Run the job in-process with one interruption and read the cost off the trainers' logs:
     downtime = notice seen by attempt 1 -> attempt 2 training again; redone = the part of
     the interrupted epoch that attempt 1 had done (0 when it stopped at an epoch end)."""
-    from stepfunctions.local.engine import LocalEngine
+    from spotyolo.local.engine import LocalEngine
 
     engine = LocalEngine(workdir=work / "engine", interrupt_at_epochs=[epoch])
     print(f"interrupted: in-process engine, --interrupt-at-epoch {epoch}", flush=True)

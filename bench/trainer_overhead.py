@@ -7,7 +7,7 @@ imgsz), then
 times, in one invocation and on the same machine:
 
 - plain: ``yolo detect train`` with examples/shapes/config.yaml's training arguments;
-- trainer: ``python -m trainer`` on the same job against the AWS emulator (moto's server in
+- trainer: ``python -m spotyolo.trainer`` on the same job against the AWS emulator (moto's server in
   its own process): token from the job table, dataset download, every epoch last.pt and
   results.csv to S3 and progress to the table, heartbeats, the interruption watcher polling
   a fake metadata service, artifacts and SendTaskSuccess at the end.
@@ -38,10 +38,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotyolo import layout  # noqa: E402
-from spotyolo.jobtable import JobTable  # noqa: E402
-from spotyolo.models import AttemptRecord, DatasetSummary, JobConfig, JobSpec  # noqa: E402
-from stepfunctions.imds import FakeMetadataService  # noqa: E402
+from spotyolo.contract import layout  # noqa: E402
+from spotyolo.core.jobtable import JobTable  # noqa: E402
+from spotyolo.core.models import AttemptRecord, DatasetSummary, JobConfig, JobSpec  # noqa: E402
+from spotyolo.local.imds import FakeMetadataService  # noqa: E402
 
 BUCKET, TABLE, JOB, RUN = "bench", "bench-jobs", "shapes", "bench-run"
 
@@ -185,7 +185,7 @@ def run_trainer(
         }
         start = time.perf_counter()
         code = subprocess.run(
-            [sys.executable, "-m", "trainer"],
+            [sys.executable, "-m", "spotyolo.trainer"],
             env=trainer_env,
             cwd=work,
             stdout=subprocess.DEVNULL,
@@ -233,7 +233,7 @@ def main() -> int:
             {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
         )
         os.environ["YOLO_CONFIG_DIR"] = env["YOLO_CONFIG_DIR"]
-        from spotyolo.offline import prepare_ultralytics
+        from spotyolo.trainer.offline import prepare_ultralytics
 
         prepare_ultralytics(env["YOLO_CONFIG_DIR"])
         port = free_port()
@@ -255,7 +255,7 @@ def main() -> int:
                         options.show_log,
                     )
                 )
-                print(f"python -m trainer:       {ours[-1]:.2f} s", flush=True)
+                print(f"python -m spotyolo.trainer:       {ours[-1]:.2f} s", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=10)

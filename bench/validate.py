@@ -6,7 +6,7 @@ Starts moto's server in its own process (so it does not share our interpreter), 
 ``--pairs`` image/label pairs under jobs/bench/dataset/train/{images,labels}/ (tiny objects:
 listing and label reading are what is measured), then times
 
-* the validation: ``spotyolo.dataset.inspect_dataset`` over the S3 prefix (one paginated
+* the validation: ``spotyolo.core.dataset.inspect_dataset`` over the S3 prefix (one paginated
   listing of the whole dataset, every label file read and checked, bounded thread pool), and
 * the AWS CLI: ``aws s3 sync s3://.../dataset/train/labels/ <tmp>`` (lists and downloads the
   labels folder only, with the CLI's default concurrency),
@@ -33,7 +33,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotyolo.dataset import S3Source, inspect_dataset  # noqa: E402
+from spotyolo.core.dataset import S3Source, inspect_dataset  # noqa: E402
 
 BUCKET = "bench"
 PREFIX = "jobs/bench/"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotyolo.models import DEFAULT_INSTANCE_TYPES
+from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
 
 #: the Powertools for AWS Lambda (Python) version of the Lambda layer; equal to the version the
 #: project pins in pyproject.toml (a test keeps them in step), so the code runs against what it

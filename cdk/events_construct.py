@@ -1,7 +1,7 @@
-"""The EventBridge rules of DESIGN §8, with retries and a dead-letter queue on every target.
+"""The EventBridge rules, with retries and a dead-letter queue on every target.
 
-The patterns are the ones the local engine uses (stepfunctions/local/rules.py): one source, so
-what is tested locally is what is deployed.
+The rules (patterns, targets) are the contract's (spotyolo/contract/events.py), which the local
+engine deploys too: what is tested locally is what is deployed.
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stepfunctions.local import rules
+from spotyolo.contract.events import RULES, START_INPUT_PATHS, RuleName
+from spotyolo.contract.lambdas import LambdaName
 
 RETRY_ATTEMPTS = 8
 MAX_EVENT_AGE = cdk.Duration.hours(6)
+#: construct id of each rule (its logical id in the template)
+CONSTRUCT_IDS = {
+    RuleName.CONFIG_CREATED: "ConfigCreated",
+    RuleName.CONFIG_DELETED: "ConfigDeleted",
+    RuleName.INSTANCE_STATE: "InstanceGone",
+    RuleName.EXECUTION_ENDED: "ExecutionEnded",
+}
 
 
 def event_pattern(pattern: dict[str, Any]) -> events.EventPattern:
@@ -38,63 +46,35 @@ class EventsConstruct(Construct):
         *,
         bucket: s3.IBucket,
         state_machine: sfn.IStateMachine,
-        functions: dict[str, lambda_.IFunction],
+        functions: dict[LambdaName, lambda_.IFunction],
         dlq: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
-        events.Rule(
-            self,
-            "ConfigCreated",
-            description="jobs/<job>/config.yaml uploaded: start a training execution",
-            event_pattern=event_pattern(rules.config_created(bucket.bucket_name)),
-            targets=[
-                targets.SfnStateMachine(
+        for rule in RULES:
+            target: events.IRuleTarget
+            if rule.target is None:
+                target = targets.SfnStateMachine(
                     state_machine,
                     input=events.RuleTargetInput.from_object(
-                        {
-                            "bucket": events.EventField.from_path(rules.START_INPUT_PATHS["bucket"]),
-                            "key": events.EventField.from_path(rules.START_INPUT_PATHS["key"]),
-                        }
+                        {key: events.EventField.from_path(path) for key, path in START_INPUT_PATHS.items()}
                     ),
                     dead_letter_queue=dlq,
                     retry_attempts=RETRY_ATTEMPTS,
                     max_event_age=MAX_EVENT_AGE,
                 )
-            ],
-        )
-        lambda_rules = (
-            (
-                "ConfigDeleted",
-                "jobs/<job>/config.yaml deleted: cancel the job",
-                rules.config_deleted(bucket.bucket_name),
-                "cancel",
-            ),
-            (
-                "InstanceGone",
-                "an EC2 instance is shutting down or terminated: instance_lost fails the "
-                "pending task if it was ours and not announced",
-                rules.instance_state(),
-                "instance_lost",
-            ),
-            (
-                "ExecutionEnded",
-                "an execution failed, was aborted or timed out: clean up its instance and lock",
-                rules.execution_ended(state_machine.state_machine_arn),
-                "cleanup",
-            ),
-        )
-        for rule_id, description, pattern, function in lambda_rules:
+            else:
+                target = targets.LambdaFunction(
+                    functions[rule.target],
+                    dead_letter_queue=dlq,
+                    retry_attempts=RETRY_ATTEMPTS,
+                    max_event_age=MAX_EVENT_AGE,
+                )
             events.Rule(
                 self,
-                rule_id,
-                description=description,
-                event_pattern=event_pattern(pattern),
-                targets=[
-                    targets.LambdaFunction(
-                        functions[function],
-                        dead_letter_queue=dlq,
-                        retry_attempts=RETRY_ATTEMPTS,
-                        max_event_age=MAX_EVENT_AGE,
-                    )
-                ],
+                CONSTRUCT_IDS[rule.name],
+                description=rule.description,
+                event_pattern=event_pattern(
+                    rule.pattern(bucket.bucket_name, state_machine.state_machine_arn)
+                ),
+                targets=[target],
             )

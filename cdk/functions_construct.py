@@ -23,6 +23,8 @@ from cdk.common import retention
 from cdk.config import POWERTOOLS_VERSION, DeployConfig
 from cdk.nag import acknowledge
 from cdk.trainer_construct import TrainerConstruct
+from spotyolo.contract.env import Settings
+from spotyolo.contract.lambdas import LAMBDAS, LambdaName
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.X86_64
@@ -41,7 +43,7 @@ def powertools_layer_parameter(
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    name: str  # module functions/<name>.py
+    name: LambdaName
     description: str
     timeout_s: int
     memory_mb: int = 256
@@ -50,25 +52,30 @@ class FunctionSpec:
 
 SPECS = (
     FunctionSpec(
-        "validate", "Validate job: check config + dataset, settle uploads, lock, plan attempt 1", 300, 512
+        LambdaName.VALIDATE,
+        "Validate job: check config + dataset, settle uploads, lock, plan attempt 1",
+        300,
+        512,
     ),
-    FunctionSpec("launch", "Launch trainer: store the task token, start one EC2 instance", 120),
-    FunctionSpec("prepare_retry", "Prepare retry: next attempt after an interruption", 60),
-    FunctionSpec("check_result", "Check result: promote weights, metrics vs target, cost, message", 300, 512),
+    FunctionSpec(LambdaName.LAUNCH, "Launch trainer: store the task token, start one EC2 instance", 120),
+    FunctionSpec(LambdaName.PREPARE_RETRY, "Prepare retry: next attempt after an interruption", 60),
     FunctionSpec(
-        "cleanup",
+        LambdaName.CHECK_RESULT, "Check result: promote weights, metrics vs target, cost, message", 300, 512
+    ),
+    FunctionSpec(
+        LambdaName.CLEANUP,
         "Clean up: terminate the run's instances, clear the token, release the lock",
         120,
         invoked_by_events=True,
     ),
     FunctionSpec(
-        "instance_lost",
+        LambdaName.INSTANCE_LOST,
         "An instance of ours stopped unannounced: fail its task with InstanceLost",
         60,
         invoked_by_events=True,
     ),
     FunctionSpec(
-        "cancel", "config.yaml deleted: stop the job's running execution", 60, invoked_by_events=True
+        LambdaName.CANCEL, "config.yaml deleted: stop the job's running execution", 60, invoked_by_events=True
     ),
 )
 
@@ -109,24 +116,27 @@ class FunctionsConstruct(Construct):
         self.layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)
         code = lambda_.Code.from_asset(str(lambda_bundle.lambda_asset(cfg.lambda_wheels)))
 
+        settings = Settings(
+            bucket=bucket.bucket_name,
+            job_table=table_name,
+            topic_arn=topic_arn,
+            state_machine_arn=self.state_machine_arn,
+            trainer_image=trainer.image_uri,
+            launch_template_id=trainer.launch_template.launch_template_id or "",
+            launch_template_version=trainer.launch_template.latest_version_number,
+            subnet_ids=[cdk.Fn.join(",", subnet_ids)],
+            default_instance_types=list(cfg.instance_types),
+            settle_seconds=cfg.settle_seconds,
+            root_volume_base_gb=cfg.root_volume_gb,
+        )
         environment = {
-            "BUCKET": bucket.bucket_name,
-            "JOB_TABLE": table_name,
-            "TOPIC_ARN": topic_arn,
-            "STATE_MACHINE_ARN": self.state_machine_arn,
-            "TRAINER_IMAGE": trainer.image_uri,
-            "LAUNCH_TEMPLATE_ID": trainer.launch_template.launch_template_id or "",
-            "LAUNCH_TEMPLATE_VERSION": trainer.launch_template.latest_version_number,
-            "SUBNET_IDS": cdk.Fn.join(",", subnet_ids),
-            "DEFAULT_INSTANCE_TYPES": ",".join(cfg.instance_types),
-            "SETTLE_SECONDS": str(cfg.settle_seconds),
-            "ROOT_VOLUME_BASE_GB": str(cfg.root_volume_gb),
+            **settings.to_env(),
             "POWERTOOLS_SERVICE_NAME": "spotyolo",
             "POWERTOOLS_METRICS_NAMESPACE": "spotyolo",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
 
-        self.functions: dict[str, lambda_.Function] = {}
+        self.functions: dict[LambdaName, lambda_.Function] = {}
         for spec in SPECS:
             role = iam.Role(
                 self,
@@ -152,7 +162,7 @@ class FunctionsConstruct(Construct):
                 _camel(spec.name),
                 runtime=RUNTIME,
                 architecture=ARCHITECTURE,
-                handler=f"functions.{spec.name}.handler",
+                handler=LAMBDAS[spec.name].handler,
                 code=code,
                 layers=[self.layer],
                 role=role,
@@ -175,52 +185,52 @@ class FunctionsConstruct(Construct):
         p = self._grant
         # (a test keeps these in step with the boto3 calls in functions/ and spotyolo/)
         # validate: read the job, is it trained, settle (multipart uploads), write job.json, lock
-        p("validate", ["s3:GetObject"], [objects("jobs/*"), objects("weights/*")])
+        p(LambdaName.VALIDATE, ["s3:GetObject"], [objects("jobs/*"), objects("weights/*")])
         # ListBucket also makes a missing key answer 404 (not 403) to head_object
         p(
-            "validate",
+            LambdaName.VALIDATE,
             ["s3:ListBucket"],
             [bucket.bucket_arn],
             {"StringLike": {"s3:prefix": ["jobs/*", "weights/*"]}},
         )
-        p("validate", ["s3:ListBucketMultipartUploads"], [bucket.bucket_arn])
-        p("validate", ["s3:PutObject"], [objects("runs/*/job.json")])
-        p("validate", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
-        p("validate", ["states:DescribeExecution"], [executions_arn])
+        p(LambdaName.VALIDATE, ["s3:ListBucketMultipartUploads"], [bucket.bucket_arn])
+        p(LambdaName.VALIDATE, ["s3:PutObject"], [objects("runs/*/job.json")])
+        p(LambdaName.VALIDATE, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p(LambdaName.VALIDATE, ["states:DescribeExecution"], [executions_arn])
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
         # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
-        p("prepare_retry", ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
-        p("prepare_retry", ["ec2:TerminateInstances"], instances, ours)
-        p("prepare_retry", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p(LambdaName.PREPARE_RETRY, ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
+        p(LambdaName.PREPARE_RETRY, ["ec2:TerminateInstances"], instances, ours)
+        p(LambdaName.PREPARE_RETRY, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # check_result: copy the run's files to weights/<job>/ (previous ones to previous/)
-        p("check_result", ["s3:GetObject"], [objects("runs/*"), objects("weights/*")])
-        p("check_result", ["s3:PutObject"], [objects("weights/*")])
+        p(LambdaName.CHECK_RESULT, ["s3:GetObject"], [objects("runs/*"), objects("weights/*")])
+        p(LambdaName.CHECK_RESULT, ["s3:PutObject"], [objects("weights/*")])
         p(
-            "check_result",
+            LambdaName.CHECK_RESULT,
             ["s3:ListBucket"],
             [bucket.bucket_arn],
             {"StringLike": {"s3:prefix": ["runs/*", "weights/*"]}},
         )
-        p("check_result", ["ec2:DescribeSpotPriceHistory"], ["*"])
-        p("check_result", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p(LambdaName.CHECK_RESULT, ["ec2:DescribeSpotPriceHistory"], ["*"])
+        p(LambdaName.CHECK_RESULT, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # cleanup (and cancel, which cleans up too): terminate only our instances, notify
-        for name in ("cleanup", "cancel"):
+        for name in (LambdaName.CLEANUP, LambdaName.CANCEL):
             p(name, ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
             p(name, ["ec2:TerminateInstances"], instances, ours)
             p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
             p(name, ["sns:Publish"], [topic_arn])
-        p("cancel", ["states:StopExecution"], [executions_arn])
+        p(LambdaName.CANCEL, ["states:StopExecution"], [executions_arn])
         # instance_lost: whose instance is it (tags), fail its pending task
-        p("instance_lost", ["ec2:DescribeInstances"], ["*"])
-        p("instance_lost", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
-        p("instance_lost", ["states:SendTaskFailure"], ["*"])
+        p(LambdaName.INSTANCE_LOST, ["ec2:DescribeInstances"], ["*"])
+        p(LambdaName.INSTANCE_LOST, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p(LambdaName.INSTANCE_LOST, ["states:SendTaskFailure"], ["*"])
 
         self._acknowledge_wildcards(stack, bucket, cfg.state_machine_name)
 
     def _grant(
         self,
-        name: str,
+        name: LambdaName,
         actions: list[str],
         resources: list[str],
         conditions: Mapping[str, Mapping[str, Any]] | None = None,
@@ -239,14 +249,14 @@ class FunctionsConstruct(Construct):
         created = ("volume", "network-interface", "spot-instances-request", "fleet")
         # instances must be created tagged app=spotyolo (cleanup terminates only those)
         p(
-            "launch",
+            LambdaName.LAUNCH,
             launch,
             [_ec2_arn(stack, "instance/*")],
             {"StringEquals": {"aws:RequestTag/app": "spotyolo"}},
         )
-        p("launch", launch, [_ec2_arn(stack, f"{kind}/*") for kind in created])
+        p(LambdaName.LAUNCH, launch, [_ec2_arn(stack, f"{kind}/*") for kind in created])
         p(
-            "launch",
+            LambdaName.LAUNCH,
             launch,
             [
                 _ec2_arn(stack, f"launch-template/{lt.launch_template_id}"),
@@ -256,26 +266,26 @@ class FunctionsConstruct(Construct):
             ],
         )
         p(
-            "launch",
+            LambdaName.LAUNCH,
             ["ec2:CreateTags"],
             [_ec2_arn(stack, f"{kind}/*") for kind in ("instance", "fleet")],
             {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
         )
         # the root volume is tagged after launch (instant fleets tag instances only)
         p(
-            "launch",
+            LambdaName.LAUNCH,
             ["ec2:CreateTags"],
             [_ec2_arn(stack, "volume/*")],
             {"StringEquals": {"aws:RequestTag/app": "spotyolo"}},
         )
         p(
-            "launch",
+            LambdaName.LAUNCH,
             ["ec2:TerminateInstances"],
             [_ec2_arn(stack, "instance/*")],
             {"StringEquals": {"ec2:ResourceTag/app": "spotyolo"}},
         )
         p(
-            "launch",
+            LambdaName.LAUNCH,
             ["iam:PassRole"],
             [trainer.role.role_arn],
             {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
@@ -283,13 +293,13 @@ class FunctionsConstruct(Construct):
         # the first spot launch of an account creates EC2's spot / fleet service-linked roles
         services = ["spot.amazonaws.com", "ec2fleet.amazonaws.com"]
         p(
-            "launch",
+            LambdaName.LAUNCH,
             ["iam:CreateServiceLinkedRole"],
             [f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/{svc}/*" for svc in services],
             {"StringEquals": {"iam:AWSServiceName": services}},
         )
-        p("launch", ["ec2:DescribeInstances"], ["*"])
-        p("launch", ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
+        p(LambdaName.LAUNCH, ["ec2:DescribeInstances"], ["*"])
+        p(LambdaName.LAUNCH, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
 
     def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket, state_machine_name: str) -> None:
         """One acknowledgement per (role, finding), each saying why that wildcard is needed."""
@@ -317,8 +327,8 @@ class FunctionsConstruct(Construct):
         terminate = (
             "TerminateInstances is limited to instances tagged app=spotyolo; instance ids are per run."
         )
-        findings: dict[str, dict[str, str]] = {
-            "validate": {
+        findings: dict[LambdaName, dict[str, str]] = {
+            LambdaName.VALIDATE: {
                 "Resource::*": xray,
                 f"{objects}/jobs/*": "Reads config.yaml and the dataset listing of a job under jobs/: "
                 f"{per_job}.",
@@ -328,7 +338,7 @@ class FunctionsConstruct(Construct):
                 executions: "DescribeExecution of this one state machine's executions (is the lock holder "
                 "still running?); execution names are generated.",
             },
-            "launch": {
+            LambdaName.LAUNCH: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
                 "running?) has no resource type.",
                 **{arn.format(svc="ec2", rest=f"{kind}/*"): reason for kind, reason in created.items()},
@@ -336,27 +346,27 @@ class FunctionsConstruct(Construct):
                 "public ECS GPU AMI SSM parameter and changes with each release.",
                 **{f"Resource::{slr.format(svc=svc)}": slr_reason.format(svc=svc) for svc in services},
             },
-            "prepare_retry": {
+            LambdaName.PREPARE_RETRY: {
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (leftovers, cost so "
                 "far) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
             },
-            "check_result": {
+            LambdaName.CHECK_RESULT: {
                 "Resource::*": f"{xray} ec2:DescribeSpotPriceHistory (the run's cost) has no resource type.",
                 f"{objects}/runs/*": f"Reads the run's artifacts under runs/<job>/<run>/: {per_job}.",
                 f"{objects}/weights/*": "Promotes them to weights/<job>/ (previous ones to previous/): "
                 f"{per_job}.",
             },
-            "cleanup": {
+            LambdaName.CLEANUP: {
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (the run's "
                 "instances, its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
             },
-            "instance_lost": {
+            LambdaName.INSTANCE_LOST: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (the instance's tags) has no resource type; "
                 "states:SendTaskFailure authorises by task token and takes no resource ARN.",
             },
-            "cancel": {
+            LambdaName.CANCEL: {
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (cancel cleans up "
                 "the run's instances and reports its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,

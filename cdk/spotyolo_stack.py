@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -16,6 +17,7 @@ from cdk.notifications_construct import NotificationsConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trainer_construct import TrainerConstruct
+from spotyolo.contract.lambdas import LambdaName
 
 
 class SpotYoloStack(cdk.Stack):
@@ -62,7 +64,7 @@ class SpotYoloStack(cdk.Stack):
             subnet_ids=network.subnet_ids,
             dlq=self.dlq,
         )
-        fns: dict[str, Any] = dict(functions.functions)
+        fns: dict[LambdaName, lambda_.IFunction] = dict(functions.functions)
         pipeline = StateMachineConstruct(self, "Pipeline", cfg=cfg, functions=fns, topic=notifications.topic)
         EventsConstruct(
             self,

@@ -2,12 +2,10 @@
 
 ``DefinitionBody.from_string`` inlines the file unchanged; CloudFormation substitutes the
 ``${...}`` placeholders (``DefinitionSubstitutions``) at deploy time. The definition is checked
-at synth (stepfunctions/asl.py), so a broken ASL fails here and not in the console.
+at synth (spotyolo/contract/asl.py), so a broken ASL fails here and not in the console.
 """
 
 from __future__ import annotations
-
-import json
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -20,16 +18,8 @@ from constructs import Construct
 from cdk.common import retention
 from cdk.config import DeployConfig
 from cdk.nag import acknowledge
-from stepfunctions import asl
-
-#: placeholder -> Lambda module it stands for
-FUNCTION_PLACEHOLDERS = {
-    "ValidateFunctionArn": "validate",
-    "LaunchFunctionArn": "launch",
-    "PrepareRetryFunctionArn": "prepare_retry",
-    "CheckResultFunctionArn": "check_result",
-    "CleanupFunctionArn": "cleanup",
-}
+from spotyolo.contract import asl
+from spotyolo.contract.lambdas import STATE_MACHINE_LAMBDAS, LambdaName
 
 
 class StateMachineConstruct(Construct):
@@ -39,24 +29,12 @@ class StateMachineConstruct(Construct):
         construct_id: str,
         *,
         cfg: DeployConfig,
-        functions: dict[str, lambda_.IFunction],
+        functions: dict[LambdaName, lambda_.IFunction],
         topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
-        text = asl.load_asl_text()
-        found = asl.placeholders(text)
-        expected = set(FUNCTION_PLACEHOLDERS) | {"TopicArn"}
-        if found != expected:
-            raise ValueError(
-                f"{asl.ASL_PATH}: placeholders {sorted(found)} differ from the contract {sorted(expected)}; "
-                "fix the ASL file or cdk/state_machine_construct.py"
-            )
-        problems = asl.validate_definition(json.loads(text))
-        if problems:
-            raise ValueError(f"{asl.ASL_PATH}: " + "; ".join(problems))
-
-        substitutions = {ph: functions[name].function_arn for ph, name in FUNCTION_PLACEHOLDERS.items()}
-        substitutions["TopicArn"] = topic.topic_arn
+        text = asl.check_template()
+        substitutions = asl.substitutions(lambda name: functions[name].function_arn, topic.topic_arn)
 
         self.log_group = logs.LogGroup(
             self,
@@ -81,7 +59,7 @@ class StateMachineConstruct(Construct):
             iam.PolicyStatement(
                 sid="InvokePipelineLambdas",
                 actions=["lambda:InvokeFunction"],
-                resources=[functions[name].function_arn for name in FUNCTION_PLACEHOLDERS.values()],
+                resources=[functions[name].function_arn for name in STATE_MACHINE_LAMBDAS.values()],
             )
         )
         self.state_machine.add_to_role_policy(

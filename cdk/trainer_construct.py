@@ -2,7 +2,7 @@
 
 The launch Lambda starts instances from this launch template and tags them (app, job, run,
 attempt, image, Name). The user data reads those tags from the instance metadata (tags are
-enabled there), pulls the image, runs ``python -m trainer`` in it on every GPU, and powers
+enabled there), pulls the image, runs ``python -m spotyolo.trainer`` in it on every GPU, and powers
 the instance off when the container exits, whatever happened: shutdown behaviour is
 terminate, so the instance role needs no EC2 permission at all.
 """
@@ -25,6 +25,8 @@ from cdk.common import retention
 from cdk.config import DeployConfig
 from cdk.nag import acknowledge
 from cdk.network_construct import NetworkConstruct
+from spotyolo.contract.env import TrainerVar
+from spotyolo.core.fleet import ATTEMPT_TAG, IMAGE_TAG, JOB_TAG, RUN_TAG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "container/Dockerfile"
@@ -77,7 +79,7 @@ class TrainerConstruct(Construct):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 
-        # --- instance role: exactly what `python -m trainer` does, nothing on EC2 or IAM
+        # --- instance role: exactly what `python -m spotyolo.trainer` does, nothing on EC2 or IAM
         self.role = iam.Role(
             self,
             "InstanceRole",
@@ -248,9 +250,9 @@ def trainer_boot_script(*, bucket: str, table: str, log_group: str) -> list[str]
         'TOKEN=$(curl -sSf -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 21600") \\',
         "  || exit 1",
         'md() { curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }',
-        "JOB=$(md tags/instance/job) && RUN_ID=$(md tags/instance/run) "
-        "&& ATTEMPT=$(md tags/instance/attempt) "
-        "&& IMAGE=$(md tags/instance/image) && REGION=$(md placement/region) "
+        f"JOB=$(md tags/instance/{JOB_TAG}) && RUN_ID=$(md tags/instance/{RUN_TAG}) "
+        f"&& ATTEMPT=$(md tags/instance/{ATTEMPT_TAG}) "
+        f"&& IMAGE=$(md tags/instance/{IMAGE_TAG}) && REGION=$(md placement/region) "
         "|| { echo 'spotyolo: instance tags job/run/attempt/image missing'; exit 1; }",
         'echo "spotyolo: job=$JOB run=$RUN_ID attempt=$ATTEMPT image=$IMAGE"',
         "REGISTRY=${IMAGE%%/*}",
@@ -263,9 +265,9 @@ def trainer_boot_script(*, bucket: str, table: str, log_group: str) -> list[str]
         "docker run --rm --gpus all --ipc=host --name spotyolo-trainer \\",
         f'  --log-driver awslogs --log-opt awslogs-region="$REGION" --log-opt awslogs-group="{log_group}" \\',
         '  --log-opt awslogs-stream="$JOB/$RUN_ID/attempt-$ATTEMPT" \\',
-        '  -e JOB="$JOB" -e RUN_ID="$RUN_ID" -e ATTEMPT="$ATTEMPT" \\',
-        f'  -e BUCKET="{bucket}" -e JOB_TABLE="{table}" \\',
-        '  -e AWS_REGION="$REGION" -e AWS_DEFAULT_REGION="$REGION" -e SPOTYOLO_EXPECT_GPU=1 \\',
+        f'  -e {TrainerVar.JOB}="$JOB" -e {TrainerVar.RUN_ID}="$RUN_ID" -e {TrainerVar.ATTEMPT}="$ATTEMPT" \\',
+        f'  -e {TrainerVar.BUCKET}="{bucket}" -e {TrainerVar.JOB_TABLE}="{table}" \\',
+        f'  -e AWS_REGION="$REGION" -e AWS_DEFAULT_REGION="$REGION" -e {TrainerVar.EXPECT_GPU}=1 \\',
         '  "$IMAGE"',
         'echo "spotyolo: trainer exited with status $?"',
     ]

@@ -1,92 +1,20 @@
-"""Prepare retry / Prepare launch retry: plan the next launch after a lost instance or a refused one.
-
-Event ``{"job": JobSpec, "attempt": Attempt, "error": {"Error", "Cause"}, "execution": arn}``;
-returns ``{"job": JobSpec, "attempt": Attempt}`` (the state makes it the whole document).
-
-* ``SpotInterrupted`` / ``InstanceLost``: close the attempt with that outcome, terminate
-  whatever is left of its instance, and plan attempt + 1 (``spotyolo.planning.next_attempt``:
-  capacity ladder, what is left of ``max_hours``; ``TooManyInterruptions`` /
-  ``BudgetExceeded`` end the job).
-* ``NoCapacity`` / ``QuotaExceeded``: the same attempt after a growing wait
-  (``attempt.wait_seconds``), at most ``MAX_LAUNCH_WAITS`` rounds, then that error ends the job.
-"""
+"""Lambda entry point: Prepare retry / Prepare launch retry (logic: spotyolo.steps.prepare_retry)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
-from pydantic import BaseModel, ConfigDict
 
-from functions.cleanup import cause_text
-from functions.common import client, logger, metrics, settings, tracer
-from functions.launch import run_instances_of
-from spotyolo import planning
-from spotyolo.cost import price_fn, run_cost
-from spotyolo.errors import LAUNCH_BACKOFF, RETRYABLE_ON_NEW_INSTANCE
-from spotyolo.jobtable import JobTable
-from spotyolo.models import Attempt, ErrorInfo, JobSpec
-from spotyolo.settings import Settings
+from spotyolo.steps import prepare_retry as step
+from spotyolo.steps.common import ec2_client, job_table, logger, metrics, settings, tracer
 
-
-class RetryEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    job: JobSpec
-    attempt: Attempt
-    error: ErrorInfo
-    execution: str = ""
-
-
-def prepare_retry(
-    event: RetryEvent, *, ec2: Any, table: JobTable, cfg: Settings, now: float | None = None
-) -> dict[str, Any]:
-    job, attempt, name = event.job, event.attempt, event.error.Error
-    item = table.get(job.name)
-    cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0
-    if name in RETRYABLE_ON_NEW_INSTANCE:
-        leftovers = [i["InstanceId"] for i in run_instances_of(ec2, job.name, job.run_id, attempt.number)]
-        if leftovers:  # a noticed interruption leaves the instance up for ~2 minutes: stop paying now
-            ec2.terminate_instances(InstanceIds=leftovers)
-        table.end_attempt(job.name, job.execution, attempt.number, name)
-        table.clear_token(job.name, job.execution)
-        nxt = planning.next_attempt(job, attempt, name, cost_usd=cost, now=now)
-        metrics.add_metric(name="Interruptions", unit=MetricUnit.Count, value=1)
-    elif name in LAUNCH_BACKOFF:
-        nxt = planning.next_launch_round(
-            job,
-            attempt,
-            name,
-            cause_text(event.error) or name,
-            backoff_seconds=cfg.launch_backoff_seconds,
-            max_waits=cfg.max_launch_waits,
-            cost_usd=cost,
-            now=now,
-        )
-    else:
-        raise ValueError(
-            f"prepare_retry got {name!r}: only {RETRYABLE_ON_NEW_INSTANCE + LAUNCH_BACKOFF} retry"
-        )
-    logger.info(
-        "next attempt",
-        extra={
-            "job": job.name,
-            "after": name,
-            "number": nxt.number,
-            "capacity": nxt.capacity,
-            "wait_seconds": nxt.wait_seconds,
-        },
-    )
-    return {"job": job.model_dump(mode="json"), "attempt": nxt.model_dump(mode="json")}
+settings()  # cold start: a missing environment variable fails here, naming it
 
 
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = settings()
-    parsed = parse(event=event, model=RetryEvent)
-    return prepare_retry(
-        parsed, ec2=client("ec2"), table=JobTable(client("dynamodb"), cfg.job_table), cfg=cfg
-    )
+    parsed = parse(event=event, model=step.RetryEvent)
+    return step.prepare_retry(parsed, ec2=ec2_client(), table=job_table(), cfg=settings())

@@ -1,206 +1,32 @@
-"""Validate job: the first state. Nothing may launch, lock or cost for a job that is wrong.
-
-Order (DESIGN §6): normalise the input → parse and check config.yaml (+ overrides) and the
-dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock →
-write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
-(S3-event input only: a fresh object other than the trigger, or an open multipart upload,
-means the upload is still arriving → ``UploadInProgress``) runs on the listing *before* the
-labels are read, so a big dataset is read once, not once per Wait round; a job that looks
-invalid while its config.yaml is fresh also waits, since its dataset may still be arriving.
-"""
+"""Lambda entry point: Validate job (logic and event model: spotyolo.steps.validate)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
-from botocore.config import Config
-from botocore.exceptions import ClientError
-from pydantic import BaseModel, ValidationError
 
-from functions.common import client, logger, metrics, settings, tracer
-from spotyolo import layout
-from spotyolo.config import inspect_job
-from spotyolo.dataset import MAX_WORKERS, Entry, S3Source
-from spotyolo.errors import JobInvalid, SpotyoloError, UploadInProgress
-from spotyolo.jobtable import JobTable
-from spotyolo.models import EventInput, JobSpec, ManualInput
-from spotyolo.planning import first_attempt
-from spotyolo.s3objects import object_exists
-from spotyolo.settings import Settings
-from spotyolo.yamlsafe import problems_error
+from spotyolo.contract.errors import SpotyoloError
+from spotyolo.core.dataset import MAX_WORKERS
+from spotyolo.steps import validate as step
+from spotyolo.steps.common import dynamodb_client, logger, metrics, s3_client, settings, sfn_client, tracer
 
-
-class ValidateEvent(BaseModel):
-    """What the Validate job state passes: the execution input and ``$$.Execution.Id``."""
-
-    input: dict[str, Any]
-    execution: str
-
-
-def make_run_id(now: dt.datetime, execution: str) -> str:
-    """``20261103T101500Z-1a2b3c4d``: sortable by start time, unique per execution."""
-    name = execution.rsplit(":", 1)[-1]
-    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, bool, dict[str, Any], bool]:
-    """(bucket, job, force, overrides, from_event) from either input shape."""
-    data = {k: v for k, v in raw.items() if k != "error"}  # left by the settle Wait loop
-    try:
-        if "key" in data or ("bucket" in data and "job" not in data):
-            event = EventInput.model_validate(data)
-            job = layout.job_from_config_key(event.key)
-            bucket, force, overrides, from_event = event.bucket, False, {}, True
-        else:
-            manual = ManualInput.model_validate(data)
-            job, force, overrides, from_event = manual.job, manual.force, dict(manual.overrides), False
-            bucket = manual.bucket or settings.bucket
-    except ValidationError as err:
-        details = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
-        )
-        raise JobInvalid(
-            f"execution input is not understood ({details}). Start a job by uploading "
-            'jobs/<job>/config.yaml, or with the input {"job": "<job>", "force": true, "overrides": {...}}'
-        ) from None
-    if not bucket:
-        raise JobInvalid("no bucket: the input names none and the deployment's BUCKET is not set")
-    if settings.bucket and bucket != settings.bucket:
-        raise JobInvalid(
-            f"bucket {bucket!r} is not this deployment's bucket ({settings.bucket!r}): upload the job there"
-        )
-    return bucket, job, force, overrides, from_event
-
-
-def _unsettled(
-    s3: Any,
-    bucket: str,
-    job: str,
-    entries: list[Entry],
-    now: dt.datetime,
-    settle: int,
-    *,
-    count_trigger: bool,
-) -> str | None:
-    """Why the job's upload still looks in progress, or None.
-
-    The trigger (``config.yaml``) is young by definition when its own upload started this
-    execution, so its age says nothing about the dataset: it counts only when the job looks
-    invalid (``count_trigger``), i.e. when the dataset may still be on its way behind it.
-    """
-    considered = [e for e in entries if count_trigger or e.path != layout.CONFIG_NAME]
-    if considered:
-        newest = max(considered, key=lambda e: e.mtime)
-        age = now.timestamp() - newest.mtime
-        if age < settle:
-            return (
-                f"jobs/{job}/{newest.path} was written {max(age, 0):.0f} s ago (settle window {settle} s): "
-                "waiting for the upload to finish"
-            )
-    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=layout.job_prefix(job)).get("Uploads", [])
-    if uploads:  # an abandoned one is aborted by the bucket's lifecycle rule after a day
-        return f"{uploads[0]['Key']} is still being uploaded (an open multipart upload): waiting for it"
-    return None
-
-
-def _is_running(sfn: Any) -> Any:
-    def is_running(execution: str) -> bool:
-        try:
-            return bool(sfn.describe_execution(executionArn=execution)["status"] == "RUNNING")
-        except ClientError:  # gone, or not an execution at all: it holds nothing
-            return False
-
-    return is_running
-
-
-def validate_job(
-    event: Mapping[str, Any], *, s3: Any, dynamodb: Any, sfn: Any, settings: Settings, now: dt.datetime
-) -> dict[str, Any]:
-    """The logic of Validate job (clients passed in): returns ``{"job": JobSpec, "attempt": Attempt}``.
-
-    Raises ``JobInvalid`` (nothing locked or written), ``UploadInProgress`` (S3-event input
-    whose files are still arriving) or ``JobAlreadyRunning`` (from the lock).
-    """
-    execution = str(event["execution"])
-    bucket, job, force, overrides, from_event = _parse_input(event["input"], settings)
-
-    source = S3Source(s3, bucket, layout.job_prefix(job))
-    entries = list(source.list())
-    settle = settings.settle_seconds
-    # files still arriving: wait before reading every label (a big dataset is read only once)
-    if from_event and (unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=False)):
-        raise UploadInProgress(f"job {job!r}: {unsettled}")
-    config, summary, problems = inspect_job(source, entries=entries, overrides=overrides)
-    if problems or config is None:
-        # a fresh config.yaml with a broken dataset: the dataset may still be on its way behind it
-        if from_event and (
-            unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=True)
-        ):
-            raise UploadInProgress(f"job {job!r}: {unsettled}")
-        raise problems_error(problems, f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
-
-    run_id = make_run_id(now, execution)
-    started = int(now.timestamp())
-    deadline = started + max(1, int(config.max_hours * 3600))
-    spec = JobSpec(
-        name=job,
-        bucket=bucket,
-        run_id=run_id,
-        execution=execution,
-        config=config,
-        dataset=summary,
-        instance_types=config.resolved_instance_types(settings.default_instance_types),
-        deadline=deadline,
-        stall_seconds=max(1, int(config.stall_hours * 3600)),
-        image=settings.trainer_image,
-        force=force,
-        created=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-    attempt = first_attempt(config, spec.instance_types, deadline, now=started)
-
-    if not force and object_exists(s3, bucket, layout.weights_key(job, "best.pt")):
-        spec.already_trained = True
-        logger.info("already trained: skipped", extra={"job": job})
-        return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
-
-    spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
-        job, execution, run_id, _is_running(sfn)
-    )
-    s3.put_object(
-        Bucket=bucket,
-        Key=layout.job_json_key(job, spec.run_id),
-        Body=spec.model_dump_json(indent=1).encode(),
-        ContentType="application/json",
-    )
-    logger.info("job validated", extra={"job": job, "run_id": spec.run_id, "images": summary.files})
-    return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
-
-
-@cache
-def _s3(region: str) -> Any:
-    """S3 client with a connection pool as large as the parallel label reads."""
-    return boto3.client("s3", region_name=region, config=Config(max_pool_connections=MAX_WORKERS))  # type: ignore[call-overload]
+settings()  # cold start: a missing environment variable fails here, naming it
 
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-@event_parser(model=ValidateEvent)
-def handler(event: ValidateEvent, context: Any) -> dict[str, Any]:
-    current = settings()
+@event_parser(model=step.ValidateEvent)
+def handler(event: step.ValidateEvent, context: Any) -> dict[str, Any]:
     try:
-        result = validate_job(
+        result = step.validate_job(
             event.model_dump(),
-            s3=_s3(current.region),
-            dynamodb=client("dynamodb"),
-            sfn=client("stepfunctions"),
-            settings=current,
+            s3=s3_client(pool=MAX_WORKERS),  # as many connections as parallel label reads
+            dynamodb=dynamodb_client(),
+            sfn=sfn_client(),
+            settings=settings(),
             now=dt.datetime.now(dt.UTC),
         )
     except SpotyoloError as err:

@@ -41,7 +41,7 @@ generate_shapes = _load_generator()
 @pytest.fixture(scope="session")
 def ultralytics_offline() -> Path:
     """Ultralytics configured to never touch the network (font in place, sync off)."""
-    from spotyolo.offline import prepare_ultralytics
+    from spotyolo.trainer.offline import prepare_ultralytics
 
     return prepare_ultralytics(os.environ["YOLO_CONFIG_DIR"])
 

@@ -37,7 +37,7 @@ def test_dockerfile_pins_equal_pyproject():
 
 
 def test_dockerfile_is_offline_safe_and_runs_the_trainer():
-    assert 'ENTRYPOINT ["python", "-m", "trainer"]' in DOCKERFILE
+    assert 'ENTRYPOINT ["python", "-m", "spotyolo.trainer"]' in DOCKERFILE
     assert "YOLO_OFFLINE=1" in DOCKERFILE and "YOLO_CONFIG_DIR=" in DOCKERFILE
     assert "prepare_ultralytics()" in DOCKERFILE and "yolo26n.pt" in DOCKERFILE
     assert "libgl1" in DOCKERFILE and "libglib2.0-0" in DOCKERFILE
@@ -71,7 +71,11 @@ def test_dockerignore_keeps_the_context_small_but_sends_what_is_copied():
     for source in _copied():
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not _ignored(source, patterns), f"COPY {source} is excluded by .dockerignore"
-    assert not _ignored("container/trainer/main.py", patterns)
+    assert not _ignored("spotyolo/trainer/main.py", patterns)
+    for unused in ("spotyolo/local/engine.py", "spotyolo/steps/launch.py", "functions/launch.py"):
+        assert _ignored(unused, patterns), (
+            f"{unused} is not imported by the trainer: keep it out of the image"
+        )
     assert not _ignored("container/Dockerfile", patterns)
     for heavy in (
         ".venv/bin/python",
@@ -116,8 +120,10 @@ def test_the_copied_files_make_an_installable_package_with_the_trainer(tmp_path:
     wheel = next(tmp_path.glob("spotyolo-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
-        "trainer/__main__.py",
-        "trainer/main.py",
-        "spotyolo/jobtable.py",
-        "stepfunctions/imds.py",
+        "spotyolo/trainer/__main__.py",
+        "spotyolo/trainer/main.py",
+        "spotyolo/core/jobtable.py",
+        "spotyolo/contract/layout.py",
     } <= names
+    # the image holds only what the trainer imports: no engine, no Lambda logic, no CLI
+    assert not {n for n in names if n.startswith(("spotyolo/local/", "spotyolo/steps/", "spotyolo/cli/"))}

@@ -9,9 +9,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from trainer.watcher import InterruptionWatcher, MetadataClient
 
-from stepfunctions.imds import FakeMetadataService
+from spotyolo.local.imds import FakeMetadataService
+from spotyolo.trainer.watcher import InterruptionWatcher, MetadataClient
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_rebalance_is_logged_once_and_is_not_a_notice(
 ):
     watcher = InterruptionWatcher(MetadataClient(imds.url), interval=0.01)
     imds.announce_rebalance()
-    with caplog.at_level(logging.WARNING, logger="trainer.watcher"):
+    with caplog.at_level(logging.WARNING, logger="spotyolo.trainer.watcher"):
         assert watcher.poll_once() is None
         assert watcher.poll_once() is None
     assert [r.message for r in caplog.records].count(
@@ -96,7 +96,7 @@ def test_rebalance_is_logged_once_and_is_not_a_notice(
 
 def test_unreachable_service_is_no_notice(caplog: pytest.LogCaptureFixture):
     watcher = InterruptionWatcher(MetadataClient("http://127.0.0.1:9", timeout=0.2), interval=0.01)
-    with caplog.at_level(logging.WARNING, logger="trainer.watcher"):
+    with caplog.at_level(logging.WARNING, logger="spotyolo.trainer.watcher"):
         assert watcher.poll_once() is None
         assert watcher.poll_once() is None
     assert sum("not reachable" in r.message for r in caplog.records) == 1

@@ -9,13 +9,13 @@ from pathlib import Path
 import boto3
 import pytest
 from moto import mock_aws
-from trainer import checkpoint, preflight
-from trainer.main import EnvironmentInvalid, TrainerEnv
-from trainer.outcome import TaskGone
-from trainer.task import TaskChannel, heartbeat_interval
 from trainer_world import token_machine
 
-from spotyolo.errors import PreflightFailed
+from spotyolo.contract.errors import PreflightFailed
+from spotyolo.trainer import checkpoint, preflight
+from spotyolo.trainer.main import EnvironmentInvalid, TrainerEnv
+from spotyolo.trainer.outcome import TaskGone
+from spotyolo.trainer.task import TaskChannel, heartbeat_interval
 
 GIB = 1024**3
 

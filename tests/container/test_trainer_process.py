@@ -1,4 +1,4 @@
-"""``python -m trainer`` as a real process against a moto server, the way the local engine runs it."""
+"""``python -m spotyolo.trainer`` as a real process against a moto server, as the local engine runs it."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import boto3
 import pytest
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
-from trainer.outcome import ExitCode
 from trainer_world import World
 
-from stepfunctions.imds import FakeMetadataService
+from spotyolo.local.imds import FakeMetadataService
+from spotyolo.trainer.outcome import ExitCode
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -85,7 +85,11 @@ def test_token_no_longer_valid_stops_the_process_within_one_heartbeat(
         }
         log = (tmp_path / "trainer.out").open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "trainer"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "spotyolo.trainer"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 120

@@ -21,13 +21,13 @@ import boto3
 import pytest
 import torch
 from moto import mock_aws
-from trainer.main import Attempt, Clients, TrainerEnv
-from trainer.outcome import ExitCode
 from trainer_world import BUCKET, World
 
-from spotyolo import layout
-from spotyolo.models import TrainResult
-from stepfunctions.imds import FakeMetadataService
+from spotyolo.contract import layout
+from spotyolo.core.models import TrainResult
+from spotyolo.local.imds import FakeMetadataService
+from spotyolo.trainer.main import Attempt, Clients, TrainerEnv
+from spotyolo.trainer.outcome import ExitCode
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from spotyolo import layout
-from spotyolo.jobtable import JobTable
-from spotyolo.models import AttemptRecord, DatasetSummary, JobConfig, JobSpec
+from spotyolo.contract import layout
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import AttemptRecord, DatasetSummary, JobConfig, JobSpec
 
 TABLE = "spotyolo-jobs"
 BUCKET = "spotyolo-test"

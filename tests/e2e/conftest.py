@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import waiting
 
-from stepfunctions.local.engine import LocalEngine
+from spotyolo.local.engine import LocalEngine
 
 #: the tiny job's config; tests override keys
 BASE_CONFIG: dict[str, Any] = {
@@ -76,7 +76,7 @@ def make_job(tmp_path: Path, shapes_dataset: Path) -> Callable[..., Path]:
 
 
 def scan_items(engine: LocalEngine) -> list[dict[str, Any]]:
-    from spotyolo.jobtable import _from_dynamo
+    from spotyolo.core.jobtable import _from_dynamo
 
     pages = engine.client("dynamodb").get_paginator("scan").paginate(TableName=engine.resources.table)
     return [_from_dynamo(item) for page in pages for item in page["Items"]]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Run, wait_for
 
-from stepfunctions.local.engine import LocalEngine
+from spotyolo.local.engine import LocalEngine
 
 pytestmark = pytest.mark.e2e
 

@@ -12,13 +12,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
-from spotyolo import planning
-from spotyolo.cost import run_cost
-from spotyolo.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
-from spotyolo.jobtable import JobTable
-from spotyolo.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
-from spotyolo.settings import Settings
+from spotyolo.contract.env import Settings
+from spotyolo.contract.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
+from spotyolo.core import fleet, planning
+from spotyolo.core.cost import run_cost
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
+from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
@@ -105,7 +105,7 @@ def test_launch_records_the_token_and_starts_one_tagged_spot_instance(aws: Aws) 
         item and item.current and item.current.token == "tok-1" and item.current.instance == out["instance"]
     )
     assert item.attempts[0].instance_type == "g5.xlarge" and item.attempts[0].outcome == "running"
-    (inst,) = launch.run_instances_of(aws.ec2, "shapes", "run-a", 1)
+    (inst,) = fleet.run_instances_of(aws.ec2, "shapes", "run-a", 1)
     tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
     assert tags == {
         "app": "spotyolo",
@@ -124,7 +124,7 @@ def test_a_retried_launch_of_the_same_attempt_starts_no_second_instance(aws: Aws
     first = aws.launch(job, attempt(), token="tok-1")
     again = aws.launch(job, attempt(), token="tok-2")  # Step Functions retried the task: new token
     assert again["reused"] is True and again["instance"] == first["instance"]
-    assert len(launch.run_instances_of(aws.ec2, "shapes")) == 1
+    assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
     item = aws.table.get("shapes")
     assert item and item.current and item.current.token == "tok-2" and len(item.attempts) == 1
 
@@ -172,14 +172,14 @@ def test_no_capacity_and_quota_errors_name_the_cause(aws: Aws) -> None:
         aws.launch(job, attempt(capacity="on-demand"), ec2=RefusingEC2(aws.ec2, "VcpuLimitExceeded", "vcpus"))
     item = aws.table.get("shapes")
     assert item and [a.outcome for a in item.attempts] == ["NoCapacity", "QuotaExceeded", "QuotaExceeded"]
-    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
 
 
 def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:
     aws.lock(OTHER)
     with pytest.raises(Exception, match="no longer held by this execution"):
         aws.launch(make_job(), attempt())
-    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
 
 
 # ---------------------------------------------------------------- planning
@@ -222,7 +222,7 @@ def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) 
         and item.attempts[0].end
         and item.current is None
     )
-    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
     cause = json.dumps({"errorMessage": "no g5 anywhere", "errorType": "NoCapacity"})
     waiting = prepare_retry.prepare_retry(
         prepare_retry.RetryEvent(
@@ -344,7 +344,7 @@ def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
     )
     out = cleanup.from_status_event(stranger, ec2=aws.ec2, table=aws.table, sns=aws.sns, topic_arn="")
     assert out["owned"] is False and out["terminated"] == []
-    assert len(launch.run_instances_of(aws.ec2, "shapes")) == 1
+    assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
     event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
     first = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
     assert first["released"] is True and len(first["terminated"]) == 1
@@ -393,7 +393,7 @@ def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
     assert (
         out["cancelled"] is True and stopped[0]["executionArn"] == EXEC and stopped[0]["error"] == "Cancelled"
     )
-    assert launch.run_instances_of(aws.ec2, "shapes") == []
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
     item = aws.table.get("shapes")
     assert item and item.status == "cancelled" and item.execution is None
     assert (

@@ -15,12 +15,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions import validate as validate_mod
-from functions.validate import make_run_id, validate_job
-from spotyolo.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
-from spotyolo.jobtable import JobTable
-from spotyolo.models import Attempt, JobSpec
-from spotyolo.settings import Settings
+from spotyolo.contract.env import Settings
+from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, JobSpec
+from spotyolo.steps import validate as validate_mod
+from spotyolo.steps.validate import make_run_id, validate_job
 
 _spec = importlib.util.spec_from_file_location(
     "bad_jobs", Path(__file__).parents[1] / "unit" / "bad_jobs" / "__init__.py"
@@ -244,7 +244,7 @@ def test_handler_with_powertools_and_parser(aws: Aws, job: str, monkeypatch: pyt
     monkeypatch.setenv("BUCKET", BUCKET)
     monkeypatch.setenv("JOB_TABLE", TABLE)
     monkeypatch.setenv("SETTLE_SECONDS", "0")
-    from functions import common
+    from spotyolo.steps import common
 
     common._client.cache_clear()
     validate_mod._s3.cache_clear()

@@ -16,7 +16,7 @@ from cdk.config import ConfigError, DeployConfig
 def test_asset_holds_code_and_wheels_and_is_reused(tmp_path: Path, wheels_dir: Path) -> None:
     wheels = lambda_bundle.resolve_wheels(wheels_dir)
     first = lambda_bundle.build_asset(wheels, out_root=tmp_path)
-    assert (first / "functions/validate.py").is_file() and (first / "spotyolo/layout.py").is_file()
+    assert (first / "functions/validate.py").is_file() and (first / "spotyolo/contract/layout.py").is_file()
     assert (first / "yaml/__init__.py").is_file() and (first / "PyYAML-6.0.4.dist-info/METADATA").is_file()
     assert not list(first.rglob("__pycache__")) and not list(first.rglob("*.pyc"))
     again = lambda_bundle.build_asset(wheels, out_root=tmp_path)

@@ -13,7 +13,8 @@ from cdk_testing import ACCOUNT, REGION, REPO_ROOT, Synth, render, synthesize
 from moto.events.models import EventPattern
 
 from cdk.config import POWERTOOLS_VERSION
-from stepfunctions import asl
+from spotyolo.contract import asl
+from spotyolo.contract.lambdas import LambdaName
 
 SETTINGS_ENV = [
     "BUCKET",
@@ -28,7 +29,7 @@ SETTINGS_ENV = [
     "SETTLE_SECONDS",
     "ROOT_VOLUME_BASE_GB",
 ]
-LAMBDAS = {"validate", "launch", "prepare_retry", "check_result", "cleanup", "instance_lost", "cancel"}
+LAMBDAS = {name.value for name in LambdaName}
 
 
 def statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -252,16 +253,27 @@ ACTION_OF = {
     ("s3", "get_paginator"): "s3:ListBucket",
 }
 HELPERS = {
-    "cleanup": ["functions/launch.py:run_instances_of", "spotyolo/cost.py"],
-    "cancel": ["functions/cleanup.py", "functions/launch.py:run_instances_of", "spotyolo/cost.py"],
-    "prepare_retry": ["functions/launch.py:run_instances_of", "spotyolo/cost.py"],
-    "check_result": ["spotyolo/cost.py"],
-    "validate": ["spotyolo/dataset.py"],
+    "cleanup": [
+        "spotyolo/steps/ending.py",
+        "spotyolo/core/fleet.py:run_instances_of",
+        "spotyolo/core/cost.py",
+    ],
+    "cancel": [
+        "spotyolo/steps/ending.py",
+        "spotyolo/core/fleet.py:run_instances_of",
+        "spotyolo/core/cost.py",
+    ],
+    "prepare_retry": ["spotyolo/core/fleet.py:run_instances_of", "spotyolo/core/cost.py"],
+    "check_result": ["spotyolo/core/cost.py"],
+    "validate": ["spotyolo/core/dataset.py"],
 }
 
 
 def _calls(name: str) -> set[str]:
-    sources = [(REPO_ROOT / f"functions/{name}.py").read_text()]
+    sources = [
+        (REPO_ROOT / f"functions/{name}.py").read_text(),
+        (REPO_ROOT / f"spotyolo/steps/{name}.py").read_text(),
+    ]
     for helper in HELPERS.get(name, []):
         path, _, func = helper.partition(":")
         text = (REPO_ROOT / path).read_text()

@@ -7,9 +7,7 @@ import json
 
 import pytest
 
-from spotyolo.errors import ERROR_NAMES
-from spotyolo.models import Summary
-from stepfunctions.asl import (
+from spotyolo.contract.asl import (
     PLACEHOLDERS,
     AslError,
     load_asl_text,
@@ -17,6 +15,8 @@ from stepfunctions.asl import (
     render_asl,
     validate_definition,
 )
+from spotyolo.contract.errors import ERROR_NAMES
+from spotyolo.core.models import Summary
 
 ARNS = {name: f"arn:aws:lambda:us-east-1:123456789012:function:{name}" for name in PLACEHOLDERS}
 ARNS["TopicArn"] = "arn:aws:sns:us-east-1:123456789012:spotyolo"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from waiting import wait_for
 
-from stepfunctions.local.engine import LocalEngine
+from spotyolo.local.engine import LocalEngine
 
 TINY_ASL = {
     "Comment": "one Lambda call, retried on a throttled Lambda service",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stepfunctions.local.engine import free_port
-from stepfunctions.local_cli import check_job_dir
+from spotyolo.local.cli import check_job_dir
+from spotyolo.local.engine import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -17,8 +17,8 @@ from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoin
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.responses import StepFunctionResponse
 
-from spotyolo.errors import JobInvalid
-from stepfunctions import moto_patches
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.local import moto_patches
 
 
 def test_moto_still_has_what_the_patches_replace() -> None:

@@ -1,6 +1,6 @@
 """The real training_pipeline.asl.json executed by moto's state machine engine, in-process.
 
-Lambda invocations go to the real handlers (functions/*.py) through stepfunctions.moto_patches;
+Lambda invocations go to the real handlers (functions/*.py) through spotyolo.local.moto_patches;
 the EC2 "instance" is a thread here that reads its task token from the job table and answers
 the way a trainer would (success, spot interruption, silence, divergence, a crash). Waits are
 kept to seconds through the job's config (stall_hours) and the launch backoff settings.
@@ -23,11 +23,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, validate
-from spotyolo import layout
-from spotyolo.jobtable import JobTable
-from stepfunctions import moto_patches
-from stepfunctions.asl import render_asl
+from spotyolo.contract import layout
+from spotyolo.contract.asl import render_asl
+from spotyolo.core import fleet
+from spotyolo.core.jobtable import JobTable
+from spotyolo.local import moto_patches
+from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, validate
 
 REGION = "us-east-1"
 BUCKET = "spotyolo-test"
@@ -81,7 +82,7 @@ class FakeInstances:
     def _loop(self) -> None:
         try:
             while not self.stop.is_set():
-                for inst in launch.run_instances_of(self.world.ec2, "shapes", states=["running"]):
+                for inst in fleet.run_instances_of(self.world.ec2, "shapes", states=["running"]):
                     if inst["InstanceId"] not in self.seen:
                         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                         self.seen[inst["InstanceId"]] = int(tags["attempt"])
@@ -197,7 +198,7 @@ class World:
         return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
 
     def live_instances(self) -> list[dict[str, Any]]:
-        return launch.run_instances_of(self.ec2, "shapes", states=["pending", "running"])
+        return fleet.run_instances_of(self.ec2, "shapes", states=["pending", "running"])
 
     def assert_nothing_left(self, job: str = "shapes") -> None:
         assert self.live_instances() == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spotyolo.config import inspect_config, parse_config
-from spotyolo.errors import JobInvalid
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.core.config import inspect_config, parse_config
 
 BASE = "model: yolo11n.pt\n"
 

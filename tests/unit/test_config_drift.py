@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "spotyolo" / "data"
+DATA = ROOT / "spotyolo" / "core" / "data"
 
 #: pretrained names that are not plain YOLO detectors a detection job can fine-tune
 _NOT_DETECT = (
@@ -92,7 +92,7 @@ def _default_yaml() -> Path:
 def test_default_yaml_copy_matches_installed_ultralytics() -> None:
     ours = (DATA / "ultralytics_default.yaml").read_text()
     assert ours == _default_yaml().read_text(), (
-        "spotyolo/data/ultralytics_default.yaml differs from the installed Ultralytics: "
+        "spotyolo/core/data/ultralytics_default.yaml differs from the installed Ultralytics: "
         "run python tests/unit/test_config_drift.py"
     )
 

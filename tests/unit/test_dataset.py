@@ -9,8 +9,9 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from spotyolo.config import check_job
-from spotyolo.dataset import (
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.core.config import check_job
+from spotyolo.core.dataset import (
     LocalSource,
     S3Source,
     check_dataset,
@@ -19,7 +20,6 @@ from spotyolo.dataset import (
     resolve_data_yaml,
     write_local_data_yaml,
 )
-from spotyolo.errors import JobInvalid
 
 ROBOFLOW_YAML = """\
 train: ../train/images

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from bad_jobs import CASES, Case, make_job
 
-from spotyolo.config import check_job, inspect_job
-from spotyolo.dataset import LocalSource
-from spotyolo.errors import JobInvalid
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.core.config import check_job, inspect_job
+from spotyolo.core.dataset import LocalSource
 
 
 def test_the_base_job_is_valid(tmp_path: Path) -> None:

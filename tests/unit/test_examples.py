@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from spotyolo.config import parse_config
-from spotyolo.models import (
+from spotyolo.core.config import parse_config
+from spotyolo.core.models import (
     Attempt,
     ErrorInfo,
     EventInput,

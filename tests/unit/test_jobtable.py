@@ -6,9 +6,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from spotyolo.errors import JobAlreadyRunning
-from spotyolo.jobtable import JobTable
-from spotyolo.models import AttemptRecord, Progress
+from spotyolo.contract.errors import JobAlreadyRunning
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import AttemptRecord, Progress
 
 
 @pytest.fixture

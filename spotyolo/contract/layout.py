@@ -1,0 +1,81 @@
+"""The S3 layout of DESIGN §2: every key the pipeline reads or writes is built here."""
+
+from __future__ import annotations
+
+import re
+
+from spotyolo.contract.errors import JobInvalid
+
+JOB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+CONFIG_NAME = "config.yaml"
+DATASET_DIR = "dataset"
+DATA_YAML = "data.yaml"
+
+#: files promoted from a successful run to weights/<job>/
+WEIGHT_FILES = ("best.pt", "last.pt", "results.csv", "metrics.json")
+
+
+def check_job_name(job: str) -> str:
+    """Return ``job`` if it is a valid job name, else raise ``JobInvalid`` saying how to fix it."""
+    if not isinstance(job, str) or not JOB_NAME_RE.match(job):
+        raise JobInvalid(
+            f"job name {job!r} is not allowed: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit (e.g. 'shapes' or 'pcb-defects.v2')"
+        )
+    return job
+
+
+def job_prefix(job: str) -> str:
+    return f"jobs/{job}/"
+
+
+def config_key(job: str) -> str:
+    return f"jobs/{job}/{CONFIG_NAME}"
+
+
+def dataset_prefix(job: str) -> str:
+    return f"jobs/{job}/{DATASET_DIR}/"
+
+
+def data_yaml_key(job: str) -> str:
+    return f"jobs/{job}/{DATASET_DIR}/{DATA_YAML}"
+
+
+def job_from_config_key(key: str) -> str:
+    """``jobs/<job>/config.yaml`` -> ``<job>``; anything else is ``JobInvalid``."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "jobs" or parts[2] != CONFIG_NAME:
+        raise JobInvalid(f"s3 key {key!r} is not a job trigger: upload jobs/<job>/{CONFIG_NAME}")
+    return check_job_name(parts[1])
+
+
+def run_prefix(job: str, run_id: str) -> str:
+    return f"runs/{job}/{run_id}/"
+
+
+def job_json_key(job: str, run_id: str) -> str:
+    return f"runs/{job}/{run_id}/job.json"
+
+
+def checkpoint_key(job: str, run_id: str) -> str:
+    return f"runs/{job}/{run_id}/checkpoints/last.pt"
+
+
+def artifacts_prefix(job: str, run_id: str) -> str:
+    return f"runs/{job}/{run_id}/artifacts/"
+
+
+def artifact_key(job: str, run_id: str, name: str) -> str:
+    return f"runs/{job}/{run_id}/artifacts/{name}"
+
+
+def weights_prefix(job: str) -> str:
+    return f"weights/{job}/"
+
+
+def weights_key(job: str, name: str) -> str:
+    return f"weights/{job}/{name}"
+
+
+def previous_weights_prefix(job: str) -> str:
+    return f"weights/{job}/previous/"

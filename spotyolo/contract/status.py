@@ -1,0 +1,31 @@
+"""The job item's ``status`` and an attempt's ``outcome``: what ``spotyolo``'s readers (the
+job table, the notification, the local CLI) may find there."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    IDLE = "idle"
+    #: Validate job took the lock
+    STARTING = "starting"
+    #: Launch trainer is starting an instance
+    LAUNCHING = "launching"
+    #: the trainer reads its token and trains
+    TRAINING = "training"
+    # how a run ended (also Summary.status)
+    COMPLETE = "complete"
+    BELOW_TARGET = "below target"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class AttemptOutcome(StrEnum):
+    """An attempt in progress, or one that succeeded; a failed attempt's outcome is the
+    :class:`~spotyolo.contract.errors.ErrorName` that ended it."""
+
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"

@@ -1,0 +1,543 @@
+"""Parsing and checking a job's ``config.yaml`` (DESIGN §3) before anything is spent.
+
+The valid training keys are those of Ultralytics' own ``cfg/default.yaml`` (copied into
+``spotyolo/core/data``) and their types and ranges follow Ultralytics' argument checks
+(``CFG_FLOAT_KEYS``, ``CFG_FRACTION_KEYS``, ``CFG_INT_KEYS``, ``CFG_BOOL_KEYS``, copied into
+``spotyolo/core/data/ultralytics_rules.json``): Ultralytics would refuse the same values, but only
+on the instance, after the money is spent. Keys that make no sense for a detection training
+job in this pipeline (another mode or task, a dataset path, resume, output folders, predict
+and export settings) are refused with the reason. Every problem names the file, line and
+column; all of them are reported together in one ``JobInvalid``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from spotyolo.core.dataset import Entry, Source, inspect_dataset, rules
+from spotyolo.core.models import CapacityPlan, DatasetSummary, JobConfig, MetricName
+from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
+
+CONFIG_NAME = "config.yaml"
+MAX_CONFIG_BYTES = 64 * 1024
+#: Step Functions standard executions last at most a year
+MAX_HOURS_LIMIT = 365 * 24
+INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+
+PIPELINE_KEYS: tuple[str, ...] = JobConfig.PIPELINE_KEYS
+_DATASET_REASON = "the dataset is the job's dataset/ folder (dataset/data.yaml): remove it"
+_OUTPUT_REASON = "the pipeline decides where a run's outputs go (runs/<job>/<run_id>/): remove it"
+_PREDICT_REASON = "is a predict/export setting and has no effect on training: remove it"
+
+#: keys refused for a detection training job run by this pipeline, with the reason
+REFUSED: dict[str, str] = {
+    "data": _DATASET_REASON,
+    "source": "is a predict setting; " + _DATASET_REASON,
+    "resume": "the pipeline resumes interrupted runs from their checkpoint itself: remove it",
+    "project": _OUTPUT_REASON,
+    "name": _OUTPUT_REASON,
+    "save_dir": _OUTPUT_REASON,
+    "device": "the trainer uses the instance's GPU (the CPU when run locally): remove it",
+    "cfg": "put the settings into config.yaml itself: remove it",
+    **{
+        key: _PREDICT_REASON
+        for key in (
+            "vid_stride",
+            "stream_buffer",
+            "visualize",
+            "augment",
+            "agnostic_nms",
+            "retina_masks",
+            "embed",
+            "show",
+            "save_frames",
+            "save_txt",
+            "save_conf",
+            "save_crop",
+            "show_labels",
+            "show_conf",
+            "show_boxes",
+            "line_width",
+            "format",
+            "optimize",
+            "dynamic",
+            "simplify",
+            "opset",
+            "workspace",
+            "tracker",
+            "dnn",
+            "nms",
+        )
+    },
+}
+
+
+@cache
+def default_cfg() -> dict[str, Any]:
+    """Ultralytics' default.yaml (the copy): every training key and its default."""
+    path = Path(__file__).parent / "data" / "ultralytics_default.yaml"
+    return dict(load_mapping(path.read_bytes(), str(path), max_bytes=1024 * 1024).values)
+
+
+def valid_keys() -> list[str]:
+    return sorted({*default_cfg(), *PIPELINE_KEYS} - set(REFUSED))
+
+
+Locate = Callable[[str], tuple[str, int | None, int | None]]
+
+
+class _Checker:
+    """Collects problems for one config; ``locate(key)`` says where a key was written."""
+
+    def __init__(self, locate: Locate, file_exists: Callable[[str], bool] | None) -> None:
+        self.locate = locate
+        self.file_exists = file_exists
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, message: str) -> None:
+        where, line, column = self.locate(key)
+        self.problems.append(Problem(where, message, line, column))
+
+    # ------------------------------------------------------------------ value checks
+
+    def number(self, key: str, value: Any, *, integer: bool = False) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            kind = "an integer" if integer else "a number"
+            self.add(key, f"{key}: {value!r} must be {kind} (e.g. {key}: {default_cfg().get(key) or 1})")
+            return None
+        if not math.isfinite(value):
+            self.add(key, f"{key}: {value!r} must be a finite number")
+            return None
+        if integer and not float(value).is_integer():
+            self.add(key, f"{key}: {value!r} must be a whole number")
+            return None
+        return float(value)
+
+    def model_file(self, key: str, value: Any, *, required: bool) -> None:
+        """A model Ultralytics can fetch (``.pt`` pretrained / ``.yaml`` from scratch) or a job file."""
+        if value is None and not required:
+            return
+        if not isinstance(value, str) or not value.strip():
+            self.add(key, f"{key}: must name a model, e.g. '{key}: yolo11n.pt' (pretrained) or yolo11n.yaml")
+            return
+        name = value.strip()
+        suffix = Path(name).suffix.lower()
+        if suffix not in (".pt", ".yaml", ".yml"):
+            self.add(
+                key,
+                f"{key}: {name!r} is not a model training can start from: use a .pt (pretrained weights, "
+                "e.g. yolo11n.pt) or a .yaml (architecture, from scratch, e.g. yolo11n.yaml)",
+            )
+            return
+        known = rules()["pretrained_models"] if suffix == ".pt" else rules()["scratch_models"]
+        if name in known:
+            return
+        local = name.replace("\\", "/")
+        outside = local.startswith("/") or ".." in local.split("/")
+        if not outside and self.file_exists is not None and self.file_exists(local):
+            return
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        examples = (
+            "yolo11n.pt, yolo11s.pt, yolo11m.pt, yolo26n.pt"
+            if suffix == ".pt"
+            else "yolo11n.yaml, yolov8s.yaml"
+        )
+        where = "a file in the job folder" if not outside else "a path inside the job folder"
+        self.add(
+            key,
+            f"{key}: {name!r} is neither a detection model Ultralytics can download ({examples}, ...){hint} "
+            f"nor {where} (put the file next to config.yaml and write its name)",
+        )
+
+    def train_key(self, key: str, value: Any, out: dict[str, Any]) -> None:
+        """Ultralytics' own type and range rules (``ultralytics.cfg.check_cfg``), before spend."""
+        r = rules()
+        default = default_cfg().get(key)
+        typed = {*r["float_keys"], *r["fraction_keys"], *r["int_keys"], *r["bool_keys"], *r["str_keys"]}
+        if value is None:
+            if key == "amp" or (default is not None and (key in typed or key in ("scale", "compile"))):
+                self.add(
+                    key, f"{key}: must have a value (default {default!r}); remove the line to use the default"
+                )
+            return
+        if key == "batch":
+            n = self.number(key, value)
+            if n is not None and not (n == -1 or (n >= 1 and n.is_integer()) or 0 < n < 1):
+                self.add(
+                    key,
+                    f"batch: {value!r} is not a batch size: use a whole number >= 1 (e.g. 16), -1 for "
+                    "AutoBatch, or a fraction in (0, 1) of GPU memory",
+                )
+            if n is not None and n >= 1:
+                out[key] = int(n)
+            return
+        if key == "imgsz":
+            sizes = value if isinstance(value, list) else [value]
+            if not 1 <= len(sizes) <= 2 or any(
+                isinstance(s, bool) or not isinstance(s, int | float) or s < 32 or not float(s).is_integer()
+                for s in sizes
+            ):
+                self.add(key, f"imgsz: {value!r} must be a whole number of pixels >= 32 (e.g. imgsz: 640)")
+            return
+        if key == "time":
+            n = self.number(key, value)
+            if n is not None and n <= 0:
+                self.add(key, "time: the training time limit in hours must be > 0 (or remove it)")
+            return
+        if key in r["float_keys"]:
+            self.number(key, value)
+            return
+        if key == "scale":
+            if isinstance(value, list):
+                if len(value) != 2 or any(
+                    isinstance(x, bool) or not isinstance(x, int | float) for x in value
+                ):
+                    self.add(key, f"scale: {value!r} must be a number in [0, 1] or a pair [min, max]")
+                return
+            n = self.number(key, value)
+            if n is not None and not 0.0 <= n <= 1.0:
+                self.add(key, f"scale: {value!r} is out of range: allowed 0.0 to 1.0")
+            return
+        if key == "fraction":
+            if isinstance(value, list):
+                ok = len(value) in (2, 3) and all(value[:2])
+                ok = ok and all(
+                    (type(x) is int and x >= 0) or (type(x) is float and 0.0 <= x <= 1.0) for x in value
+                )
+                if not ok:
+                    self.add(
+                        key, f"fraction: {value!r}: use [train, val] or [train, val, test] counts or ratios"
+                    )
+                return
+            n = self.number(key, value)
+            if n is not None and not (0.0 < n <= 1.0 or (isinstance(value, int) and value > 1)):
+                self.add(key, f"fraction: {value!r}: use a ratio in (0, 1] or a whole count > 1 of images")
+            return
+        if key in r["fraction_keys"]:
+            n = self.number(key, value)
+            if n is not None and not 0.0 <= n <= 1.0:
+                self.add(key, f"{key}: {value!r} is out of range: allowed 0.0 to 1.0 (default {default!r})")
+            return
+        if key in r["int_keys"]:
+            n = self.number(key, value, integer=True)
+            if n is None:
+                return
+            minimum = r["int_min"].get(key)
+            if minimum is not None and n < minimum:
+                self.add(key, f"{key}: {value!r} is too small: it must be >= {minimum}")
+                return
+            out[key] = int(n)
+            return
+        if key in r["bool_keys"]:
+            if not isinstance(value, bool):
+                self.add(key, f"{key}: {value!r} must be true or false")
+            elif key == "save" and value is False:
+                self.add(key, "save: false would keep no checkpoints, which the pipeline needs: remove it")
+            return
+        if key == "optimizer":
+            names = {o.lower(): o for o in OPTIMIZERS}
+            if not isinstance(value, str) or value.lower() not in names:
+                self.add(key, f"optimizer: {value!r} is not one of {', '.join(OPTIMIZERS)}")
+            return
+        if key in r["str_keys"]:
+            if not isinstance(value, str):
+                self.add(key, f"{key}: {value!r} must be text (default {default!r})")
+            return
+        if key == "compile":
+            if not isinstance(value, bool | str):
+                self.add(key, f"compile: {value!r} must be true, false or a torch.compile mode name")
+            return
+        if key == "amp":
+            if not isinstance(value, bool) and str(value).lower() not in {"fp16", "bf16", "fp32"}:
+                self.add(key, f"amp: {value!r}: allowed true, false, 'fp16', 'bf16' or 'fp32'")
+            return
+        if key == "quantize":
+            if str(value).lower() not in {v.lower() for v in r["quantize_values"]}:
+                self.add(
+                    key, f"quantize: {value!r}: allowed {', '.join(r['quantize_values'])} (or remove it)"
+                )
+            return
+        if key == "cache":
+            if not (isinstance(value, bool) or value in ("ram", "disk")):
+                self.add(key, f"cache: {value!r}: allowed true, false, 'ram' or 'disk'")
+            return
+        if key in ("pretrained", "distill_model"):
+            if key == "pretrained" and isinstance(value, bool):
+                return
+            self.model_file(key, value, required=False)
+            return
+        if key == "mode" and value != "train":
+            self.add(key, f"mode: {value!r}: a job trains; only 'mode: train' is accepted (or remove it)")
+            return
+        if key == "task" and value != "detect":
+            self.add(
+                key,
+                f"task: {value!r}: this pipeline trains detection models; use 'task: detect' or remove it",
+            )
+            return
+        if key == "classes":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in items):
+                self.add(key, f"classes: {value!r} must be a class id or a list of class ids (e.g. [0, 2])")
+            return
+        if key == "freeze":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(x, int | str) and not isinstance(x, bool) for x in items):
+                self.add(
+                    key, f"freeze: {value!r} must be a number of layers or a list of layer indices/names"
+                )
+            return
+        # keys without a rule: keep the default's type where it has one
+        if isinstance(default, bool) and not isinstance(value, bool):
+            self.add(key, f"{key}: {value!r} must be true or false")
+        elif isinstance(default, str) and not isinstance(value, str):
+            self.add(key, f"{key}: {value!r} must be text (default {default!r})")
+
+    def pipeline_key(self, key: str, value: Any, values: Mapping[str, Any]) -> None:
+        if key == "instance_type":
+            if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
+                self.add(key, f"instance_type: {value!r} is not an EC2 instance type (e.g. g5.xlarge)")
+        elif key == "instance_types":
+            if not isinstance(value, list) or not value:
+                self.add(
+                    key, "instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]"
+                )
+                return
+            bad = [v for v in value if not isinstance(v, str) or not INSTANCE_TYPE_RE.match(v)]
+            if bad:
+                self.add(key, f"instance_types: {bad[0]!r} is not an EC2 instance type (e.g. g5.xlarge)")
+            elif len(set(value)) != len(value):
+                self.add(key, "instance_types: lists a type twice: keep each once")
+        elif key == "capacity":
+            allowed = get_args(CapacityPlan)
+            if value not in allowed:
+                self.add(key, f"capacity: {value!r}: allowed {', '.join(allowed)}")
+        elif key == "max_interruptions":
+            n = self.number(key, value, integer=True)
+            if n is not None and n < 0:
+                self.add(key, "max_interruptions: must be 0 or more")
+        elif key in ("stall_hours", "max_hours"):
+            n = self.number(key, value)
+            if n is None:
+                return
+            if n <= 0:
+                self.add(key, f"{key}: must be more than 0 hours")
+            elif n > MAX_HOURS_LIMIT:
+                self.add(
+                    key,
+                    f"{key}: {value!r} is over {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)",
+                )
+            elif key == "stall_hours" and n * 3600 < 1:
+                self.add(key, "stall_hours: must be at least one second (0.0003 hours)")
+            elif (
+                key == "stall_hours"
+                and isinstance(values.get("max_hours"), int | float)
+                and n > float(values["max_hours"])
+            ):
+                self.add(key, f"stall_hours: {value!r} is longer than max_hours ({values['max_hours']})")
+        elif key == "max_cost_usd":
+            if value is None:
+                return
+            n = self.number(key, value)
+            if n is not None and n <= 0:
+                self.add(key, "max_cost_usd: must be more than 0 (or remove it for no budget)")
+        elif key == "target":
+            metrics = get_args(MetricName)
+            if value is None:
+                return
+            if not isinstance(value, dict):
+                self.add(
+                    key,
+                    "target: must be a mapping, e.g. target: {metric: recall, min: 0.8}; "
+                    f"allowed metrics {', '.join(metrics)}",
+                )
+                return
+            for sub in value:
+                if sub not in ("metric", "min"):
+                    close = difflib.get_close_matches(str(sub), ["metric", "min"], n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    self.add(f"target.{sub}", f"target: unknown key {sub!r}{hint}; target has metric and min")
+            if value.get("metric") not in metrics:
+                self.add(
+                    "target.metric", f"target.metric: {value.get('metric')!r}: allowed {', '.join(metrics)}"
+                )
+            threshold = value.get("min")
+            if (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, int | float)
+                or not 0 <= threshold <= 1
+            ):
+                self.add("target.min", f"target.min: {threshold!r} must be a number from 0 to 1 (e.g. 0.8)")
+
+
+def check_values(
+    values: Mapping[str, Any], locate: Locate, file_exists: Callable[[str], bool] | None = None
+) -> tuple[JobConfig | None, list[Problem]]:
+    """Check a flat config mapping; return the model (when there are no problems) and the problems."""
+    checker = _Checker(locate, file_exists)
+    out = dict(values)
+    defaults = default_cfg()
+    valid = valid_keys()
+    for key, value in values.items():
+        if key in REFUSED:
+            checker.add(key, f"{key}: {REFUSED[key]}")
+            out.pop(key, None)
+        elif key == "model":
+            checker.model_file(key, value, required=True)
+        elif key in PIPELINE_KEYS:
+            checker.pipeline_key(key, value, values)
+        elif key in defaults:
+            checker.train_key(key, value, out)
+        else:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            checker.add(
+                key,
+                f"unknown key {key!r}{hint} (valid keys: Ultralytics train arguments and "
+                f"{', '.join(PIPELINE_KEYS)})",
+            )
+            out.pop(key, None)
+    if "model" not in values:
+        checker.add(
+            "model", "model: missing: add e.g. 'model: yolo11n.pt' (pretrained) or 'model: yolo11n.yaml'"
+        )
+    if values.get("instance_type") is not None and values.get("instance_types") is not None:
+        checker.add("instance_types", "set instance_type or instance_types, not both")
+    for key in ("mode", "task"):
+        out.pop(key, None)  # checked; the trainer always trains detection
+    if checker.problems:
+        return None, checker.problems
+    try:
+        return JobConfig.model_validate(out), []
+    except ValidationError as err:  # a rule above missed something: still report it cleanly
+        for item in err.errors():
+            key = str(item["loc"][0]) if item["loc"] else "model"
+            checker.add(key, f"{'.'.join(str(x) for x in item['loc'])}: {item['msg']}")
+        return None, checker.problems
+
+
+def inspect_config(
+    text: bytes | str,
+    filename: str = CONFIG_NAME,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    file_exists: Callable[[str], bool] | None = None,
+) -> tuple[JobConfig | None, list[Problem]]:
+    """Parse and check config.yaml text (``filename`` names it in messages), then ``overrides``.
+
+    ``file_exists(path)`` answers whether a path relative to the job folder exists (a model
+    file next to config.yaml). Returns the config (None when there are problems) and the problems.
+    """
+    try:
+        parsed = load_mapping(text, filename, max_bytes=MAX_CONFIG_BYTES)
+    except YamlRefused as err:
+        return None, [err.problem]
+    values = dict(parsed.values)
+    from_overrides: set[str] = set()
+    if overrides:
+        for key, value in overrides.items():
+            values[key] = value
+            from_overrides.add(key)
+        # an override of one of the pair replaces the other
+        for one, other in (("instance_type", "instance_types"), ("instance_types", "instance_type")):
+            if one in from_overrides and other not in from_overrides:
+                values.pop(other, None)
+
+    def locate(key: str) -> tuple[str, int | None, int | None]:
+        top, _, sub = key.partition(".")
+        if top in from_overrides:
+            return "overrides", None, None
+        mark = parsed.sub_marks.get((top, sub)) if sub else None
+        mark = mark or parsed.marks.get(top) or parsed.value_marks.get(top)
+        return (filename, *mark) if mark else (filename, None, None)
+
+    config, problems = check_values(values, locate, file_exists)
+    ordered = sorted(
+        [*parsed.problems, *problems],
+        key=lambda p: (p.where == "overrides", p.line or 0, p.column or 0),
+    )
+    return config, ordered
+
+
+def parse_config(
+    text: bytes | str,
+    filename: str = CONFIG_NAME,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    file_exists: Callable[[str], bool] | None = None,
+) -> JobConfig:
+    """:func:`inspect_config`, raising one ``JobInvalid`` (first 20 problems and the total)."""
+    config, problems = inspect_config(text, filename, overrides=overrides, file_exists=file_exists)
+    if problems or config is None:
+        raise problems_error(problems, filename)
+    return config
+
+
+def inspect_job(
+    source: Source,
+    *,
+    entries: Iterable[Entry] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[JobConfig | None, DatasetSummary, list[Problem]]:
+    """Check a whole job folder (config.yaml + dataset/) on S3 or locally: the same checks, messages.
+
+    ``entries`` is the source's listing when the caller already has it (it is needed once for
+    both the dataset and a model file named in config.yaml).
+    """
+    listing = list(entries) if entries is not None else list(source.list())
+    paths = {e.path for e in listing}
+    problems: list[Problem] = []
+    config: JobConfig | None = None
+    config_where = source.where(CONFIG_NAME)
+    if CONFIG_NAME in paths:
+        config, config_problems = inspect_config(
+            source.read(CONFIG_NAME), config_where, overrides=overrides, file_exists=paths.__contains__
+        )
+        problems.extend(config_problems)
+    else:
+        problems.append(
+            Problem(
+                config_where, "missing: a job needs config.yaml next to dataset/ (e.g. 'model: yolo11n.pt')"
+            )
+        )
+    summary, dataset_problems = inspect_dataset(source, entries=listing)
+    problems.extend(dataset_problems)
+    classes = getattr(config, "classes", None) if config else None
+    if classes is not None and summary.names:
+        wanted = classes if isinstance(classes, list) else [classes]
+        outside = [c for c in wanted if isinstance(c, int) and c >= len(summary.names)]
+        if outside:
+            where, line, column = (config_where, None, None)
+            problems.append(
+                Problem(
+                    where,
+                    f"classes: {outside[0]} is not a class of this dataset (ids 0-{len(summary.names) - 1})",
+                    line,
+                    column,
+                )
+            )
+    return (config if not problems else None), summary, problems
+
+
+def check_job(
+    source: Source,
+    *,
+    entries: Iterable[Entry] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    subject: str = "the job",
+) -> tuple[JobConfig, DatasetSummary]:
+    """:func:`inspect_job`, raising one ``JobInvalid`` with the first 20 problems and the total."""
+    config, summary, problems = inspect_job(source, entries=entries, overrides=overrides)
+    if problems or config is None:
+        raise problems_error(problems, subject)
+    return config, summary

@@ -1,0 +1,261 @@
+"""Access to the job table (DynamoDB, one item per job, partition key ``job``).
+
+The item's ``execution`` attribute is the job's lock. Every write that belongs to one execution
+or one attempt is conditional on it, so a late writer (an old instance, a refused duplicate
+execution, a cleanup of a finished run) can never disturb the run that holds the job now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from spotyolo.contract.errors import JobAlreadyRunning
+from spotyolo.core.models import AttemptRecord, JobItem, Progress
+
+_SER = TypeSerializer()
+_DES = TypeDeserializer()
+
+
+#: placeholders a condition may use, without declaring them
+_CONDITION_NAMES = {"#exec": "execution", "#cur": "current", "#num": "number", "#run": "run_id"}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _to_dynamo(value: Any) -> dict[str, Any]:
+    # floats are not accepted by the serializer: go through JSON into Decimal
+    serialized: Any = _SER.serialize(json.loads(json.dumps(value), parse_float=Decimal))
+    return serialized
+
+
+def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | set):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(_DES.deserialize(v)) for k, v in item.items()}
+
+
+def _conditional_failed(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class JobTable:
+    """The job table over a low-level DynamoDB client (moto's or real)."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, job: str) -> JobItem | None:
+        response = self.client.get_item(
+            TableName=self.table_name, Key={"job": {"S": job}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return JobItem.model_validate(_from_dynamo(item)) if item else None
+
+    # ------------------------------------------------------------ generic conditional update
+
+    def _update(
+        self,
+        job: str,
+        sets: dict[str, Any],
+        *,
+        removes: tuple[str, ...] = (),
+        condition: str | None = None,
+        values: dict[str, Any] | None = None,
+        append: dict[str, list[Any]] | None = None,
+    ) -> bool:
+        """SET/REMOVE attributes of the job's item; False when ``condition`` did not hold."""
+        names: dict[str, str] = {}
+        vals: dict[str, Any] = {}
+        set_parts = []
+        for i, (attr, value) in enumerate({**sets, "updated": now_iso()}.items()):
+            names[f"#s{i}"] = attr
+            vals[f":s{i}"] = _to_dynamo(value)
+            set_parts.append(f"#s{i} = :s{i}")
+        for i, (attr, items) in enumerate((append or {}).items()):
+            names[f"#a{i}"] = attr
+            vals[f":a{i}"] = _to_dynamo(items)
+            vals[":empty"] = {"L": []}
+            set_parts.append(f"#a{i} = list_append(if_not_exists(#a{i}, :empty), :a{i})")
+        expression = "SET " + ", ".join(set_parts)
+        if removes:
+            for i, attr in enumerate(removes):
+                names[f"#r{i}"] = attr
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+        for key, value in (values or {}).items():
+            vals[key] = _to_dynamo(value)
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"job": {"S": job}},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": vals,
+        }
+        if condition:
+            kwargs["ConditionExpression"] = condition
+            for placeholder, attr in _CONDITION_NAMES.items():
+                if placeholder in condition:
+                    names[placeholder] = attr
+        try:
+            self.client.update_item(**kwargs)
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------ the lock
+
+    def acquire_lock(self, job: str, execution: str, run_id: str, is_running: Callable[[str], bool]) -> str:
+        """Take the job's lock for ``execution`` and return the run id it holds.
+
+        Re-entrant: the same execution gets the run id it already has. A lock whose holder
+        execution is no longer running is taken over. Otherwise ``JobAlreadyRunning``, and
+        the item is left exactly as it was.
+        """
+        item = self.get(job)
+        if item and item.execution == execution and item.run_id:
+            return item.run_id
+        fresh = {
+            "execution": execution,
+            "status": "starting",
+            "run_id": run_id,
+            "attempts": [],
+            "message": f"run {run_id} started",
+        }
+        removes = ("current", "progress", "result", "cost_usd")
+        if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
+            return run_id
+        holder = (self.get(job) or JobItem(job=job)).execution
+        if holder == execution:  # lost a race against our own retry
+            return (self.get(job) or JobItem(job=job)).run_id or run_id
+        if (
+            holder
+            and not is_running(holder)
+            and self._update(
+                job, fresh, removes=removes, condition="#exec = :holder", values={":holder": holder}
+            )
+        ):
+            return run_id
+        raise JobAlreadyRunning(
+            f"job {job!r} is already being trained by execution {holder}; this start was "
+            "refused and the running job is untouched. Wait for it to finish, or cancel it by "
+            f"deleting jobs/{job}/config.yaml (or stop that execution), then upload again."
+        )
+
+    def release_lock(self, job: str, execution: str, status: str) -> bool:
+        """Release the lock and drop the token, only if ``execution`` still holds it."""
+        return self._update(
+            job,
+            {"status": status},
+            removes=("execution", "current"),
+            condition="#exec = :me",
+            values={":me": execution},
+        )
+
+    # ------------------------------------------------------------ attempts
+
+    def start_attempt(self, job: str, execution: str, record: AttemptRecord, token: str) -> bool:
+        """Record a new attempt and its task token (where the trainer reads it)."""
+        return self._update(
+            job,
+            {
+                "status": "launching",
+                "current": {"number": record.number, "instance": None, "token": token},
+            },
+            append={"attempts": [record.model_dump()]},
+            condition="#exec = :me",
+            values={":me": execution},
+        )
+
+    def set_instance(
+        self, job: str, execution: str, number: int, instance: str, instance_type: str, az: str | None
+    ) -> bool:
+        """Name the instance of the current attempt, in ``current`` and in its attempts record."""
+        item = self.get(job)
+        if not item or item.execution != execution or not item.current:
+            return False
+        if item.current.number != number:
+            return False
+        attempts = [a.model_dump() for a in item.attempts]
+        for rec in attempts:
+            # an earlier launch round of the same number ended NoCapacity: leave its record alone
+            if rec["number"] == number and not rec.get("end"):
+                rec.update(instance=instance, instance_type=instance_type, az=az, start=now_iso())
+                rec["outcome"] = "running"
+        current = {**item.current.model_dump(), "instance": instance}
+        return self._update(
+            job,
+            {"attempts": attempts, "status": "training", "current": current},
+            condition="#exec = :me AND #cur.#num = :n",
+            values={":me": execution, ":n": number},
+        )
+
+    def end_attempt(self, job: str, execution: str, number: int, outcome: str) -> bool:
+        """Close the attempts record ``number`` with its outcome (an error name or 'succeeded')."""
+        item = self.get(job)
+        if not item or item.execution != execution:
+            return False
+        attempts = [a.model_dump() for a in item.attempts]
+        changed = False
+        for rec in attempts:
+            if rec["number"] == number and not rec.get("end"):
+                rec.update(end=now_iso(), outcome=outcome)
+                changed = True
+        if not changed:
+            return True
+        return self._update(job, {"attempts": attempts}, condition="#exec = :me", values={":me": execution})
+
+    def replace_token(self, job: str, execution: str, number: int, token: str) -> bool:
+        """Point the current attempt at a new task token (a retried Launch trainer gets a new one)."""
+        item = self.get(job)
+        if not item or item.execution != execution or not item.current or item.current.number != number:
+            return False
+        current = {**item.current.model_dump(), "token": token}
+        return self._update(
+            job,
+            {"current": current},
+            condition="#exec = :me AND #cur.#num = :n",
+            values={":me": execution, ":n": number},
+        )
+
+    def token_for(self, job: str, attempt: int) -> str | None:
+        """The task token of ``attempt`` if it is still the job's current attempt."""
+        item = self.get(job)
+        if not item or not item.current or item.current.number != attempt:
+            return None
+        return item.current.token
+
+    def update_progress(self, job: str, run_id: str, attempt: int, progress: Progress) -> bool:
+        """Trainer's progress, only while its attempt is the current one of its run."""
+        return self._update(
+            job,
+            {"progress": progress.model_dump()},
+            condition="#cur.#num = :n AND #run = :run",
+            values={":n": attempt, ":run": run_id},
+        )
+
+    def clear_token(self, job: str, execution: str) -> bool:
+        return self._update(job, {}, removes=("current",), condition="#exec = :me", values={":me": execution})
+
+    def finish(self, job: str, execution: str, **fields: Any) -> bool:
+        """Write the outcome (status, message, result, cost_usd) of ``execution``'s run."""
+        return self._update(job, fields, condition="#exec = :me", values={":me": execution})

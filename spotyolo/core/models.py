@@ -1,0 +1,265 @@
+"""Pydantic models of the execution input and of the state document (DESIGN §4).
+
+Every state reads and writes named parts of one JSON document:
+
+``$.job`` :class:`JobSpec` · ``$.attempt`` :class:`Attempt` · ``$.result`` :class:`TrainResult` ·
+``$.summary`` :class:`Summary` · ``$.error`` :class:`ErrorInfo`.
+
+Each has an example in ``stepfunctions/examples/`` that a test validates against it. The job
+table's item is :class:`JobItem`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
+from spotyolo.contract.layout import check_job_name
+
+Capacity = Literal["spot", "on-demand"]
+CapacityPlan = Literal["spot", "on-demand", "spot-then-on-demand"]
+MetricName = Literal["precision", "recall", "mAP50", "mAP50-95", "fitness"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- execution input
+
+
+class EventInput(_Model):
+    """From the EventBridge rule's input transformer: the uploaded ``config.yaml``."""
+
+    bucket: str
+    key: str
+
+
+class ManualInput(_Model):
+    """Started by hand or by the CLI: retrain ``job`` (``force`` retrains trained jobs)."""
+
+    job: str
+    force: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    bucket: str | None = None  # defaults to the deployment's bucket
+
+    @field_validator("job")
+    @classmethod
+    def _job_name(cls, value: str) -> str:
+        return check_job_name(value)
+
+
+# ---------------------------------------------------------------- $.job
+
+
+class Target(_Model):
+    """``target: {metric: recall, min: 0.80}``: shown in the notification."""
+
+    metric: MetricName
+    min: float = Field(ge=0.0, le=1.0)
+
+
+class SplitSummary(_Model):
+    images: int = 0
+    labels: int = 0
+    backgrounds: int = 0
+    #: instances per class name
+    instances: dict[str, int] = Field(default_factory=dict)
+
+
+class DatasetSummary(_Model):
+    #: split name (train / val / test) -> counts
+    splits: dict[str, SplitSummary] = Field(default_factory=dict)
+    names: list[str] = Field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    #: things worth knowing that do not stop the job (e.g. a test split that is not there)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobConfig(BaseModel):
+    """The resolved ``config.yaml``: pipeline keys plus any Ultralytics train argument.
+
+    Training arguments are kept as extra fields (flat, as the user wrote them), so
+    ``model_dump()`` gives back the flat YAML shape. Parsing and checking user YAML is
+    ``spotyolo.core.config``'s job; this model only carries the result.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    epochs: int = Field(default=100, ge=1)
+    imgsz: int | list[int] = 640
+    instance_type: str | None = None
+    instance_types: list[str] | None = None
+    capacity: CapacityPlan = "spot"
+    max_interruptions: int = Field(default=5, ge=0)
+    stall_hours: float = Field(default=2.0, gt=0)
+    max_hours: float = Field(default=24.0, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    target: Target | None = None
+
+    #: keys that steer the pipeline and are never passed to Ultralytics
+    PIPELINE_KEYS: ClassVar[tuple[str, ...]] = (
+        "instance_type",
+        "instance_types",
+        "capacity",
+        "max_interruptions",
+        "stall_hours",
+        "max_hours",
+        "max_cost_usd",
+        "target",
+    )
+
+    def resolved_instance_types(self, default: list[str] | None = None) -> list[str]:
+        if self.instance_types:
+            return list(self.instance_types)
+        if self.instance_type:
+            return [self.instance_type]
+        return list(default or DEFAULT_INSTANCE_TYPES)
+
+    def train_args(self) -> dict[str, Any]:
+        """The arguments for ``YOLO(model).train(**args)`` (without ``data``/paths)."""
+        data = self.model_dump(exclude_none=True)
+        for key in (*self.PIPELINE_KEYS, "model"):
+            data.pop(key, None)
+        return data
+
+
+class JobSpec(_Model):
+    """``$.job``: written by Validate job, read by every later state and by the trainer."""
+
+    name: str
+    bucket: str
+    run_id: str
+    execution: str
+    config: JobConfig
+    dataset: DatasetSummary
+    instance_types: list[str]
+    #: epoch seconds after which the whole job (all attempts) is out of time
+    deadline: int
+    #: heartbeat window of the Launch trainer state (HeartbeatSecondsPath): integer seconds
+    stall_seconds: int = Field(ge=1)
+    #: trainer image URI, recorded once per run so every retry uses the same one
+    image: str = ""
+    force: bool = False
+    #: true when weights/<job>/best.pt exists and force is not set: nothing is launched
+    already_trained: bool = False
+    created: str = ""
+
+
+# ---------------------------------------------------------------- $.attempt
+
+
+class Attempt(_Model):
+    """``$.attempt``: the plan for one instance (Validate job makes the first, Prepare retry the rest)."""
+
+    number: int = Field(ge=1)
+    capacity: Capacity
+    instance_types: list[str]
+    #: TimeoutSecondsPath of Launch trainer: what is left of max_hours, integer seconds
+    seconds_left: int = Field(ge=1)
+    interruptions: int = 0
+    #: launch backoff rounds used for this attempt (NoCapacity / QuotaExceeded)
+    launch_waits: int = 0
+    #: seconds "Wait for capacity" sleeps before the next launch round (SecondsPath)
+    wait_seconds: int = 0
+
+
+# ---------------------------------------------------------------- $.result
+
+
+class TrainResult(_Model):
+    """``$.result``: the trainer's SendTaskSuccess output."""
+
+    metrics: dict[str, float]
+    best_epoch: int
+    epochs: int
+    seconds: float
+    attempt: int
+    #: artifact name -> S3 key under runs/<job>/<run_id>/artifacts/
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- $.summary
+
+
+class Summary(_Model):
+    """``$.summary``: what the notification says, from Check result or Clean up."""
+
+    status: Literal["complete", "below target", "failed", "skipped", "cancelled"]
+    subject: str
+    message: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    target: Target | None = None
+    met_target: bool | None = None
+    cost_usd: float = 0.0
+    attempts: int = 0
+    interruptions: int = 0
+    weights: str | None = None
+    #: failures: the error that ended the run, as the execution's error (no ``States.`` prefix:
+    #: a Fail state may not raise those; a missed heartbeat is ``TrainerStalled``)
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- $.error
+
+
+class ErrorInfo(BaseModel):
+    """``$.error``: what every Catch writes (Step Functions' own shape)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    Error: str
+    Cause: str | None = None
+
+
+# ---------------------------------------------------------------- the job table item
+
+
+class AttemptRecord(_Model):
+    number: int
+    capacity: Capacity
+    instance: str | None = None
+    instance_type: str | None = None
+    az: str | None = None
+    start: str | None = None
+    end: str | None = None
+    #: running | succeeded | SpotInterrupted | InstanceLost | ... (an error name)
+    outcome: str = "launching"
+
+
+class CurrentAttempt(_Model):
+    number: int
+    instance: str | None = None
+    #: the task token of Launch trainer; never logged, never in tags or user data
+    token: str | None = None
+
+
+class Progress(_Model):
+    epoch: int = 0
+    epochs: int = 0
+    losses: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    seconds_per_epoch: float | None = None
+    attempt: int = 0
+    updated: str = ""
+
+
+class JobItem(_Model):
+    """One item per job in the job table (DESIGN §6)."""
+
+    job: str
+    #: the execution ARN holding the job's lock; absent when nobody holds it
+    execution: str | None = None
+    status: str = "idle"
+    run_id: str | None = None
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    current: CurrentAttempt | None = None
+    progress: Progress | None = None
+    result: dict[str, Any] | None = None
+    message: str | None = None
+    cost_usd: float | None = None
+    updated: str = ""

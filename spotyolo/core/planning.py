@@ -1,0 +1,142 @@
+"""Attempt planning: what the next instance of a job should be, or why there is none.
+
+Shared by Validate job (attempt 1) and Prepare retry (after an interruption, or after a launch
+found no capacity). An attempt is one instance's life; its number grows only when an instance
+was lost. Launch rounds (NoCapacity / QuotaExceeded backoff) keep the number and count
+``launch_waits``. The whole job is bounded by its deadline (``max_hours`` from the first
+start), its ``max_interruptions`` and its optional ``max_cost_usd``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from spotyolo.contract.errors import (
+    BudgetExceeded,
+    ErrorName,
+    SpotyoloError,
+    TooManyInterruptions,
+    error_class,
+)
+from spotyolo.core.models import Attempt, Capacity, CapacityPlan, JobConfig, JobSpec
+
+#: an attempt with less time than this cannot boot, download and train anything useful
+MIN_ATTEMPT_SECONDS = 60
+#: the longest single backoff between launch rounds
+MAX_LAUNCH_WAIT_SECONDS = 900
+
+
+def seconds_left(deadline: int, now: float | None = None) -> int:
+    """Whole seconds until ``deadline`` (epoch seconds); 0 when it has passed."""
+    now = time.time() if now is None else now
+    return max(0, int(deadline - now))
+
+
+def capacity_for(plan: CapacityPlan, interruptions: int, spot_unavailable: bool = False) -> Capacity:
+    """The capacity ladder: ``spot-then-on-demand`` leaves spot after its first loss or shortage."""
+    if plan == "on-demand":
+        return "on-demand"
+    if plan == "spot":
+        return "spot"
+    return "on-demand" if interruptions > 0 or spot_unavailable else "spot"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h"
+
+
+def _check_budget(config: JobConfig, deadline: int, cost_usd: float, now: float | None) -> int:
+    """Seconds left for the next attempt, or ``BudgetExceeded`` saying which limit was hit."""
+    if config.max_cost_usd is not None and cost_usd >= config.max_cost_usd:
+        raise BudgetExceeded(
+            f"the job has cost about ${cost_usd:.2f}, which reaches its max_cost_usd "
+            f"(${config.max_cost_usd:.2f}) in config.yaml; raise max_cost_usd to let it continue"
+        )
+    left = seconds_left(deadline, now)
+    if left < MIN_ATTEMPT_SECONDS:
+        raise BudgetExceeded(
+            f"the job used its max_hours ({_hours(config.max_hours * 3600)}) in config.yaml: "
+            f"{left} s left is too little for another instance; raise max_hours to let it continue"
+        )
+    return left
+
+
+def first_attempt(
+    config: JobConfig, instance_types: list[str], deadline: int, now: float | None = None
+) -> Attempt:
+    """The plan for attempt 1 (Validate job)."""
+    left = _check_budget(config, deadline, 0.0, now)
+    return Attempt(
+        number=1,
+        capacity=capacity_for(config.capacity, 0),
+        instance_types=list(instance_types),
+        seconds_left=left,
+    )
+
+
+def next_attempt(
+    job: JobSpec, attempt: Attempt, error: str, cost_usd: float = 0.0, now: float | None = None
+) -> Attempt:
+    """After ``SpotInterrupted`` / ``InstanceLost``: attempt + 1 on a new instance.
+
+    Raises ``TooManyInterruptions`` past ``max_interruptions`` and ``BudgetExceeded`` when
+    time or money is used up.
+    """
+    interruptions = attempt.interruptions + 1
+    limit = job.config.max_interruptions
+    if interruptions > limit:
+        raise TooManyInterruptions(
+            f"{job.name}: {interruptions} interruptions ({error} on attempt {attempt.number}) is more "
+            f"than max_interruptions ({limit}) in config.yaml; raise max_interruptions, or use "
+            "capacity: spot-then-on-demand (or on-demand) so a retry cannot be interrupted"
+        )
+    left = _check_budget(job.config, job.deadline, cost_usd, now)
+    return Attempt(
+        number=attempt.number + 1,
+        capacity=capacity_for(job.config.capacity, interruptions),
+        instance_types=list(attempt.instance_types),
+        seconds_left=left,
+        interruptions=interruptions,
+    )
+
+
+def next_launch_round(
+    job: JobSpec,
+    attempt: Attempt,
+    error: str,
+    message: str,
+    *,
+    backoff_seconds: int,
+    max_waits: int,
+    cost_usd: float = 0.0,
+    now: float | None = None,
+) -> Attempt:
+    """After ``NoCapacity`` / ``QuotaExceeded``: the same attempt, after a growing wait.
+
+    After ``max_waits`` rounds the launch error itself ends the job (its message says what
+    was tried). ``spot-then-on-demand`` moves to on-demand when spot has no capacity.
+    """
+    waits = attempt.launch_waits + 1
+    if attempt.launch_waits >= max_waits:
+        cls: type[SpotyoloError] = error_class(error)
+        raise cls(f"{message} (gave up after {waits} launch tries; try other instance_types or later)")
+    wait = min(MAX_LAUNCH_WAIT_SECONDS, backoff_seconds * 2**attempt.launch_waits)
+    left = _check_budget(job.config, job.deadline, cost_usd, now)
+    if left - wait < MIN_ATTEMPT_SECONDS:
+        raise BudgetExceeded(
+            f"{message}; waiting {wait} s more for capacity would leave too little of max_hours "
+            f"({_hours(job.config.max_hours * 3600)}); raise max_hours or try other instance_types"
+        )
+    spot_short = error == ErrorName.NO_CAPACITY and attempt.capacity == "spot"
+    capacity = capacity_for(job.config.capacity, attempt.interruptions, spot_unavailable=spot_short)
+    if attempt.capacity == "on-demand":
+        capacity = "on-demand"  # never climb back down the ladder
+    return Attempt(
+        number=attempt.number,
+        capacity=capacity,
+        instance_types=list(attempt.instance_types),
+        seconds_left=left - wait,
+        interruptions=attempt.interruptions,
+        launch_waits=waits,
+        wait_seconds=wait,
+    )

@@ -1,0 +1,857 @@
+"""LocalEngine: the AWS emulator with the pipeline deployed in it, on 127.0.0.1.
+
+What AWS does by itself, the engine does with threads:
+- the EventBridge rules deliver to SQS queues; the *bridge* thread reads them and does what
+  the rule's target would (StartExecution, invoke ``cancel``/``cleanup``/``instance_lost``);
+- moto emits no execution-status events: a *watcher* publishes them (same shape as AWS) when
+  an execution ends FAILED/ABORTED/TIMED_OUT, so the cleanup rule sees them;
+- each running instance tagged ``app=spotyolo`` becomes a trainer process
+  (:class:`spotyolo.local.instances.InstanceRunner`), which also publishes the EC2
+  state-change events that feed ``instance_lost``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from spotyolo.contract import asl
+from spotyolo.contract.env import Settings
+from spotyolo.contract.events import (
+    CLEANUP_STATUSES,
+    EXECUTION_STATUS_CHANGE,
+    RULES,
+    START_INPUT_PATHS,
+    START_INPUT_TEMPLATE,
+    STATES_SOURCE,
+    RuleName,
+)
+from spotyolo.contract.lambdas import LAMBDAS, LambdaName
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import JobItem
+from spotyolo.local import rules
+from spotyolo.local.functions import LambdaHandler, load_handlers
+from spotyolo.local.instances import InstanceRunner, InstanceWorld
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+#: seconds a queue read waits for a message (also how long stop() may wait for the bridge)
+LONG_POLL = 1
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+}
+
+log = logging.getLogger("spotyolo_local")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def execution_prefix(job: str) -> str:
+    # job names are lower case: the upper-case "R" keeps job "a" from matching job "a-2"
+    return f"{job[:40]}-R"
+
+
+def execution_name(job: str) -> str:
+    """The name of an execution the upload rule starts (AWS would use a random id)."""
+    return f"{execution_prefix(job)}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+class PortInUse(RuntimeError):
+    """The emulator's port is taken (moto's server thread would die and leave start() waiting)."""
+
+
+def _check_port(port: int) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise PortInUse(
+                f"127.0.0.1:{port} is already in use ({err.strerror}): stop what listens there (another "
+                "`spotyolo local serve`, LocalStack, moto_server) or pick another port with --port"
+            ) from err
+
+
+@dataclass
+class Resources:
+    """Names and ARNs of what the engine deployed into the emulator."""
+
+    bucket: str = "spotyolo-local"
+    table: str = "spotyolo-jobs"
+    topic_arn: str = ""
+    state_machine_arn: str = ""
+    launch_template_id: str = ""
+    subnet_ids: list[str] = field(default_factory=list)
+    function_arns: dict[str, str] = field(default_factory=dict)
+    rules: list[str] = field(default_factory=list)
+    #: the SQS queue every rule targets (the bridge reads it)
+    events_queue: str = ""
+    notification_queue: str = ""
+
+
+@dataclass
+class LambdaFault:
+    """An injected invoke error: the next ``count`` invocations of ``function`` fail."""
+
+    function: str
+    error: str = "TooManyRequestsException"
+    count: int = 1
+    #: fail after the handler ran (its work is done, the answer is lost: a retry repeats it)
+    after: bool = False
+
+
+class LocalEngine:
+    """Start with :meth:`start` (or use as a context manager); :meth:`stop` leaves nothing running.
+
+    ``settle_seconds`` is Validate job's upload-settle window (30 s on AWS, a few seconds here),
+    ``notice_seconds`` the spot interruption notice (2 minutes on AWS), ``trainer_env`` extra
+    environment for every trainer process (test hooks).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        settle_seconds: int = 1,
+        notice_seconds: float = 15.0,
+        interrupt_at_epochs: Iterable[int] = (),
+        trainer_env: dict[str, str] | None = None,
+        asl_path: str | os.PathLike[str] | None = None,
+        poll_seconds: float = 1.0,
+        trainer_command: list[str] | None = None,
+        warm_trainer: bool = True,
+        boot_seconds: float = 2.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="spotyolo-local-"))
+        self.settle_seconds = settle_seconds
+        self.notice_seconds = notice_seconds
+        self.interrupt_at_epochs = list(interrupt_at_epochs)
+        self.trainer_env = dict(trainer_env or {})
+        self.asl_path = Path(asl_path) if asl_path else None
+        self.poll_seconds = poll_seconds
+        #: what an instance runs (tests of the engine itself swap in a stand-in)
+        self.trainer_command = trainer_command or [sys.executable, "-m", "spotyolo.trainer"]
+        #: fork trainers from a process that has torch and Ultralytics imported already
+        self.warm_trainer = warm_trainer
+        #: from running to the trainer's start (a minute or more on EC2): a Launch trainer
+        #: retried within its Retry interval finds the instance before its trainer reads a token
+        self.boot_seconds = boot_seconds
+        self.resources = Resources()
+        self.faults: list[LambdaFault] = []
+        #: handler overrides by function (tests of the engine itself); default functions/<name>.py
+        self.handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        #: the deployed entry points, loaded anew by each engine (a cold start per emulator world)
+        self._deployed: dict[LambdaName, LambdaHandler] = {}
+        #: deployed function name -> its Lambda
+        self._function_names: dict[str, LambdaName] = {}
+        self._faults_lock = threading.Lock()
+        #: every Lambda invocation routed in-process: (function name, event)
+        self.invocations: list[tuple[str, dict[str, Any]]] = []
+        #: bridge actions taken, for progress output and tests: (rule, detail)
+        self.bridged: list[tuple[str, dict[str, Any]]] = []
+        self._notifications: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._saved_moto_config: dict[str, Any] | None = None
+        self._threads: list[threading.Thread] = []
+        self._targets = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spotyolo-target")
+        self._server: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._execution_status: dict[str, str] = {}
+        self.instances: InstanceRunner | None = None  # set in start()
+        self.started = False
+        self._lambda_log_stream: Any = None
+        self._lambda_log_restore: list[tuple[logging.StreamHandler[Any], Any]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalEngine:
+        from moto.server import ThreadedMotoServer
+
+        _check_port(self.port)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # the server's request log and moto's own report of every failed state are noise
+        # here: the execution history has both
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
+        self._set_env()
+        self._install_patches()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.started = True
+        try:
+            self._configure_emulator()
+            self._deploy()
+            self.instances = InstanceRunner(self._instance_world())
+            self._spawn(self._bridge_loop, "bridge")
+            self._spawn(self._notification_loop, "notifications")
+            self._spawn(self._execution_watch_loop, "execution-status")
+            self._spawn(self.instances.loop, "instances")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _instance_world(self) -> InstanceWorld:
+        return InstanceWorld(
+            endpoint=self.endpoint,
+            workdir=self.workdir,
+            bucket=self.resources.bucket,
+            table=self.resources.table,
+            client=self.client,
+            put_event=self.put_event,
+            job_item=self.job_item,
+            stopped=self._stop,
+            poll_seconds=self.poll_seconds,
+            boot_seconds=self.boot_seconds,
+            notice_seconds=self.notice_seconds,
+            trainer_command=list(self.trainer_command),
+            trainer_env=self.trainer_env,
+            warm_trainer=self.warm_trainer,
+            interrupt_at_epochs=self.interrupt_at_epochs,
+        )
+
+    def stop(self) -> None:
+        """Stop executions, instances, trainer processes and the emulator; restore the env."""
+        if not self.started:
+            return
+        try:
+            self._stop_running_executions()
+        except Exception:  # the emulator may already be unusable; carry on shutting down
+            log.debug("stopping executions failed", exc_info=True)
+        if self.instances is not None:
+            self.instances.shutdown()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._targets.shutdown(wait=True, cancel_futures=True)
+        self._uninstall_patches()
+        for handler, stream in self._lambda_log_restore:
+            handler.setStream(stream)
+        self._lambda_log_restore.clear()
+        if self._lambda_log_stream is not None:
+            self._lambda_log_stream.close()
+            self._lambda_log_stream = None
+        if self._server is not None:
+            self._server.stop()
+        if self._saved_moto_config is not None:
+            from moto.core.config import default_user_config
+
+            live: dict[str, Any] = default_user_config  # type: ignore[assignment]  # a TypedDict
+            live.clear()
+            live.update(self._saved_moto_config)
+            self._saved_moto_config = None
+        self._restore_env()
+        self.started = False
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    target()
+                    return
+                except Exception:  # a loop must outlive one bad poll (emulator hiccup)
+                    if self._stop.is_set():
+                        return
+                    log.exception("local engine thread %s failed; restarting it", name)
+                    time.sleep(self.poll_seconds)
+
+        thread = threading.Thread(target=run, name=f"spotyolo-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------------ environment
+
+    def settings(self) -> Settings:
+        """The Lambdas' settings, as the CDK app would set them for this deployment."""
+        r = self.resources
+        return Settings(
+            bucket=r.bucket,
+            job_table=r.table,
+            topic_arn=r.topic_arn,
+            state_machine_arn=r.state_machine_arn,
+            trainer_image="local",
+            launch_template_id=r.launch_template_id,
+            subnet_ids=r.subnet_ids,
+            settle_seconds=self.settle_seconds,
+            # NoCapacity backoff: 60 s doubling on AWS; seconds here
+            launch_backoff_seconds=max(1, self.settle_seconds),
+            region=REGION,
+        )
+
+    def lambda_env(self) -> dict[str, str]:
+        """The Lambdas' environment (set in this process: the handlers run here)."""
+        return self.settings().to_env()
+
+    def _set_env(self) -> None:
+        env = {
+            **FAKE_CREDENTIALS,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "MOTO_PORT": str(self.port),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": os.environ.get("POWERTOOLS_SERVICE_NAME", "spotyolo"),
+        }
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        # Powertools' Logger writes JSON lines to stdout: keep them in a file instead
+        self.lambda_log = self.workdir / "lambdas.log"
+
+    def _update_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    # ------------------------------------------------------------------ clients
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the emulator (thread-safe; cached per service)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if service not in cache:
+            cache[service] = boto3.client(  # type: ignore[call-overload]
+                service,
+                region_name=REGION,
+                endpoint_url=self.endpoint,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+                config=Config(retries={"max_attempts": 2}, max_pool_connections=32),
+            )
+        return cache[service]
+
+    @property
+    def _lambda_client(self) -> Any:
+        """Invocations are not retried by the client (a retry would run a handler twice) and may
+        take as long as a Lambda may (15 minutes)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if "lambda-invoke" not in cache:
+            cache["lambda-invoke"] = boto3.client(
+                "lambda",
+                region_name=REGION,
+                endpoint_url=self.endpoint,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+                config=Config(retries={"total_max_attempts": 1}, read_timeout=900, max_pool_connections=8),
+            )
+        return cache["lambda-invoke"]
+
+    # ------------------------------------------------------------------ moto set-up
+
+    def _install_patches(self) -> None:
+        from spotyolo.local import moto_patches
+
+        moto_patches.install(self.route, port=self.port)
+
+    def _uninstall_patches(self) -> None:
+        from spotyolo.local import moto_patches
+
+        moto_patches.uninstall()
+
+    def _configure_emulator(self) -> None:
+        import urllib.request
+
+        from moto.core.config import default_user_config
+
+        # the POST below changes moto's config for the whole process (the server runs here):
+        # stop() puts it back, so code that uses moto after the engine is unaffected
+        self._saved_moto_config = copy.deepcopy(dict(default_user_config))
+        for path, body in (
+            ("/moto-api/reset", b""),
+            ("/moto-api/config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()),
+        ):
+            request = urllib.request.Request(self.endpoint + path, data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+
+    def _deploy(self) -> None:
+        r = self.resources
+        s3, ddb, sns, sqs = (self.client(n) for n in ("s3", "dynamodb", "sns", "sqs"))
+        s3.create_bucket(Bucket=r.bucket)
+        s3.put_bucket_notification_configuration(
+            Bucket=r.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        ddb.create_table(
+            TableName=r.table,
+            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        r.topic_arn = sns.create_topic(Name="spotyolo-notifications")["TopicArn"]
+        r.notification_queue = sqs.create_queue(QueueName="spotyolo-notifications")["QueueUrl"]
+        sns.subscribe(TopicArn=r.topic_arn, Protocol="sqs", Endpoint=self._queue_arn(r.notification_queue))
+        self._deploy_ec2()
+        self._deploy_lambdas()
+        self._deploy_state_machine()
+        self._update_env(self.lambda_env())
+        self._deploy_rules()
+
+    def _queue_arn(self, url: str) -> str:
+        attrs = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        arn: str = attrs["Attributes"]["QueueArn"]
+        return arn
+
+    def _deploy_ec2(self) -> None:
+        ec2 = self.client("ec2")
+        r = self.resources
+        subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        r.subnet_ids = sorted(s["SubnetId"] for s in subnets)[:3]
+        # the GPU ECS-optimised Amazon Linux image, as the CDK app's launch template (a filtered
+        # query: listing all of moto's 1300 images costs 1.5 s of the engine's start)
+        images = (
+            ec2.describe_images(
+                Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-ecs-gpu-hvm-*"]}]
+            )["Images"]
+            or ec2.describe_images(Owners=["amazon"])["Images"]
+        )
+        image = images[0]["ImageId"]
+        template = ec2.create_launch_template(
+            LaunchTemplateName="spotyolo-trainer",
+            LaunchTemplateData={
+                "ImageId": image,
+                "InstanceInitiatedShutdownBehavior": "terminate",
+                "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+                "BlockDeviceMappings": [
+                    {
+                        "DeviceName": "/dev/xvda",
+                        "Ebs": {"VolumeSize": 60, "VolumeType": "gp3", "Encrypted": True},
+                    }
+                ],
+            },
+        )
+        r.launch_template_id = template["LaunchTemplate"]["LaunchTemplateId"]
+
+    def _deploy_lambdas(self) -> None:
+        iam, lam = self.client("iam"), self.client("lambda")
+        role = iam.create_role(
+            RoleName="spotyolo-lambda",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("README.txt", "the local engine runs functions/<name>.py in-process\n")
+        for name, spec in LAMBDAS.items():
+            function_name = f"spotyolo-{name.replace('_', '-')}"
+            self._function_names[function_name] = name
+            arn = lam.create_function(
+                FunctionName=function_name,
+                Runtime="python3.13",
+                Role=role,
+                Handler=spec.handler,
+                Code={"ZipFile": buffer.getvalue()},
+                Timeout=300,
+            )["FunctionArn"]
+            self.resources.function_arns[name] = arn
+
+    def _deploy_state_machine(self) -> None:
+        r = self.resources
+        values = asl.substitutions(lambda name: r.function_arns[name], r.topic_arn)
+        definition = asl.render_asl(values, *([self.asl_path] if self.asl_path else []))
+        definition = json.dumps(self._local_timings(json.loads(definition)))
+        r.state_machine_arn = self.client("stepfunctions").create_state_machine(
+            name="spotyolo-training-pipeline",
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/spotyolo-state-machine",
+        )["stateMachineArn"]
+
+    def _local_timings(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """The one change made to the ASL locally: a fixed ``Seconds`` of a Wait state (the
+        upload settle wait: 30 s, sized for SETTLE_SECONDS on AWS) becomes the local settle
+        window. Everything else (SecondsPath waits, retries, catchers) runs as written."""
+        for state in definition.get("States", {}).values():
+            if state.get("Type") == "Wait" and isinstance(state.get("Seconds"), int):
+                state["Seconds"] = min(state["Seconds"], max(1, self.settle_seconds))
+        return definition
+
+    def _deploy_rules(self) -> None:
+        """The four rules of the CDK app, each with the one SQS queue the bridge reads as target."""
+        events, sqs = self.client("events"), self.client("sqs")
+        r = self.resources
+        r.events_queue = sqs.create_queue(QueueName="spotyolo-rule-targets")["QueueUrl"]
+        queue_arn = self._queue_arn(r.events_queue)
+        for spec in RULES:
+            rule = f"spotyolo-{spec.name}"
+            pattern = spec.pattern(r.bucket, r.state_machine_arn)
+            events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")
+            target: dict[str, Any] = {"Id": "bridge", "Arn": queue_arn}
+            if spec.target is None:
+                target["InputTransformer"] = {
+                    "InputPathsMap": START_INPUT_PATHS,
+                    "InputTemplate": START_INPUT_TEMPLATE,
+                }
+            events.put_targets(Rule=rule, Targets=[target])
+            r.rules.append(rule)
+
+    # ------------------------------------------------------------------ Lambda routing
+
+    def inject_fault(
+        self, function: str, error: str = "TooManyRequestsException", count: int = 1, *, after: bool = False
+    ) -> None:
+        """Make the next ``count`` invocations of ``function`` fail with ``Lambda.<error>``
+        (the Lambda service failing, which the state machine retries); ``after``: the handler
+        runs first and only its answer is lost."""
+        with self._faults_lock:
+            self.faults.append(LambdaFault(function, error, count, after))
+
+    def _take_fault(self, function: str) -> LambdaFault | None:
+        with self._faults_lock:
+            for fault in self.faults:
+                if fault.function == function and fault.count > 0:
+                    fault.count -= 1
+                    return fault
+        return None
+
+    def route(self, function_name: str, event: Any) -> Any:
+        """Run ``functions/<name>.py``'s ``handler(event, context)`` here (moto_patches' router).
+        An injected fault raises first, as the Lambda service would (``Lambda.<error>``)."""
+        from spotyolo.local import moto_patches
+
+        name = self._function_names.get(function_name) or LambdaName(function_name)
+        fault = self._take_fault(name)
+        if fault is not None and not fault.after:
+            raise moto_patches.LambdaServiceError(
+                f"injected by the local engine ({name})", code=fault.error, status=429
+            )
+        self.invocations.append((name, event if isinstance(event, dict) else {"event": event}))
+        handler = self.handlers.get(name) or self._handler(name)
+        self._attach_lambda_log()
+        context = moto_patches.LambdaContext(
+            function_name=function_name,
+            invoked_function_arn=self.resources.function_arns.get(name, ""),
+            log_group_name=f"/aws/lambda/{function_name}",
+            log_stream_name="local",
+        )
+        with warnings.catch_warnings():  # Powertools warns when a handler published no metric
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
+            result = handler(event, context)
+        if fault is not None:
+            raise moto_patches.LambdaServiceError(
+                f"injected by the local engine after {name} ran", code=fault.error, status=429
+            )
+        return result
+
+    def _handler(self, name: LambdaName) -> LambdaHandler:
+        """The deployed entry point, loaded at its first invocation (its cold start, with this
+        engine's environment in place)."""
+        if not self._deployed:
+            self._deployed.update(load_handlers())
+        return self._deployed[name]
+
+    def _attach_lambda_log(self) -> None:
+        """Send the handlers' Powertools log lines (JSON on stdout in Lambda) to lambdas.log."""
+        if self._lambda_log_stream is not None:
+            return
+        from spotyolo.steps.common import logger
+
+        self._lambda_log_stream = open(self.lambda_log, "a", encoding="utf-8")  # noqa: SIM115
+        for handler in logger._logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                self._lambda_log_restore.append((handler, handler.setStream(self._lambda_log_stream)))
+
+    def invoke(self, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Invoke a deployed Lambda through the emulator, as an EventBridge target would."""
+        response = self._lambda_client.invoke(
+            FunctionName=self.resources.function_arns[name], Payload=json.dumps(event).encode()
+        )
+        payload = response["Payload"].read()
+        result: dict[str, Any] = {"error": response.get("FunctionError")}
+        try:
+            result["payload"] = json.loads(payload) if payload else None
+        except ValueError:
+            result["payload"] = payload.decode(errors="replace")
+        return result
+
+    # ------------------------------------------------------------------ EventBridge bridge
+
+    def put_event(self, source: str, detail_type: str, detail: dict[str, Any], resources: list[str]) -> None:
+        """Publish an event the way the AWS service would (moto does not for EC2 / Step Functions)."""
+        self.client("events").put_events(
+            Entries=[
+                {
+                    "Source": source,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "Resources": resources,
+                }
+            ]
+        )
+
+    def _bridge_loop(self) -> None:
+        """Long-poll the rules' queue (moto wakes the call as a message arrives: no busy polling
+        on the 2 cores training needs) and act as each rule's AWS target would."""
+        sqs = self.client("sqs")
+        url = self.resources.events_queue
+        while not self._stop.is_set():
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=LONG_POLL)
+            for message in messages.get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                # targets run concurrently, as on AWS: a slow one never holds up the others
+                self._targets.submit(self._deliver, message["Body"])
+
+    def _deliver(self, body: str) -> None:
+        try:
+            event = json.loads(body)
+            self._bridge(rules.rule_of(event), event)
+        except Exception:
+            log.exception("bridging an event failed: %s", body[:500])
+
+    def _notification_loop(self) -> None:
+        sqs = self.client("sqs")
+        url = self.resources.notification_queue
+        while not self._stop.is_set():
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=LONG_POLL)
+            for message in messages.get("Messages", []):
+                envelope = json.loads(message["Body"])
+                self._notifications.append(
+                    {"subject": envelope.get("Subject"), "message": envelope.get("Message", "")}
+                )
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _bridge(self, rule: RuleName, event: dict[str, Any]) -> None:
+        if "detail-type" in event:  # moto's events lack some envelope fields AWS always sends
+            event.setdefault("version", "0")
+            event.setdefault("id", str(uuid.uuid4()))
+            event.setdefault("account", ACCOUNT)
+            event.setdefault("region", REGION)
+            event.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            event.setdefault("resources", [])
+        self.bridged.append((rule, event))
+        target = next(spec.target for spec in RULES if spec.name == rule)
+        if target is not None:
+            self.invoke(target, event)
+        else:
+            start = rules.start_input(event)
+            job = start["key"].split("/")[1] if start["key"].count("/") >= 2 else "job"
+            name = execution_name(job)
+            self.client("stepfunctions").start_execution(
+                stateMachineArn=self.resources.state_machine_arn, name=name, input=json.dumps(start)
+            )
+
+    def _execution_watch_loop(self) -> None:
+        sfn = self.client("stepfunctions")
+        while not self._stop.is_set():
+            for page in sfn.get_paginator("list_executions").paginate(
+                stateMachineArn=self.resources.state_machine_arn
+            ):
+                for execution in page["executions"]:
+                    self._note_status(execution)
+            self._stop.wait(self.poll_seconds * 2)
+
+    def _note_status(self, execution: dict[str, Any]) -> None:
+        arn, status = execution["executionArn"], execution["status"]
+        previous = self._execution_status.get(arn)
+        self._execution_status[arn] = status
+        if previous == status or status not in CLEANUP_STATUSES:
+            return
+        described = self.client("stepfunctions").describe_execution(executionArn=arn)
+        detail = {
+            "executionArn": arn,
+            "stateMachineArn": self.resources.state_machine_arn,
+            "name": execution["name"],
+            "status": status,
+            "startDate": int(execution["startDate"].timestamp() * 1000),
+            "stopDate": int(described["stopDate"].timestamp() * 1000) if described.get("stopDate") else None,
+            "input": described.get("input"),
+            "output": described.get("output"),
+            "error": described.get("error"),
+            "cause": described.get("cause"),
+        }
+        self.put_event(STATES_SOURCE, EXECUTION_STATUS_CHANGE, detail, [arn])
+
+    def _stop_running_executions(self) -> None:
+        sfn = self.client("stepfunctions")
+        for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.resources.state_machine_arn, statusFilter="RUNNING"
+        ):
+            for execution in page["executions"]:
+                sfn.stop_execution(executionArn=execution["executionArn"], cause="local engine stopped")
+
+    # ------------------------------------------------------------------ notifications
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every SNS message published so far ({"subject", "message"}), oldest first."""
+        return list(self._notifications)
+
+    def wait_notifications(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self._notifications) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.notifications()
+
+    # ------------------------------------------------------------------ jobs
+
+    def upload_job(
+        self,
+        job_dir: str | os.PathLike[str],
+        job: str | None = None,
+        progress: Callable[[int, int, int], None] | None = None,
+        trigger: bool = True,
+    ) -> str:
+        """Upload a job folder to ``jobs/<job>/``: every other file first, ``config.yaml`` last
+        (its upload is the trigger, as on AWS). ``progress(files_done, files_total, bytes_done)``."""
+        folder = Path(job_dir)
+        job = job or folder.resolve().name
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".DS_Store")
+        config = folder / "config.yaml"
+        ordered = [p for p in files if p != config] + ([config] if trigger and config.exists() else [])
+        s3 = self.client("s3")
+        done = [0, 0]
+        lock = threading.Lock()
+
+        def put(path: Path) -> None:
+            s3.upload_file(
+                str(path), self.resources.bucket, f"jobs/{job}/{path.relative_to(folder).as_posix()}"
+            )
+            with lock:
+                done[0] += 1
+                done[1] += path.stat().st_size
+                if progress:
+                    progress(done[0], len(ordered), done[1])
+
+        rest, last = (ordered[:-1], ordered[-1:]) if trigger and config.exists() else (ordered, [])
+        with ThreadPoolExecutor(max_workers=8) as pool:  # like `aws s3 cp --recursive`
+            list(pool.map(put, rest))
+        for path in last:  # the trigger, once everything else is in
+            put(path)
+        return job
+
+    def start_execution(self, payload: dict[str, Any], name: str | None = None) -> str:
+        arn: str = self.client("stepfunctions").start_execution(
+            stateMachineArn=self.resources.state_machine_arn,
+            name=name or f"manual-{uuid.uuid4().hex[:12]}",
+            input=json.dumps(payload),
+        )["executionArn"]
+        return arn
+
+    def executions(self, job: str | None = None) -> list[dict[str, Any]]:
+        """This state machine's executions (newest first), optionally only those of ``job``."""
+        sfn = self.client("stepfunctions")
+        found: list[dict[str, Any]] = []
+        for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.resources.state_machine_arn
+        ):
+            found.extend(page["executions"])
+        if job is not None:
+            found = [e for e in found if e["name"].startswith(execution_prefix(job))]
+        return sorted(found, key=lambda e: e["startDate"], reverse=True)
+
+    def wait_for_execution(self, job: str, timeout: float = 30.0, exclude: Iterable[str] = ()) -> str:
+        """The ARN of the execution the trigger of ``job`` started (not one in ``exclude``)."""
+        skip = set(exclude)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for execution in self.executions(job):
+                if execution["executionArn"] not in skip:
+                    return str(execution["executionArn"])
+            time.sleep(self.poll_seconds)
+        raise TimeoutError(f"no execution started for job {job!r} within {timeout:.0f} s")
+
+    def wait_done(self, execution_arn: str, timeout: float = 600.0) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return described
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} still running after {timeout:.0f} s")
+            time.sleep(self.poll_seconds)
+
+    def history(self, execution_arn: str) -> Iterator[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+            yield from page["events"]
+
+    def job_item(self, job: str) -> JobItem | None:
+        return JobTable(self.client("dynamodb"), self.resources.table).get(job)
+
+    def download_prefix(self, prefix: str, dest: str | os.PathLike[str]) -> list[Path]:
+        """Copy every object under ``prefix`` to ``dest`` (keeping sub-folders)."""
+        s3 = self.client("s3")
+        out = Path(dest)
+        written: list[Path] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.resources.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = out / obj["Key"][len(prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(self.resources.bucket, obj["Key"], str(target))
+                written.append(target)
+        return written
+
+    def running_instances(self) -> list[dict[str, Any]]:
+        reservations = self.client("ec2").describe_instances(
+            Filters=[
+                {"Name": "tag:app", "Values": ["spotyolo"]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )["Reservations"]
+        return [i for r in reservations for i in r["Instances"]]
+
+
+@contextmanager
+def running_engine(**kwargs: Any) -> Iterator[LocalEngine]:
+    engine = LocalEngine(**kwargs)
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()

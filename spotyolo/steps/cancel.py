@@ -1,0 +1,85 @@
+"""Cancel: ``jobs/<job>/config.yaml`` was deleted, so stop that job's run.
+
+Event: the EventBridge S3 "Object Deleted" event (``detail.bucket.name``,
+``detail.object.key``). Stops the execution that holds the job's lock (error ``Cancelled``)
+and does the clean up itself (terminate the run's instances, close the attempt, drop the
+token, release the lock, notify "cancelled"): moto's StopExecution does not end a task-token
+wait, and on AWS the execution-status rule's clean up then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from spotyolo.contract.errors import ErrorName, JobInvalid
+from spotyolo.contract.layout import job_from_config_key
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import ErrorInfo
+from spotyolo.steps.common import logger, metrics
+from spotyolo.steps.ending import clean_up, notify_if_owned
+
+
+class _Bucket(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str
+
+
+class DeletedDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    bucket: _Bucket
+    object: _Object
+
+
+class ObjectDeletedEvent(EventBridgeModel):
+    detail: DeletedDetail  # type: ignore[assignment]
+
+
+def cancel(
+    bucket: str, key: str, *, sfn: Any, ec2: Any, sns: Any, table: JobTable, topic_arn: str
+) -> dict[str, Any]:
+    try:
+        job = job_from_config_key(key)
+    except JobInvalid:
+        return {"cancelled": False, "reason": f"{key} is not a job's config.yaml"}
+    item = table.get(job)
+    if not item or not item.execution:
+        return {"cancelled": False, "reason": f"job {job} is not running", "job": job}
+    execution = item.execution
+    cause = f"s3://{bucket}/{key} was deleted, which cancels the job"
+    try:
+        sfn.stop_execution(executionArn=execution, error=ErrorName.CANCELLED, cause=cause)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+            raise
+    report = clean_up(
+        job,
+        execution,
+        run_id=item.run_id,
+        outcome=ErrorName.CANCELLED,
+        error=ErrorInfo(Error=ErrorName.CANCELLED, Cause=cause),
+        job=None,
+        summary=None,
+        ec2=ec2,
+        table=table,
+    )
+    notify_if_owned(report, sns, topic_arn)
+    metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
+    logger.info("cancelled", extra={"job": job, "execution": execution, "terminated": report.terminated})
+    return {
+        "cancelled": True,
+        "job": job,
+        "execution": execution,
+        "terminated": report.terminated,
+        "released": report.released,
+    }

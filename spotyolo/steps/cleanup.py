@@ -1,0 +1,109 @@
+"""Clean up: leave nothing running and nothing locked when a run ends, however it ends.
+
+Two callers:
+
+* the workflow's "Clean up" / "Clean up after failure" states:
+  ``{"document": <the whole state document>, "execution": "<arn>", "outcome": "succeeded"|"failed"}``
+  → ``{**Summary, "terminated": [instance ids], "released": bool}``;
+* the execution-status rule (FAILED / ABORTED / TIMED_OUT), an EventBridge
+  "Step Functions Execution Status Change" event whose ``detail.input`` is the execution
+  input: covers what the workflow cannot catch (``States.Runtime``, a stop). It notifies
+  only when the execution still held the lock, i.e. when nobody told the user yet.
+
+Every change is conditional on the job table still naming this execution, so a refused
+duplicate, a late retry or a second cleanup never touches a run that is not its own; running
+it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from pydantic import BaseModel, ConfigDict
+
+from spotyolo.contract.errors import ErrorName
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import ErrorInfo, Summary
+from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned
+
+# ---------------------------------------------------------------- events
+
+
+class WorkflowCleanup(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    document: dict[str, Any]
+    execution: str
+    outcome: Literal["succeeded", "failed"]
+
+
+class StatusDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    executionArn: str
+    status: str
+    input: str | None = None
+
+
+class StatusChangeEvent(EventBridgeModel):
+    detail: StatusDetail  # type: ignore[assignment]
+
+
+def from_workflow(event: WorkflowCleanup, *, ec2: Any, table: JobTable) -> dict[str, Any]:
+    doc = event.document
+    name, spec, _attempt = job_of(doc)
+    error = ErrorInfo.model_validate(doc["error"]) if isinstance(doc.get("error"), dict) else None
+    summary = Summary.model_validate(doc["summary"]) if event.outcome == "succeeded" else None
+    if name is None:
+        # the input named no job we could read: nothing was locked or launched
+        summary = failure_summary("job", error, None, cost_usd=0.0, attempts=0, interruptions=0)
+        return {**summary.model_dump(mode="json"), "terminated": [], "released": False}
+    report = clean_up(
+        name,
+        event.execution,
+        run_id=spec.run_id if spec else None,
+        outcome="succeeded" if event.outcome == "succeeded" else (error.Error if error else "failed"),
+        error=error,
+        job=spec,
+        summary=summary,
+        ec2=ec2,
+        table=table,
+    )
+    final = report.summary or failure_summary(name, error, spec, cost_usd=0.0, attempts=0, interruptions=0)
+    return {**final.model_dump(mode="json"), "terminated": report.terminated, "released": report.released}
+
+
+def from_status_event(
+    event: StatusChangeEvent, *, ec2: Any, table: JobTable, sns: Any, topic_arn: str
+) -> dict[str, Any]:
+    detail = event.detail
+    if detail.status not in ("FAILED", "ABORTED", "TIMED_OUT"):
+        return {"ignored": f"status {detail.status}"}
+    try:
+        document = json.loads(detail.input or "{}")
+    except ValueError:
+        document = {}
+    name, _spec, _attempt = job_of(document if isinstance(document, dict) else {})
+    if name is None:
+        return {"ignored": "the execution input names no job"}
+    error = ErrorInfo(
+        Error={"ABORTED": ErrorName.CANCELLED, "TIMED_OUT": ErrorName.STATES_TIMEOUT}.get(
+            detail.status, ErrorName.TRAINER_ERROR
+        ),
+        Cause=f"the execution {detail.executionArn} ended {detail.status} before its own clean up ran",
+    )
+    report = clean_up(
+        name,
+        detail.executionArn,
+        run_id=None,
+        outcome=error.Error,
+        error=error,
+        job=None,
+        summary=None,
+        ec2=ec2,
+        table=table,
+    )
+    notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
+    return report.model_dump(mode="json")

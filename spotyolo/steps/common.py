@@ -1,0 +1,77 @@
+"""What the step logic and the Lambda entry points (functions/) share: Powertools objects and
+boto3 clients.
+
+An entry point stays a few lines: decorators, parse the event with the step's model, call its
+logic with clients made here. Clients honour ``AWS_ENDPOINT_URL`` (boto3 does), which is how
+the local engine points them at the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from botocore.config import Config
+
+from spotyolo.contract.env import Settings
+from spotyolo.core.jobtable import JobTable
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "spotyolo")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "spotyolo")
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+def settings() -> Settings:
+    """The deployment's settings; raises ``SettingsMissing`` naming what the environment lacks.
+
+    Entry points call it at import (a Lambda's cold start fails at once) and per invocation
+    (the local engine deploys several emulator worlds into one process, one after another)."""
+    return Settings.from_env()
+
+
+@cache
+def _client(name: str, region: str, endpoint: str | None, pool: int) -> Any:
+    config = Config(max_pool_connections=pool)
+    return boto3.client(name, region_name=region, config=config)  # type: ignore[call-overload]
+
+
+def client(name: str, *, pool: int = 10) -> Any:
+    """A cached boto3 client for this region and endpoint (``pool``: connections it may hold)."""
+    return _client(name, settings().region, os.environ.get("AWS_ENDPOINT_URL"), pool)
+
+
+def s3_client(pool: int = 10) -> S3Client:
+    return client("s3", pool=pool)  # type: ignore[no-any-return]
+
+
+def ec2_client() -> EC2Client:
+    return client("ec2")  # type: ignore[no-any-return]
+
+
+def dynamodb_client() -> DynamoDBClient:
+    return client("dynamodb")  # type: ignore[no-any-return]
+
+
+def sfn_client() -> SFNClient:
+    return client("stepfunctions")  # type: ignore[no-any-return]
+
+
+def sns_client() -> SNSClient:
+    return client("sns")  # type: ignore[no-any-return]
+
+
+def job_table() -> JobTable:
+    return JobTable(dynamodb_client(), settings().job_table)

@@ -1,0 +1,194 @@
+"""How a run ends, shared by the Lambdas that end one (Clean up, Cancel): the failure
+notification's words, the execution's error name, and the clean up itself (terminate the run's
+instances, close the attempt, drop the token, release the lock).
+
+Every change is conditional on the job table still naming the execution, so a refused
+duplicate, a late retry or a second cleanup never touches a run that is not its own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel
+
+from spotyolo.contract.errors import ErrorName, JobInvalid
+from spotyolo.contract.layout import job_from_config_key
+from spotyolo.core.cost import price_fn, run_cost
+from spotyolo.core.fleet import run_instances_of
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
+from spotyolo.core.text import cause_text, duration
+from spotyolo.steps.common import logger, metrics
+
+#: what each error means, in words a user reads, and what to do about it
+ERROR_TEXT: dict[str, str] = {
+    ErrorName.SPOT_INTERRUPTED: "the spot instance was interrupted",
+    ErrorName.INSTANCE_LOST: "the instance went away without a result (crash or termination)",
+    ErrorName.TOO_MANY_INTERRUPTIONS: "it was interrupted too often",
+    ErrorName.BUDGET_EXCEEDED: "its time or cost budget is used up",
+    ErrorName.NO_CAPACITY: "EC2 had no capacity for its instance types",
+    ErrorName.QUOTA_EXCEEDED: "an EC2 quota of the account stopped the launch",
+    ErrorName.PREFLIGHT_FAILED: "the instance cannot train this job (checked before training)",
+    ErrorName.TRAINING_DIVERGED: "training diverged: a loss became NaN or infinite "
+    "(lower lr0, check the labels)",
+    ErrorName.DATASET_ERROR: "the dataset could not be read on the instance",
+    ErrorName.TRAINER_ERROR: "the trainer failed",
+    ErrorName.JOB_INVALID: "the job is invalid",
+    ErrorName.JOB_ALREADY_RUNNING: "another execution is training this job",
+    ErrorName.STATES_HEARTBEAT_TIMEOUT: "the trainer made no progress for {stall} "
+    "(stall_hours in config.yaml): it was stopped; raise stall_hours if an epoch really takes that long",
+    ErrorName.STATES_TASK_FAILED: "a step failed",
+    ErrorName.CANCELLED: "it was cancelled",
+}
+
+
+def error_words(error: ErrorInfo | None, job: JobSpec | None, now: float | None = None) -> str:
+    name = error.Error if error else ErrorName.STATES_TASK_FAILED
+    if name == ErrorName.STATES_TIMEOUT:  # the local engine's name for both timeouts
+        out_of_time = job is not None and (now or time.time()) >= job.deadline - 5
+        if not out_of_time:
+            name = ErrorName.STATES_HEARTBEAT_TIMEOUT
+        else:
+            return (
+                f"it used its max_hours ({job.config.max_hours:g} h in config.yaml)"
+                if job
+                else "it timed out"
+            )
+    text = ERROR_TEXT.get(name, f"of {name}")
+    if "{stall}" in text:
+        text = text.format(stall=duration(job.stall_seconds) if job else "too long")
+    return text
+
+
+def execution_error(error: ErrorInfo | None, job: JobSpec | None, now: float | None = None) -> str:
+    """The error name the execution fails with (``States.*`` names may not be raised by a Fail)."""
+    name = error.Error if error else ErrorName.TRAINER_ERROR
+    if name in (ErrorName.STATES_TIMEOUT, ErrorName.STATES_HEARTBEAT_TIMEOUT):
+        out_of_time = job is not None and (now or time.time()) >= job.deadline - 5
+        return ErrorName.JOB_TIMED_OUT if out_of_time else ErrorName.TRAINER_STALLED
+    if name.startswith("States."):
+        return ErrorName.PIPELINE_ERROR
+    return name
+
+
+def failure_summary(
+    job_name: str,
+    error: ErrorInfo | None,
+    job: JobSpec | None,
+    *,
+    cost_usd: float,
+    attempts: int,
+    interruptions: int,
+    status: Literal["failed", "cancelled"] = "failed",
+) -> Summary:
+    name = error.Error if error else ErrorName.STATES_TASK_FAILED
+    what = error_words(error, job)
+    cause = cause_text(error)
+    message = f"{job_name} {status}: {what}."
+    if cause and cause not in message:
+        message += f"\n{cause}"
+    parts = [f"cost so far ${cost_usd:.2f}", f"{attempts} attempt{'s' if attempts != 1 else ''}"]
+    if interruptions:
+        parts.append(f"{interruptions} interruption{'s' if interruptions != 1 else ''}")
+    message += "\n" + " · ".join(parts)
+    subject = f"spotyolo: {job_name} {status} ({name})"[:100]
+    return Summary(
+        status=status,
+        subject=subject,
+        message=message,
+        cost_usd=cost_usd,
+        attempts=attempts,
+        interruptions=interruptions,
+        target=job.config.target if job else None,
+        error=execution_error(error, job),
+    )
+
+
+def job_of(document: dict[str, Any]) -> tuple[str | None, JobSpec | None, Attempt | None]:
+    """The job a state document (or a bare execution input) belongs to."""
+    raw_job = document.get("job")
+    if isinstance(raw_job, dict):
+        spec = JobSpec.model_validate(raw_job)
+        attempt = (
+            Attempt.model_validate(document["attempt"]) if isinstance(document.get("attempt"), dict) else None
+        )
+        return spec.name, spec, attempt
+    if isinstance(raw_job, str):  # ManualInput
+        return raw_job, None, None
+    key = document.get("key")
+    if isinstance(key, str):  # EventInput
+        try:
+            return job_from_config_key(key), None, None
+        except JobInvalid:
+            return None, None, None
+    return None, None, None
+
+
+class CleanupReport(BaseModel):
+    job: str | None
+    owned: bool = False
+    terminated: list[str] = []
+    released: bool = False
+    summary: Summary | None = None
+
+
+def clean_up(
+    job_name: str,
+    execution: str,
+    *,
+    run_id: str | None,
+    outcome: str,
+    error: ErrorInfo | None,
+    job: JobSpec | None,
+    summary: Summary | None,
+    ec2: Any,
+    table: JobTable,
+) -> CleanupReport:
+    """Terminate the run's instances, close the attempt, drop the token, release the lock.
+
+    ``run_id`` comes from ``$.job`` (written after this execution took the lock, so the run is
+    its own); without it, only from the item if the item still names ``execution``.
+    """
+    item = table.get(job_name)
+    owned = item is not None and item.execution == execution
+    if run_id is None and owned and item is not None:
+        run_id = item.run_id
+    terminated: list[str] = []
+    if run_id:  # first, so nothing keeps billing even if the table writes below fail
+        live = run_instances_of(ec2, job_name, run_id)
+        terminated = [i["InstanceId"] for i in live]
+        if terminated:
+            ec2.terminate_instances(InstanceIds=terminated)
+            metrics.add_metric(name="InstancesTerminated", unit=MetricUnit.Count, value=len(terminated))
+    if not owned or item is None:
+        return CleanupReport(job=job_name, owned=False, terminated=terminated, summary=summary)
+    if item.current:
+        table.end_attempt(job_name, execution, item.current.number, outcome)
+    fresh = table.get(job_name) or item
+    cost = run_cost(fresh.attempts, price_fn(ec2))
+    interruptions = sum(
+        1 for a in fresh.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
+    )
+    attempts = len({a.number for a in fresh.attempts if a.instance})
+    if summary is None:
+        status: Literal["failed", "cancelled"] = "cancelled" if outcome == ErrorName.CANCELLED else "failed"
+        summary = failure_summary(
+            job_name, error, job, cost_usd=cost, attempts=attempts, interruptions=interruptions, status=status
+        )
+    table.finish(job_name, execution, message=summary.message, cost_usd=summary.cost_usd or cost)
+    released = table.release_lock(job_name, execution, summary.status)
+    logger.info(
+        "cleaned up",
+        extra={"job": job_name, "outcome": outcome, "terminated": terminated, "released": released},
+    )
+    return CleanupReport(job=job_name, owned=True, terminated=terminated, released=released, summary=summary)
+
+
+def notify_if_owned(report: CleanupReport, sns: Any, topic_arn: str) -> None:
+    """Tell the user, when this clean up was the one that ended the run outside the workflow
+    (a cancel, or the execution-status rule): the workflow's own notification never came."""
+    if report.owned and report.summary and topic_arn:
+        sns.publish(TopicArn=topic_arn, Subject=report.summary.subject, Message=report.summary.message)

@@ -1,0 +1,255 @@
+"""Launch trainer: record the attempt and its task token, then start one instance.
+
+Event ``{"job": JobSpec, "attempt": Attempt, "token": "<task token>"}`` (Launch trainer's
+Payload). Returns ``{"instance", "instance_type", "capacity", "az", "reused"}``, which nobody
+reads: the state waits for the trainer's SendTaskSuccess/Failure on the token.
+
+One EC2 Fleet ``instant`` request, on AWS and in the emulator alike: the configured types
+(times the configured subnets) as overrides of the launch template, price-capacity-optimized
+for spot, in the configured order for on-demand, root volume sized from the dataset. A
+retried invocation never starts a second instance: an instance tagged with this job, run and
+attempt is looked up first (moto ignores ClientToken), and the ClientToken is derived from
+the execution, the attempt and the launch round (AWS returns the first fleet for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from spotyolo.contract.env import Settings
+from spotyolo.contract.errors import JobAlreadyRunning, NoCapacity, QuotaExceeded
+from spotyolo.core.fleet import instance_tags, run_instances_of
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
+from spotyolo.steps.common import logger, metrics
+
+#: root device of the ECS-optimized GPU AMIs (Amazon Linux) the launch template uses
+ROOT_DEVICE = "/dev/xvda"
+#: dataset bytes are stored twice on the instance (download + Ultralytics' label/image caches)
+DATASET_DISK_FACTOR = 2
+
+#: EC2 error codes meaning "no capacity in any pool right now"
+CAPACITY_CODES = {
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "UnfulfillableCapacity",
+}
+#: EC2 error codes meaning "the account's limit says no"
+QUOTA_CODES = {
+    "MaxSpotInstanceCountExceeded",
+    "VcpuLimitExceeded",
+    "InstanceLimitExceeded",
+    "SpotInstanceRequestLimitExceeded",
+}
+
+
+class LaunchEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job: JobSpec
+    attempt: Attempt
+    token: str
+
+
+def client_token(execution: str, attempt: Attempt) -> str:
+    digest = hashlib.sha256(f"{execution}|{attempt.number}|{attempt.launch_waits}".encode()).hexdigest()
+    return f"spotyolo-{digest[:48]}"
+
+
+def root_volume_gb(dataset_bytes: int, base_gb: int) -> int:
+    return base_gb + math.ceil(dataset_bytes * DATASET_DISK_FACTOR / 2**30)
+
+
+def quota_name(instance_type: str, capacity: str) -> str:
+    """The Service Quotas entry that limits ``instance_type`` (what the user asks to raise)."""
+    family = instance_type.split(".")[0].lower()
+    spot = capacity == "spot"
+    if family.startswith(("g", "vt")):
+        return (
+            '"All G and VT Spot Instance Requests" (L-3819A6DF)'
+            if spot
+            else '"Running On-Demand G and VT instances" (L-DB2E81BA)'
+        )
+    if family.startswith("p") and not spot:
+        return '"Running On-Demand P instances" (L-417A185B)'
+    if family in ("p2", "p3", "p3dn", "p4d", "p4de"):
+        return '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'
+    return f"the EC2 {'Spot Instance Requests' if spot else 'Running On-Demand'} quota of the {family} family"
+
+
+def launch_error(codes: list[tuple[str, str]], attempt: Attempt) -> Exception:
+    """NoCapacity or QuotaExceeded from the fleet's error codes, naming what to do."""
+    types = ", ".join(attempt.instance_types)
+    quota = [(c, m) for c, m in codes if c in QUOTA_CODES or "limit" in c.lower()]
+    if quota:
+        names = sorted({quota_name(t, attempt.capacity) for t in attempt.instance_types})
+        detail = "; ".join(sorted({f"{c}: {m}" for c, m in quota}))
+        return QuotaExceeded(
+            f"the account's EC2 quota stops a {attempt.capacity} launch of {types} ({detail}). "
+            f"Request an increase of {' / '.join(names)} in the Service Quotas console "
+            "(the quota counts vCPUs), or choose instance_types the quota allows"
+        )
+    detail = "; ".join(sorted({f"{c}: {m}" for c, m in codes})) or "the fleet returned no instance"
+    return NoCapacity(
+        f"no {attempt.capacity} capacity for {types} in the configured subnets ({detail}); "
+        "more instance_types or subnets in other availability zones give EC2 more pools"
+    )
+
+
+def fleet_request(job: JobSpec, attempt: Attempt, cfg: Settings, execution: str) -> dict[str, Any]:
+    if not cfg.launch_template_id:
+        raise ValueError("LAUNCH_TEMPLATE_ID is not set for the launch function: deploy with the CDK app")
+    image = job.image or cfg.trainer_image
+    tags = [{"Key": k, "Value": v} for k, v in instance_tags(job, attempt, image).items()]
+    volume = {
+        "DeviceName": ROOT_DEVICE,
+        "Ebs": {
+            "VolumeSize": root_volume_gb(job.dataset.bytes, cfg.root_volume_base_gb),
+            "VolumeType": "gp3",
+            "Encrypted": True,
+            "DeleteOnTermination": True,
+        },
+    }
+    overrides: list[dict[str, Any]] = []
+    for priority, instance_type in enumerate(attempt.instance_types):
+        subnets: list[str | None] = list(cfg.subnet_ids) or [None]
+        for subnet in subnets:
+            override: dict[str, Any] = {"InstanceType": instance_type, "BlockDeviceMappings": [volume]}
+            if subnet:
+                override["SubnetId"] = subnet
+            if attempt.capacity == "on-demand":
+                override["Priority"] = float(priority)
+            overrides.append(override)
+    request: dict[str, Any] = {
+        "Type": "instant",
+        "ClientToken": client_token(execution, attempt),
+        "LaunchTemplateConfigs": [
+            {
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": cfg.launch_template_id,
+                    "Version": cfg.launch_template_version or "$Latest",
+                },
+                "Overrides": overrides,
+            }
+        ],
+        "TargetCapacitySpecification": {
+            "TotalTargetCapacity": 1,
+            "DefaultTargetCapacityType": attempt.capacity,
+        },
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": tags},
+            {"ResourceType": "fleet", "Tags": tags},
+        ],
+    }
+    if attempt.capacity == "spot":
+        request["SpotOptions"] = {"AllocationStrategy": "price-capacity-optimized"}
+    else:
+        request["OnDemandOptions"] = {"AllocationStrategy": "prioritized"}
+    return request
+
+
+def _record_attempt(table: JobTable, job: JobSpec, attempt: Attempt, token: str) -> None:
+    item = table.get(job.name)
+    if not item or item.execution != job.execution:
+        holder = item.execution if item else None
+        raise JobAlreadyRunning(
+            f"job {job.name!r} is no longer held by this execution (held by {holder or 'nobody'}: "
+            "cancelled or taken over); nothing was launched"
+        )
+    open_record = any(r.number == attempt.number and not r.end for r in item.attempts)
+    if open_record and item.current and item.current.number == attempt.number:
+        # a retried Launch trainer: same attempt, new task token
+        table.replace_token(job.name, job.execution, attempt.number, token)
+        return
+    record = AttemptRecord(number=attempt.number, capacity=attempt.capacity)
+    if not table.start_attempt(job.name, job.execution, record, token):
+        raise JobAlreadyRunning(f"job {job.name!r}: the lock moved while launching; nothing was launched")
+
+
+def _tag_volumes(ec2: Any, instance: dict[str, Any], tags: list[dict[str, str]]) -> None:
+    """Instant fleets tag instances only: tag the root volume after launch (cost allocation)."""
+    volumes = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
+    if volumes:
+        try:
+            ec2.create_tags(Resources=volumes, Tags=tags)
+        except ClientError as err:  # cosmetic: never fail a launch for it
+            logger.warning("could not tag volumes", extra={"volumes": volumes, "error": str(err)})
+
+
+def launch(event: LaunchEvent, *, ec2: Any, table: JobTable, cfg: Settings) -> dict[str, Any]:
+    job, attempt = event.job, event.attempt
+    _record_attempt(table, job, attempt, event.token)
+
+    existing = run_instances_of(ec2, job.name, job.run_id, attempt.number)
+    if existing:
+        instance = existing[0]
+        logger.info("instance of this attempt already exists", extra={"instance": instance["InstanceId"]})
+        table.set_instance(
+            job.name,
+            job.execution,
+            attempt.number,
+            instance["InstanceId"],
+            instance["InstanceType"],
+            instance.get("Placement", {}).get("AvailabilityZone"),
+        )
+        return {
+            "instance": instance["InstanceId"],
+            "instance_type": instance["InstanceType"],
+            "capacity": attempt.capacity,
+            "az": instance.get("Placement", {}).get("AvailabilityZone"),
+            "reused": True,
+        }
+
+    request = fleet_request(job, attempt, cfg, job.execution)
+    try:
+        response = ec2.create_fleet(**request)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in CAPACITY_CODES | QUOTA_CODES or "limit" in code.lower():
+            error = launch_error([(code, err.response["Error"].get("Message", ""))], attempt)
+            table.end_attempt(job.name, job.execution, attempt.number, type(error).__name__)
+            raise error from err
+        raise
+    ids = [i for group in response.get("Instances", []) for i in group.get("InstanceIds", [])]
+    if not ids:
+        codes = [(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in response.get("Errors", [])]
+        error = launch_error(codes, attempt)
+        table.end_attempt(job.name, job.execution, attempt.number, type(error).__name__)
+        metrics.add_metric(name="LaunchRefused", unit=MetricUnit.Count, value=1)
+        raise error
+    described = ec2.describe_instances(InstanceIds=ids[:1])["Reservations"][0]["Instances"][0]
+    extra = ids[1:]
+    if extra:  # TotalTargetCapacity is 1; never pay for a surplus
+        ec2.terminate_instances(InstanceIds=extra)
+    az = described.get("Placement", {}).get("AvailabilityZone")
+    table.set_instance(
+        job.name, job.execution, attempt.number, described["InstanceId"], described["InstanceType"], az
+    )
+    _tag_volumes(ec2, described, request["TagSpecifications"][0]["Tags"])
+    metrics.add_metric(name="InstancesLaunched", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "launched",
+        extra={
+            "instance": described["InstanceId"],
+            "type": described["InstanceType"],
+            "capacity": attempt.capacity,
+            "attempt": attempt.number,
+            "az": az,
+        },
+    )
+    return {
+        "instance": described["InstanceId"],
+        "instance_type": described["InstanceType"],
+        "capacity": attempt.capacity,
+        "az": az,
+        "reused": False,
+    }

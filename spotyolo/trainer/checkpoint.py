@@ -1,0 +1,104 @@
+"""Making a checkpoint written on another machine resumable here.
+
+Ultralytics' ``resume=True`` reads absolute ``data``, ``save_dir``, ``project``, ``name`` and
+``model`` from ``ckpt['train_args']``: they name the old instance's folders, so they are
+rewritten for this machine. The run's ``results.csv`` is restored next to it, cut to the
+epochs the checkpoint holds, so the history has every epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResumeInfo:
+    #: epochs finished in the checkpoint (resume starts at epoch finished + 1, 1-based)
+    finished: int
+    epochs: int
+
+
+def _load(path: Path) -> dict[str, Any]:
+    import torch
+
+    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt
+
+
+def inspect(path: Path) -> ResumeInfo | None:
+    """What the checkpoint holds, or None when it cannot be resumed (finished or stripped)."""
+    ckpt = _load(path)
+    epoch = int(ckpt.get("epoch", -1))
+    epochs = int((ckpt.get("train_args") or {}).get("epochs", 0))
+    if epoch < 0 or ckpt.get("optimizer") is None or epoch + 1 >= epochs:
+        return None
+    return ResumeInfo(finished=epoch + 1, epochs=epochs)
+
+
+def rewrite_paths(path: Path, *, data: Path, save_dir: Path, updates: dict[str, Any] | None = None) -> None:
+    """Point the checkpoint's stored training arguments at this machine's folders."""
+    import torch
+
+    ckpt = _load(path)
+    args = dict(ckpt.get("train_args") or {})
+    args.update(
+        data=str(data),
+        save_dir=str(save_dir),
+        project=str(save_dir.parent),
+        name=save_dir.name,
+        model=str(path),
+        resume=str(path),
+        exist_ok=True,
+    )
+    args.update(updates or {})
+    ckpt["train_args"] = args
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
+def _rows_from_train_results(results: dict[str, list[Any]]) -> str:
+    keys = list(results)
+    rows = zip(*(results[k] for k in keys), strict=False)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(keys)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def restore_results(path: Path, csv_text: str | None, finished: int, checkpoint: Path | None = None) -> int:
+    """Write ``path`` (results.csv) with the rows of epochs 1..``finished``; returns the row count.
+
+    ``csv_text`` is the run's uploaded results.csv; it can hold a row more than the checkpoint
+    (the upload order is checkpoint, then results) and that row is dropped, since the epoch
+    is trained again. Without it, the rows stored inside the checkpoint are used.
+    """
+    if csv_text is None and checkpoint is not None:
+        results = _load(checkpoint).get("train_results") or {}
+        csv_text = _rows_from_train_results(results) if results else None
+    if not csv_text:
+        return 0
+    lines = csv_text.splitlines()
+    header, rows = lines[0], lines[1:]
+    kept = []
+    seen: set[int] = set()
+    for row in rows:
+        try:
+            epoch = int(float(row.split(",", 1)[0]))
+        except ValueError:
+            continue
+        if epoch <= finished and epoch not in seen:
+            seen.add(epoch)
+            kept.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *kept]) + "\n")
+    log.info("restored results.csv with %d earlier epoch(s)", len(kept))
+    return len(kept)
