@@ -1,4 +1,5 @@
-"""The seven Lambdas (DESIGN §6), each with its own role granting only what its logic does.
+"""The seven Lambdas (docs/ARCHITECTURE.md, "The steps"), each with its own role granting only
+what its logic does.
 
 One code asset (``cdk/lambda_bundle.py``: functions/ + spotyolo/ + PyYAML), the pinned
 Powertools layer for this runtime and architecture, X-Ray tracing, one log group each.

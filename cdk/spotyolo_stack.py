@@ -1,4 +1,4 @@
-"""The one Stack of spotyolo (DESIGN §8), composed of the *_construct.py files."""
+"""The one Stack of spotyolo (docs/ARCHITECTURE.md, "The CDK app"), composed of the *_construct.py files."""
 
 from __future__ import annotations
 

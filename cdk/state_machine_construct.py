@@ -1,4 +1,4 @@
-"""The state machine, from the very ASL file the local engine runs (DESIGN §5).
+"""The state machine, from the very ASL file the local engine runs (docs/ARCHITECTURE.md, "The workflow").
 
 ``DefinitionBody.from_string`` inlines the file unchanged; CloudFormation substitutes the
 ``${...}`` placeholders (``DefinitionSubstitutions``) at deploy time. The definition is checked

@@ -1,4 +1,5 @@
-"""The job bucket (DESIGN §2), its access-log bucket, and the job table (DESIGN §6)."""
+"""The job bucket (docs/ARCHITECTURE.md, "The S3 layout"), its access-log bucket, and the job
+table (docs/ARCHITECTURE.md, "The steps")."""
 
 from __future__ import annotations
 

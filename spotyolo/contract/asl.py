@@ -84,9 +84,15 @@ def check_template(path: Path = ASL_PATH) -> str:
 
 
 def render_asl(values: Mapping[str, str], path: Path = ASL_PATH) -> str:
-    """The definition with every placeholder substituted, checked; raises :class:`AslError`."""
-    text = substitute(check_template(path), values)
-    problems = validate_definition(json.loads(text), require_substituted=True)
+    """The definition with every placeholder substituted, checked; raises :class:`AslError`.
+
+    ``path`` other than the pipeline's (a test's small machine) may use fewer placeholders,
+    never one the contract does not name."""
+    raw = check_template(path) if path == ASL_PATH else load_asl_text(path)
+    unknown = placeholders(raw) - set(PLACEHOLDERS)
+    text = substitute(raw, values)
+    problems = [f"placeholders {sorted(unknown)} are not in the contract"] if unknown else []
+    problems += validate_definition(json.loads(text), require_substituted=True)
     if problems:
         raise AslError(f"{path.name}: " + "; ".join(problems))
     return text
@@ -113,6 +119,66 @@ def _states_of(machine: dict[str, Any], prefix: str = "") -> Iterator[tuple[str,
                 yield from _states_of(state[key], prefix + name + "/")
 
 
+def _targets(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, state name) of every transition out of ``state``."""
+    targets: list[tuple[str, str]] = [(f, state[f]) for f in _TRANSITIONS if f in state]
+    for i, choice in enumerate(state.get("Choices", []) or []):
+        if "Next" in choice:
+            targets.append((f"Choices[{i}].Next", choice["Next"]))
+    for i, catcher in enumerate(state.get("Catch", []) or []):
+        targets.append((f"Catch[{i}].Next", catcher.get("Next")))
+    return targets
+
+
+def _check_catchers(name: str, state: dict[str, Any], problems: list[str]) -> None:
+    catchers = state.get("Catch", []) or []
+    for i, catcher in enumerate(catchers):
+        names = catcher.get("ErrorEquals") or []
+        if not names:
+            problems.append(f"state {name!r}: Catch[{i}] has no ErrorEquals")
+        if "States.ALL" in names and (len(names) > 1 or i != len(catchers) - 1):
+            problems.append(f"state {name!r}: States.ALL must be alone in the last catcher (Catch[{i}])")
+        if "ResultPath" not in catcher:
+            problems.append(f"state {name!r}: Catch[{i}] has no ResultPath (the document would be lost)")
+    retriers = state.get("Retry", []) or []
+    for i, retrier in enumerate(retriers):
+        names = retrier.get("ErrorEquals") or []
+        if "States.ALL" in names and (len(names) > 1 or i != len(retriers) - 1):
+            problems.append(f"state {name!r}: States.ALL must be alone in the last retrier (Retry[{i}])")
+
+
+def _check_ending(name: str, state: dict[str, Any], problems: list[str]) -> None:
+    """Terminal states end, Choices choose, every other state has exactly one of Next/End."""
+    kind = state.get("Type")
+    if kind in _TERMINAL:
+        if "Next" in state or state.get("End"):
+            problems.append(f"state {name!r}: a {kind} state has no Next/End")
+    elif kind == "Choice":
+        if not state.get("Choices"):
+            problems.append(f"state {name!r}: Choice without Choices")
+    elif ("Next" in state) == bool(state.get("End")):
+        problems.append(f"state {name!r}: needs exactly one of Next or End")
+
+
+def _check_nested(name: str, state: dict[str, Any], problems: list[str]) -> None:
+    for j, branch in enumerate(state.get("Branches", []) or []):
+        _check_machine(branch, f"state {name!r} Branches[{j}]", problems)
+    for key in ("Iterator", "ItemProcessor"):
+        if isinstance(state.get(key), dict):
+            _check_machine(state[key], f"state {name!r} {key}", problems)
+
+
+def _reachable(start: Any, edges: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [start] if start in edges else []
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(edges[current] - seen)
+    return seen
+
+
 def _check_machine(machine: dict[str, Any], where: str, problems: list[str]) -> None:
     states: dict[str, Any] = machine.get("States") or {}
     start = machine.get("StartAt")
@@ -123,66 +189,24 @@ def _check_machine(machine: dict[str, Any], where: str, problems: list[str]) -> 
         problems.append(f"{where}: StartAt {start!r} is not a state")
     edges: dict[str, set[str]] = {name: set() for name in states}
     for name, state in states.items():
-        kind = state.get("Type")
         if not state.get("Comment"):
             problems.append(f"state {name!r}: no Comment")
-        targets: list[tuple[str, str]] = [(f, state[f]) for f in _TRANSITIONS if f in state]
-        for i, choice in enumerate(state.get("Choices", []) or []):
-            if "Next" in choice:
-                targets.append((f"Choices[{i}].Next", choice["Next"]))
-        catchers = state.get("Catch", []) or []
-        for i, catcher in enumerate(catchers):
-            targets.append((f"Catch[{i}].Next", catcher.get("Next")))
-            names = catcher.get("ErrorEquals") or []
-            if not names:
-                problems.append(f"state {name!r}: Catch[{i}] has no ErrorEquals")
-            if "States.ALL" in names and (len(names) > 1 or i != len(catchers) - 1):
-                problems.append(f"state {name!r}: States.ALL must be alone in the last catcher (Catch[{i}])")
-            if "ResultPath" not in catcher:
-                problems.append(f"state {name!r}: Catch[{i}] has no ResultPath (the document would be lost)")
-        for i, retrier in enumerate(state.get("Retry", []) or []):
-            names = retrier.get("ErrorEquals") or []
-            if "States.ALL" in names and (len(names) > 1 or i != len(state["Retry"]) - 1):
-                problems.append(f"state {name!r}: States.ALL must be alone in the last retrier (Retry[{i}])")
-        for field, target in targets:
+        for field, target in _targets(state):
             if target not in states:
                 problems.append(f"state {name!r}: {field} {target!r} is not a state")
             else:
                 edges[name].add(target)
-        if kind in _TERMINAL:
-            if "Next" in state or state.get("End"):
-                problems.append(f"state {name!r}: a {kind} state has no Next/End")
-        elif kind == "Choice":
-            if not state.get("Choices"):
-                problems.append(f"state {name!r}: Choice without Choices")
-        elif ("Next" in state) == bool(state.get("End")):
-            problems.append(f"state {name!r}: needs exactly one of Next or End")
-        for branch_key in ("Branches",):
-            for j, branch in enumerate(state.get(branch_key, []) or []):
-                _check_machine(branch, f"state {name!r} {branch_key}[{j}]", problems)
-        for key in ("Iterator", "ItemProcessor"):
-            if isinstance(state.get(key), dict):
-                _check_machine(state[key], f"state {name!r} {key}", problems)
-    # reachability from StartAt
-    seen: set[str] = set()
-    todo = [start] if start in states else []
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        todo.extend(edges[current] - seen)
-    for name in states:
-        if name not in seen:
-            problems.append(f"state {name!r}: unreachable from {start!r}")
+        _check_catchers(name, state, problems)
+        _check_ending(name, state, problems)
+        _check_nested(name, state, problems)
+    seen = _reachable(start, edges)
+    problems.extend(f"state {name!r}: unreachable from {start!r}" for name in states if name not in seen)
 
 
-def validate_definition(definition: dict[str, Any], *, require_substituted: bool = False) -> list[str]:
-    """Every structural problem of ``definition`` (empty when it is sound)."""
-    problems: list[str] = []
+def _check_query_language(definition: dict[str, Any], problems: list[str]) -> None:
+    """JSONPath only, and no array index in a path (the two ways the local engine differs)."""
     if definition.get("QueryLanguage", "JSONPath") != "JSONPath":
         problems.append("QueryLanguage must be JSONPath (the local engine runs no JSONata)")
-    _check_machine(definition, "machine", problems)
     for where, key, value in _walk(definition.get("States", {}), "States"):
         if key in _FORBIDDEN_KEYS and ".Parameters" not in where and ".Payload" not in where:
             problems.append(f"{where}: {key} is JSONata/variables, not JSONPath")
@@ -194,19 +218,29 @@ def validate_definition(definition: dict[str, Any], *, require_substituted: bool
                 f"{where}.{key}: {value!r} indexes an array in a path (the local engine reads "
                 "it differently): use States.ArrayGetItem"
             )
+
+
+def _check_lambda_retries(name: str, state: dict[str, Any], problems: list[str]) -> None:
+    """A Lambda task retries the Lambda service's transient errors only, bounded, with jitter."""
+    retriers = state.get("Retry", []) or []
+    retried = {e for r in retriers for e in r.get("ErrorEquals", [])}
+    if not retried:
+        problems.append(f"state {name!r}: Lambda task without a Retry on transient Lambda errors")
+    elif not retried <= TRANSIENT_LAMBDA_ERRORS:
+        extra = sorted(retried - TRANSIENT_LAMBDA_ERRORS)
+        problems.append(f"state {name!r}: retries non-transient errors {extra} (would re-run work)")
+    if any("MaxAttempts" not in r or r.get("JitterStrategy") != "FULL" for r in retriers):
+        problems.append(f"state {name!r}: Retry must be bounded (MaxAttempts) with JitterStrategy FULL")
+
+
+def validate_definition(definition: dict[str, Any], *, require_substituted: bool = False) -> list[str]:
+    """Every structural problem of ``definition`` (empty when it is sound)."""
+    problems: list[str] = []
+    _check_query_language(definition, problems)
+    _check_machine(definition, "machine", problems)
     for name, state in _states_of(definition):
         if state.get("Type") == "Task" and "lambda:invoke" in str(state.get("Resource", "")):
-            retried = {e for r in state.get("Retry", []) or [] for e in r.get("ErrorEquals", [])}
-            if not retried:
-                problems.append(f"state {name!r}: Lambda task without a Retry on transient Lambda errors")
-            elif not retried <= TRANSIENT_LAMBDA_ERRORS:
-                extra = sorted(retried - TRANSIENT_LAMBDA_ERRORS)
-                problems.append(f"state {name!r}: retries non-transient errors {extra} (would re-run work)")
-            for r in state.get("Retry", []) or []:
-                if "MaxAttempts" not in r or r.get("JitterStrategy") != "FULL":
-                    problems.append(
-                        f"state {name!r}: Retry must be bounded (MaxAttempts) with JitterStrategy FULL"
-                    )
+            _check_lambda_retries(name, state, problems)
     if require_substituted:
         left = placeholders(json.dumps(definition))
         if left:

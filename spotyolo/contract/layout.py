@@ -1,4 +1,5 @@
-"""The S3 layout of DESIGN §2: every key the pipeline reads or writes is built here."""
+"""The S3 layout (docs/ARCHITECTURE.md, "The S3 layout"): every key the pipeline reads or writes
+is built here."""
 
 from __future__ import annotations
 

@@ -22,6 +22,16 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+#: how a run ended (``Summary.status``)
+FINAL_STATUSES = (
+    JobStatus.COMPLETE,
+    JobStatus.BELOW_TARGET,
+    JobStatus.FAILED,
+    JobStatus.SKIPPED,
+    JobStatus.CANCELLED,
+)
+
+
 class AttemptOutcome(StrEnum):
     """An attempt in progress, or one that succeeded; a failed attempt's outcome is the
     :class:`~spotyolo.contract.errors.ErrorName` that ended it."""

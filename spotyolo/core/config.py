@@ -1,4 +1,4 @@
-"""Parsing and checking a job's ``config.yaml`` (DESIGN §3) before anything is spent.
+"""Parsing and checking a job's ``config.yaml`` before anything is spent.
 
 The valid training keys are those of Ultralytics' own ``cfg/default.yaml`` (copied into
 ``spotyolo/core/data``) and their types and ranges follow Ultralytics' argument checks
@@ -161,223 +161,330 @@ class _Checker:
 
     def train_key(self, key: str, value: Any, out: dict[str, Any]) -> None:
         """Ultralytics' own type and range rules (``ultralytics.cfg.check_cfg``), before spend."""
-        r = rules()
-        default = default_cfg().get(key)
-        typed = {*r["float_keys"], *r["fraction_keys"], *r["int_keys"], *r["bool_keys"], *r["str_keys"]}
         if value is None:
-            if key == "amp" or (default is not None and (key in typed or key in ("scale", "compile"))):
+            if _needs_value(key):
+                default = default_cfg().get(key)
                 self.add(
                     key, f"{key}: must have a value (default {default!r}); remove the line to use the default"
                 )
             return
-        if key == "batch":
-            n = self.number(key, value)
-            if n is not None and not (n == -1 or (n >= 1 and n.is_integer()) or 0 < n < 1):
-                self.add(
-                    key,
-                    f"batch: {value!r} is not a batch size: use a whole number >= 1 (e.g. 16), -1 for "
-                    "AutoBatch, or a fraction in (0, 1) of GPU memory",
-                )
-            if n is not None and n >= 1:
-                out[key] = int(n)
-            return
-        if key == "imgsz":
-            sizes = value if isinstance(value, list) else [value]
-            if not 1 <= len(sizes) <= 2 or any(
-                isinstance(s, bool) or not isinstance(s, int | float) or s < 32 or not float(s).is_integer()
-                for s in sizes
-            ):
-                self.add(key, f"imgsz: {value!r} must be a whole number of pixels >= 32 (e.g. imgsz: 640)")
-            return
-        if key == "time":
-            n = self.number(key, value)
-            if n is not None and n <= 0:
-                self.add(key, "time: the training time limit in hours must be > 0 (or remove it)")
-            return
-        if key in r["float_keys"]:
-            self.number(key, value)
-            return
-        if key == "scale":
-            if isinstance(value, list):
-                if len(value) != 2 or any(
-                    isinstance(x, bool) or not isinstance(x, int | float) for x in value
-                ):
-                    self.add(key, f"scale: {value!r} must be a number in [0, 1] or a pair [min, max]")
-                return
-            n = self.number(key, value)
-            if n is not None and not 0.0 <= n <= 1.0:
-                self.add(key, f"scale: {value!r} is out of range: allowed 0.0 to 1.0")
-            return
-        if key == "fraction":
-            if isinstance(value, list):
-                ok = len(value) in (2, 3) and all(value[:2])
-                ok = ok and all(
-                    (type(x) is int and x >= 0) or (type(x) is float and 0.0 <= x <= 1.0) for x in value
-                )
-                if not ok:
-                    self.add(
-                        key, f"fraction: {value!r}: use [train, val] or [train, val, test] counts or ratios"
-                    )
-                return
-            n = self.number(key, value)
-            if n is not None and not (0.0 < n <= 1.0 or (isinstance(value, int) and value > 1)):
-                self.add(key, f"fraction: {value!r}: use a ratio in (0, 1] or a whole count > 1 of images")
-            return
-        if key in r["fraction_keys"]:
-            n = self.number(key, value)
-            if n is not None and not 0.0 <= n <= 1.0:
-                self.add(key, f"{key}: {value!r} is out of range: allowed 0.0 to 1.0 (default {default!r})")
-            return
-        if key in r["int_keys"]:
-            n = self.number(key, value, integer=True)
-            if n is None:
-                return
-            minimum = r["int_min"].get(key)
-            if minimum is not None and n < minimum:
-                self.add(key, f"{key}: {value!r} is too small: it must be >= {minimum}")
-                return
-            out[key] = int(n)
-            return
-        if key in r["bool_keys"]:
-            if not isinstance(value, bool):
-                self.add(key, f"{key}: {value!r} must be true or false")
-            elif key == "save" and value is False:
-                self.add(key, "save: false would keep no checkpoints, which the pipeline needs: remove it")
-            return
-        if key == "optimizer":
-            names = {o.lower(): o for o in OPTIMIZERS}
-            if not isinstance(value, str) or value.lower() not in names:
-                self.add(key, f"optimizer: {value!r} is not one of {', '.join(OPTIMIZERS)}")
-            return
-        if key in r["str_keys"]:
-            if not isinstance(value, str):
-                self.add(key, f"{key}: {value!r} must be text (default {default!r})")
-            return
-        if key == "compile":
-            if not isinstance(value, bool | str):
-                self.add(key, f"compile: {value!r} must be true, false or a torch.compile mode name")
-            return
-        if key == "amp":
-            if not isinstance(value, bool) and str(value).lower() not in {"fp16", "bf16", "fp32"}:
-                self.add(key, f"amp: {value!r}: allowed true, false, 'fp16', 'bf16' or 'fp32'")
-            return
-        if key == "quantize":
-            if str(value).lower() not in {v.lower() for v in r["quantize_values"]}:
-                self.add(
-                    key, f"quantize: {value!r}: allowed {', '.join(r['quantize_values'])} (or remove it)"
-                )
-            return
-        if key == "cache":
-            if not (isinstance(value, bool) or value in ("ram", "disk")):
-                self.add(key, f"cache: {value!r}: allowed true, false, 'ram' or 'disk'")
-            return
-        if key in ("pretrained", "distill_model"):
-            if key == "pretrained" and isinstance(value, bool):
-                return
-            self.model_file(key, value, required=False)
-            return
-        if key == "mode" and value != "train":
-            self.add(key, f"mode: {value!r}: a job trains; only 'mode: train' is accepted (or remove it)")
-            return
-        if key == "task" and value != "detect":
-            self.add(
-                key,
-                f"task: {value!r}: this pipeline trains detection models; use 'task: detect' or remove it",
-            )
-            return
-        if key == "classes":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in items):
-                self.add(key, f"classes: {value!r} must be a class id or a list of class ids (e.g. [0, 2])")
-            return
-        if key == "freeze":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(x, int | str) and not isinstance(x, bool) for x in items):
-                self.add(
-                    key, f"freeze: {value!r} must be a number of layers or a list of layer indices/names"
-                )
-            return
-        # keys without a rule: keep the default's type where it has one
-        if isinstance(default, bool) and not isinstance(value, bool):
-            self.add(key, f"{key}: {value!r} must be true or false")
-        elif isinstance(default, str) and not isinstance(value, str):
-            self.add(key, f"{key}: {value!r} must be text (default {default!r})")
+        train_rules().get(key, _by_default_type)(self, key, value, out)
 
     def pipeline_key(self, key: str, value: Any, values: Mapping[str, Any]) -> None:
-        if key == "instance_type":
-            if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
-                self.add(key, f"instance_type: {value!r} is not an EC2 instance type (e.g. g5.xlarge)")
-        elif key == "instance_types":
-            if not isinstance(value, list) or not value:
-                self.add(
-                    key, "instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]"
-                )
-                return
-            bad = [v for v in value if not isinstance(v, str) or not INSTANCE_TYPE_RE.match(v)]
-            if bad:
-                self.add(key, f"instance_types: {bad[0]!r} is not an EC2 instance type (e.g. g5.xlarge)")
-            elif len(set(value)) != len(value):
-                self.add(key, "instance_types: lists a type twice: keep each once")
-        elif key == "capacity":
-            allowed = get_args(CapacityPlan)
-            if value not in allowed:
-                self.add(key, f"capacity: {value!r}: allowed {', '.join(allowed)}")
-        elif key == "max_interruptions":
-            n = self.number(key, value, integer=True)
-            if n is not None and n < 0:
-                self.add(key, "max_interruptions: must be 0 or more")
-        elif key in ("stall_hours", "max_hours"):
-            n = self.number(key, value)
-            if n is None:
-                return
-            if n <= 0:
-                self.add(key, f"{key}: must be more than 0 hours")
-            elif n > MAX_HOURS_LIMIT:
-                self.add(
-                    key,
-                    f"{key}: {value!r} is over {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)",
-                )
-            elif key == "stall_hours" and n * 3600 < 1:
-                self.add(key, "stall_hours: must be at least one second (0.0003 hours)")
-            elif (
-                key == "stall_hours"
-                and isinstance(values.get("max_hours"), int | float)
-                and n > float(values["max_hours"])
-            ):
-                self.add(key, f"stall_hours: {value!r} is longer than max_hours ({values['max_hours']})")
-        elif key == "max_cost_usd":
-            if value is None:
-                return
-            n = self.number(key, value)
-            if n is not None and n <= 0:
-                self.add(key, "max_cost_usd: must be more than 0 (or remove it for no budget)")
-        elif key == "target":
-            metrics = get_args(MetricName)
-            if value is None:
-                return
-            if not isinstance(value, dict):
-                self.add(
-                    key,
-                    "target: must be a mapping, e.g. target: {metric: recall, min: 0.8}; "
-                    f"allowed metrics {', '.join(metrics)}",
-                )
-                return
-            for sub in value:
-                if sub not in ("metric", "min"):
-                    close = difflib.get_close_matches(str(sub), ["metric", "min"], n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    self.add(f"target.{sub}", f"target: unknown key {sub!r}{hint}; target has metric and min")
-            if value.get("metric") not in metrics:
-                self.add(
-                    "target.metric", f"target.metric: {value.get('metric')!r}: allowed {', '.join(metrics)}"
-                )
-            threshold = value.get("min")
-            if (
-                isinstance(threshold, bool)
-                or not isinstance(threshold, int | float)
-                or not 0 <= threshold <= 1
-            ):
-                self.add("target.min", f"target.min: {threshold!r} must be a number from 0 to 1 (e.g. 0.8)")
+        rule = PIPELINE_RULES.get(key)
+        if rule is not None:
+            rule(self, key, value, values)
+
+
+# --------------------------------------------------------------------- training keys
+# A rule gets the checker, the key, its (non-null) value and the arguments handed to the
+# trainer (``out``), where it stores a normalised value (an integral float as an int).
+
+TrainRule = Callable[[_Checker, str, Any, dict[str, Any]], None]
+
+
+def _needs_value(key: str) -> bool:
+    """A null would reach Ultralytics as None where it expects a typed value."""
+    r = rules()
+    typed = {*r["float_keys"], *r["fraction_keys"], *r["int_keys"], *r["bool_keys"], *r["str_keys"]}
+    default = default_cfg().get(key)
+    return key == "amp" or (default is not None and (key in typed or key in ("scale", "compile")))
+
+
+def _batch(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    n = c.number(key, value)
+    if n is None:
+        return
+    if not (n == -1 or (n >= 1 and n.is_integer()) or 0 < n < 1):
+        c.add(
+            key,
+            f"batch: {value!r} is not a batch size: use a whole number >= 1 (e.g. 16), -1 for "
+            "AutoBatch, or a fraction in (0, 1) of GPU memory",
+        )
+    if n >= 1:
+        out[key] = int(n)
+
+
+def _imgsz(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    sizes = value if isinstance(value, list) else [value]
+    if not 1 <= len(sizes) <= 2 or any(
+        isinstance(s, bool) or not isinstance(s, int | float) or s < 32 or not float(s).is_integer()
+        for s in sizes
+    ):
+        c.add(key, f"imgsz: {value!r} must be a whole number of pixels >= 32 (e.g. imgsz: 640)")
+
+
+def _time(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    n = c.number(key, value)
+    if n is not None and n <= 0:
+        c.add(key, "time: the training time limit in hours must be > 0 (or remove it)")
+
+
+def _float(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    c.number(key, value)
+
+
+def _scale(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, list):
+        if len(value) != 2 or any(isinstance(x, bool) or not isinstance(x, int | float) for x in value):
+            c.add(key, f"scale: {value!r} must be a number in [0, 1] or a pair [min, max]")
+        return
+    n = c.number(key, value)
+    if n is not None and not 0.0 <= n <= 1.0:
+        c.add(key, f"scale: {value!r} is out of range: allowed 0.0 to 1.0")
+
+
+def _fraction(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    """A ratio or count of images, or a split list (Ultralytics accepts both)."""
+    if isinstance(value, list):
+        ok = len(value) in (2, 3) and all(value[:2])
+        ok = ok and all((type(x) is int and x >= 0) or (type(x) is float and 0.0 <= x <= 1.0) for x in value)
+        if not ok:
+            c.add(key, f"fraction: {value!r}: use [train, val] or [train, val, test] counts or ratios")
+        return
+    n = c.number(key, value)
+    if n is not None and not (0.0 < n <= 1.0 or (isinstance(value, int) and value > 1)):
+        c.add(key, f"fraction: {value!r}: use a ratio in (0, 1] or a whole count > 1 of images")
+
+
+def _fraction_key(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    n = c.number(key, value)
+    if n is not None and not 0.0 <= n <= 1.0:
+        default = default_cfg().get(key)
+        c.add(key, f"{key}: {value!r} is out of range: allowed 0.0 to 1.0 (default {default!r})")
+
+
+def _int(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    n = c.number(key, value, integer=True)
+    if n is None:
+        return
+    minimum = rules()["int_min"].get(key)
+    if minimum is not None and n < minimum:
+        c.add(key, f"{key}: {value!r} is too small: it must be >= {minimum}")
+        return
+    out[key] = int(n)
+
+
+def _bool(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if not isinstance(value, bool):
+        c.add(key, f"{key}: {value!r} must be true or false")
+    elif key == "save" and value is False:
+        c.add(key, "save: false would keep no checkpoints, which the pipeline needs: remove it")
+
+
+def _optimizer(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    names = {o.lower() for o in OPTIMIZERS}
+    if not isinstance(value, str) or value.lower() not in names:
+        c.add(key, f"optimizer: {value!r} is not one of {', '.join(OPTIMIZERS)}")
+
+
+def _text(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if not isinstance(value, str):
+        c.add(key, f"{key}: {value!r} must be text (default {default_cfg().get(key)!r})")
+
+
+def _compile(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if not isinstance(value, bool | str):
+        c.add(key, f"compile: {value!r} must be true, false or a torch.compile mode name")
+
+
+def _amp(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if not isinstance(value, bool) and str(value).lower() not in {"fp16", "bf16", "fp32"}:
+        c.add(key, f"amp: {value!r}: allowed true, false, 'fp16', 'bf16' or 'fp32'")
+
+
+def _quantize(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    allowed = rules()["quantize_values"]
+    if str(value).lower() not in {v.lower() for v in allowed}:
+        c.add(key, f"quantize: {value!r}: allowed {', '.join(allowed)} (or remove it)")
+
+
+def _cache(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if not (isinstance(value, bool) or value in ("ram", "disk")):
+        c.add(key, f"cache: {value!r}: allowed true, false, 'ram' or 'disk'")
+
+
+def _pretrained(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    """``pretrained: true/false`` toggles the model's own weights; otherwise it names weights."""
+    if not isinstance(value, bool):
+        c.model_file(key, value, required=False)
+
+
+def _distill_model(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    c.model_file(key, value, required=False)
+
+
+def _mode(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if value != "train":
+        c.add(key, f"mode: {value!r}: a job trains; only 'mode: train' is accepted (or remove it)")
+
+
+def _task(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    if value != "detect":
+        c.add(key, f"task: {value!r}: this pipeline trains detection models; use 'task: detect' or remove it")
+
+
+def _classes(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in items):
+        c.add(key, f"classes: {value!r} must be a class id or a list of class ids (e.g. [0, 2])")
+
+
+def _freeze(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(x, int | str) and not isinstance(x, bool) for x in items):
+        c.add(key, f"freeze: {value!r} must be a number of layers or a list of layer indices/names")
+
+
+def _by_default_type(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
+    """A key without a rule keeps its default's type where it has one."""
+    default = default_cfg().get(key)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        c.add(key, f"{key}: {value!r} must be true or false")
+    elif isinstance(default, str) and not isinstance(value, str):
+        c.add(key, f"{key}: {value!r} must be text (default {default!r})")
+
+
+@cache
+def train_rules() -> dict[str, TrainRule]:
+    """Each training key's rule. Earlier rows win: a named rule (batch, time, fraction,
+    optimizer) beats the Ultralytics type group that also lists the key."""
+    r = rules()
+    rows: list[tuple[Iterable[str], TrainRule]] = [
+        (["batch"], _batch),
+        (["imgsz"], _imgsz),
+        (["time"], _time),
+        (r["float_keys"], _float),
+        (["scale"], _scale),
+        (["fraction"], _fraction),
+        (r["fraction_keys"], _fraction_key),
+        (r["int_keys"], _int),
+        (r["bool_keys"], _bool),
+        (["optimizer"], _optimizer),
+        (r["str_keys"], _text),
+        (["compile"], _compile),
+        (["amp"], _amp),
+        (["quantize"], _quantize),
+        (["cache"], _cache),
+        (["pretrained"], _pretrained),
+        (["distill_model"], _distill_model),
+        (["mode"], _mode),
+        (["task"], _task),
+        (["classes"], _classes),
+        (["freeze"], _freeze),
+    ]
+    table: dict[str, TrainRule] = {}
+    for keys, rule in rows:
+        for key in keys:
+            table.setdefault(key, rule)
+    return table
+
+
+# --------------------------------------------------------------------- pipeline keys
+# A rule gets the checker, the key, its value and the whole config (rules that compare keys).
+
+PipelineRule = Callable[[_Checker, str, Any, Mapping[str, Any]], None]
+
+
+def _instance_type(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
+        c.add(key, f"instance_type: {value!r} is not an EC2 instance type (e.g. g5.xlarge)")
+
+
+def _instance_types(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    if not isinstance(value, list) or not value:
+        c.add(key, "instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]")
+        return
+    bad = [v for v in value if not isinstance(v, str) or not INSTANCE_TYPE_RE.match(v)]
+    if bad:
+        c.add(key, f"instance_types: {bad[0]!r} is not an EC2 instance type (e.g. g5.xlarge)")
+    elif len(set(value)) != len(value):
+        c.add(key, "instance_types: lists a type twice: keep each once")
+
+
+def _capacity(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    allowed = get_args(CapacityPlan)
+    if value not in allowed:
+        c.add(key, f"capacity: {value!r}: allowed {', '.join(allowed)}")
+
+
+def _max_interruptions(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    n = c.number(key, value, integer=True)
+    if n is not None and n < 0:
+        c.add(key, "max_interruptions: must be 0 or more")
+
+
+def _hours(c: _Checker, key: str, value: Any) -> float | None:
+    """The hours, when they are a number a Step Functions execution can wait (else None)."""
+    n = c.number(key, value)
+    if n is None:
+        return None
+    if n <= 0:
+        c.add(key, f"{key}: must be more than 0 hours")
+        return None
+    if n > MAX_HOURS_LIMIT:
+        c.add(key, f"{key}: {value!r} is over {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)")
+        return None
+    return n
+
+
+def _max_hours(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    _hours(c, key, value)
+
+
+def _stall_hours(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    n = _hours(c, key, value)
+    if n is None:
+        return
+    limit = values.get("max_hours")
+    if n * 3600 < 1:
+        c.add(key, "stall_hours: must be at least one second (0.0003 hours)")
+    elif isinstance(limit, int | float) and n > float(limit):
+        c.add(key, f"stall_hours: {value!r} is longer than max_hours ({limit})")
+
+
+def _max_cost_usd(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    n = c.number(key, value)
+    if n is not None and n <= 0:
+        c.add(key, "max_cost_usd: must be more than 0 (or remove it for no budget)")
+
+
+def _target(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    """``target: {metric, min}``; each part is reported where it was written."""
+    metrics = get_args(MetricName)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        c.add(
+            key,
+            "target: must be a mapping, e.g. target: {metric: recall, min: 0.8}; "
+            f"allowed metrics {', '.join(metrics)}",
+        )
+        return
+    for sub in value:
+        if sub not in ("metric", "min"):
+            close = difflib.get_close_matches(str(sub), ["metric", "min"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            c.add(f"target.{sub}", f"target: unknown key {sub!r}{hint}; target has metric and min")
+    if value.get("metric") not in metrics:
+        c.add("target.metric", f"target.metric: {value.get('metric')!r}: allowed {', '.join(metrics)}")
+    threshold = value.get("min")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        c.add("target.min", f"target.min: {threshold!r} must be a number from 0 to 1 (e.g. 0.8)")
+
+
+PIPELINE_RULES: dict[str, PipelineRule] = {
+    "instance_type": _instance_type,
+    "instance_types": _instance_types,
+    "capacity": _capacity,
+    "max_interruptions": _max_interruptions,
+    "stall_hours": _stall_hours,
+    "max_hours": _max_hours,
+    "max_cost_usd": _max_cost_usd,
+    "target": _target,
+}
 
 
 def check_values(

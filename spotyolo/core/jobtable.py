@@ -16,7 +16,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from spotyolo.contract.errors import JobAlreadyRunning
+from spotyolo.contract.errors import ErrorName, JobAlreadyRunning
+from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.models import AttemptRecord, JobItem, Progress
 
 _SER = TypeSerializer()
@@ -136,7 +137,7 @@ class JobTable:
             return item.run_id
         fresh = {
             "execution": execution,
-            "status": "starting",
+            "status": JobStatus.STARTING.value,
             "run_id": run_id,
             "attempts": [],
             "message": f"run {run_id} started",
@@ -178,7 +179,7 @@ class JobTable:
         return self._update(
             job,
             {
-                "status": "launching",
+                "status": JobStatus.LAUNCHING.value,
                 "current": {"number": record.number, "instance": None, "token": token},
             },
             append={"attempts": [record.model_dump()]},
@@ -200,17 +201,17 @@ class JobTable:
             # an earlier launch round of the same number ended NoCapacity: leave its record alone
             if rec["number"] == number and not rec.get("end"):
                 rec.update(instance=instance, instance_type=instance_type, az=az, start=now_iso())
-                rec["outcome"] = "running"
+                rec["outcome"] = AttemptOutcome.RUNNING.value
         current = {**item.current.model_dump(), "instance": instance}
         return self._update(
             job,
-            {"attempts": attempts, "status": "training", "current": current},
+            {"attempts": attempts, "status": JobStatus.TRAINING.value, "current": current},
             condition="#exec = :me AND #cur.#num = :n",
             values={":me": execution, ":n": number},
         )
 
-    def end_attempt(self, job: str, execution: str, number: int, outcome: str) -> bool:
-        """Close the attempts record ``number`` with its outcome (an error name or 'succeeded')."""
+    def end_attempt(self, job: str, execution: str, number: int, outcome: AttemptOutcome | ErrorName) -> bool:
+        """Close the attempts record ``number`` with its outcome (succeeded, or the error's name)."""
         item = self.get(job)
         if not item or item.execution != execution:
             return False
@@ -218,7 +219,7 @@ class JobTable:
         changed = False
         for rec in attempts:
             if rec["number"] == number and not rec.get("end"):
-                rec.update(end=now_iso(), outcome=outcome)
+                rec.update(end=now_iso(), outcome=str(outcome))
                 changed = True
         if not changed:
             return True

@@ -1,4 +1,5 @@
-"""Pydantic models of the execution input and of the state document (DESIGN §4).
+"""Pydantic models of the execution input and of the state document (docs/ARCHITECTURE.md,
+"The state document").
 
 Every state reads and writes named parts of one JSON document:
 
@@ -16,7 +17,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
+from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.layout import check_job_name
+from spotyolo.contract.status import FINAL_STATUSES, AttemptOutcome, JobStatus
 
 Capacity = Literal["spot", "on-demand"]
 CapacityPlan = Literal["spot", "on-demand", "spot-then-on-demand"]
@@ -189,7 +192,7 @@ class TrainResult(_Model):
 class Summary(_Model):
     """``$.summary``: what the notification says, from Check result or Clean up."""
 
-    status: Literal["complete", "below target", "failed", "skipped", "cancelled"]
+    status: JobStatus
     subject: str
     message: str
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -199,6 +202,16 @@ class Summary(_Model):
     attempts: int = 0
     interruptions: int = 0
     weights: str | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _final(cls, value: JobStatus) -> JobStatus:
+        if value not in FINAL_STATUSES:
+            raise ValueError(
+                f"a summary's status is how a run ended ({', '.join(FINAL_STATUSES)}), not {value}"
+            )
+        return value
+
     #: failures: the error that ended the run, as the execution's error (no ``States.`` prefix:
     #: a Fail state may not raise those; a missed heartbeat is ``TrainerStalled``)
     error: str | None = None
@@ -227,8 +240,8 @@ class AttemptRecord(_Model):
     az: str | None = None
     start: str | None = None
     end: str | None = None
-    #: running | succeeded | SpotInterrupted | InstanceLost | ... (an error name)
-    outcome: str = "launching"
+    #: launching | running | succeeded, or the error that ended it (SpotInterrupted, ...)
+    outcome: AttemptOutcome | ErrorName = AttemptOutcome.LAUNCHING
 
 
 class CurrentAttempt(_Model):
@@ -249,12 +262,12 @@ class Progress(_Model):
 
 
 class JobItem(_Model):
-    """One item per job in the job table (DESIGN §6)."""
+    """One item per job in the job table (docs/ARCHITECTURE.md, "The steps")."""
 
     job: str
     #: the execution ARN holding the job's lock; absent when nobody holds it
     execution: str | None = None
-    status: str = "idle"
+    status: JobStatus = JobStatus.IDLE
     run_id: str | None = None
     attempts: list[AttemptRecord] = Field(default_factory=list)
     current: CurrentAttempt | None = None

@@ -137,77 +137,81 @@ def load_mapping(data: bytes | str, filename: str, *, max_bytes: int = 64 * 1024
     loader = _Loader(text)
     loader.filename = filename
     try:
-        try:
-            node = loader.get_single_node()
-        except yaml.composer.ComposerError as err:
-            if "single document" in str(err.problem or "") or "expected a single document" in str(err):
-                mark = err.problem_mark
-                raise YamlRefused(
-                    Problem(
-                        filename,
-                        "more than one YAML document ('---'): put every key in one document",
-                        mark.line + 1 if mark else None,
-                        mark.column + 1 if mark else None,
-                    )
-                ) from None
-            raise
-        if node is None:
-            raise YamlRefused(Problem(filename, "file is empty: it must be a mapping of 'key: value' lines"))
-        if not isinstance(node, yaml.MappingNode):
-            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
-            line, column = _mark(node)
-            raise YamlRefused(
-                Problem(
-                    filename, f"the file is {kind}; it must be a mapping of 'key: value' lines", line, column
-                )
-            )
-        result = YamlMapping({}, {}, {}, [], {})
-        for key_node, value_node in node.value:
-            line, column = _mark(key_node)
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a complex key"
-                result.problems.append(
-                    Problem(
-                        filename,
-                        f"key {shown!r} is not a name (quote it, or fix the indentation)",
-                        line,
-                        column,
-                    )
-                )
-                continue
-            key = str(key_node.value)
-            if key in result.marks:
-                first = result.marks[key][0]
-                result.problems.append(
-                    Problem(
-                        filename, f"duplicate key {key!r} (first on line {first}): keep one", line, column
-                    )
-                )
-                continue
-            result.marks[key] = (line, column)
-            result.value_marks[key] = _mark(value_node)
-            if isinstance(value_node, yaml.MappingNode):
-                for sub_key, _ in value_node.value:
-                    if isinstance(sub_key, yaml.ScalarNode):
-                        result.sub_marks[(key, str(sub_key.value))] = _mark(sub_key)
-            result.values[key] = loader.construct_object(value_node, deep=True)
-        return result
+        return _read_mapping(loader, _top_mapping(loader, filename), filename)
     except YamlRefused:
         raise
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
         what = " ".join(str(x) for x in (err.context, err.problem) if x)
-        raise YamlRefused(
-            Problem(
-                filename,
-                f"not valid YAML: {what}",
-                mark.line + 1 if mark else None,
-                mark.column + 1 if mark else None,
-            )
-        ) from None
+        mark = err.problem_mark or err.context_mark
+        raise YamlRefused(_problem_at(filename, f"not valid YAML: {what}", mark)) from None
     except yaml.YAMLError as err:
         raise YamlRefused(Problem(filename, f"not valid YAML: {err}")) from None
     except RecursionError:
         raise YamlRefused(Problem(filename, "nested too deeply to be a config file")) from None
     finally:
         loader.dispose()
+
+
+def _problem_at(filename: str, message: str, mark: Any) -> Problem:
+    """A problem at a PyYAML mark (0-based), when there is one."""
+    return Problem(filename, message, mark.line + 1 if mark else None, mark.column + 1 if mark else None)
+
+
+def _top_mapping(loader: _Loader, filename: str) -> yaml.MappingNode:
+    """The one document's top node, which must be a mapping."""
+    try:
+        node = loader.get_single_node()
+    except yaml.composer.ComposerError as err:
+        if "single document" in str(err.problem or "") or "expected a single document" in str(err):
+            raise YamlRefused(
+                _problem_at(
+                    filename,
+                    "more than one YAML document ('---'): put every key in one document",
+                    err.problem_mark,
+                )
+            ) from None
+        raise
+    if node is None:
+        raise YamlRefused(Problem(filename, "file is empty: it must be a mapping of 'key: value' lines"))
+    if not isinstance(node, yaml.MappingNode):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        line, column = _mark(node)
+        raise YamlRefused(
+            Problem(filename, f"the file is {kind}; it must be a mapping of 'key: value' lines", line, column)
+        )
+    return node
+
+
+def _read_mapping(loader: _Loader, node: yaml.MappingNode, filename: str) -> YamlMapping:
+    """Each key's value and marks; a bad or repeated key is a problem, and is left out."""
+    result = YamlMapping({}, {}, {}, [], {})
+    for key_node, value_node in node.value:
+        problem = _key_problem(key_node, result.marks, filename)
+        if problem:
+            result.problems.append(problem)
+            continue
+        key = str(key_node.value)
+        result.marks[key] = _mark(key_node)
+        result.value_marks[key] = _mark(value_node)
+        if isinstance(value_node, yaml.MappingNode):
+            for sub_key, _ in value_node.value:
+                if isinstance(sub_key, yaml.ScalarNode):
+                    result.sub_marks[(key, str(sub_key.value))] = _mark(sub_key)
+        result.values[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+def _key_problem(key_node: Any, marks: dict[str, tuple[int, int]], filename: str) -> Problem | None:
+    """A top-level key must be a plain string, written once."""
+    line, column = _mark(key_node)
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+        shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a complex key"
+        return Problem(
+            filename, f"key {shown!r} is not a name (quote it, or fix the indentation)", line, column
+        )
+    key = str(key_node.value)
+    if key in marks:
+        return Problem(
+            filename, f"duplicate key {key!r} (first on line {marks[key][0]}): keep one", line, column
+        )
+    return None

@@ -1,4 +1,4 @@
-"""The local engine: DESIGN §9.
+"""The local engine: docs/ARCHITECTURE.md, "The local engine".
 
 One process runs moto's server (the AWS emulator), executes the very ASL file the CDK app
 deploys, routes Lambda invocations to ``functions.<name>.handler`` in-process, bridges the

@@ -409,7 +409,8 @@ class InstanceRunner:
         return env
 
     def trainer_env(self, inst: LocalInstance) -> dict[str, str]:
-        """The environment of DESIGN §7, pointed at the emulator and the instance's IMDS."""
+        """The trainer's environment (:class:`~spotyolo.contract.env.TrainerVar`), pointed at the
+        emulator and the instance's IMDS."""
         env = self.base_env()
         env.update(
             {

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract import layout
 from spotyolo.contract.errors import TrainerError
+from spotyolo.contract.status import JobStatus
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
@@ -97,7 +98,7 @@ def summarize(
     headline_name = target.metric if target else "mAP50"
     headline = _metric(result.metrics, headline_name)
     met = None if target is None or headline is None else headline >= target.min
-    status: Literal["complete", "below target"] = "below target" if met is False else "complete"
+    status = JobStatus.BELOW_TARGET if met is False else JobStatus.COMPLETE
     head = f"{headline_name} not reported" if headline is None else _fmt(headline_name, headline)
     second = "mAP50" if headline_name != "mAP50" else "mAP50-95"
     second_value = _metric(result.metrics, second)

@@ -24,9 +24,10 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.errors import ErrorName
+from spotyolo.contract.status import AttemptOutcome
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import ErrorInfo, Summary
-from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned
+from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned, outcome_of
 
 # ---------------------------------------------------------------- events
 
@@ -64,7 +65,7 @@ def from_workflow(event: WorkflowCleanup, *, ec2: Any, table: JobTable) -> dict[
         name,
         event.execution,
         run_id=spec.run_id if spec else None,
-        outcome="succeeded" if event.outcome == "succeeded" else (error.Error if error else "failed"),
+        outcome=AttemptOutcome.SUCCEEDED if event.outcome == "succeeded" else outcome_of(error, spec),
         error=error,
         job=spec,
         summary=summary,
@@ -98,7 +99,7 @@ def from_status_event(
         name,
         detail.executionArn,
         run_id=None,
-        outcome=error.Error,
+        outcome=outcome_of(error, None),
         error=error,
         job=None,
         summary=None,

@@ -9,13 +9,14 @@ duplicate, a late retry or a second cleanup never touches a run that is not its 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
 from spotyolo.contract.errors import ErrorName, JobInvalid
 from spotyolo.contract.layout import job_from_config_key
+from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
@@ -63,6 +64,12 @@ def error_words(error: ErrorInfo | None, job: JobSpec | None, now: float | None 
     return text
 
 
+def outcome_of(error: ErrorInfo | None, job: JobSpec | None) -> ErrorName:
+    """The attempt outcome an error stands for (``PipelineError`` for a name no part defines)."""
+    name = execution_error(error, job)
+    return ErrorName(name) if name in ErrorName.__members__.values() else ErrorName.PIPELINE_ERROR
+
+
 def execution_error(error: ErrorInfo | None, job: JobSpec | None, now: float | None = None) -> str:
     """The error name the execution fails with (``States.*`` names may not be raised by a Fail)."""
     name = error.Error if error else ErrorName.TRAINER_ERROR
@@ -82,7 +89,7 @@ def failure_summary(
     cost_usd: float,
     attempts: int,
     interruptions: int,
-    status: Literal["failed", "cancelled"] = "failed",
+    status: JobStatus = JobStatus.FAILED,
 ) -> Summary:
     name = error.Error if error else ErrorName.STATES_TASK_FAILED
     what = error_words(error, job)
@@ -140,7 +147,7 @@ def clean_up(
     execution: str,
     *,
     run_id: str | None,
-    outcome: str,
+    outcome: AttemptOutcome | ErrorName,
     error: ErrorInfo | None,
     job: JobSpec | None,
     summary: Summary | None,
@@ -174,7 +181,7 @@ def clean_up(
     )
     attempts = len({a.number for a in fresh.attempts if a.instance})
     if summary is None:
-        status: Literal["failed", "cancelled"] = "cancelled" if outcome == ErrorName.CANCELLED else "failed"
+        status = JobStatus.CANCELLED if outcome == ErrorName.CANCELLED else JobStatus.FAILED
         summary = failure_summary(
             job_name, error, job, cost_usd=cost, attempts=attempts, interruptions=interruptions, status=status
         )

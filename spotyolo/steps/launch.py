@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import JobAlreadyRunning, NoCapacity, QuotaExceeded
+from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, NoCapacity, QuotaExceeded
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
@@ -86,7 +86,7 @@ def quota_name(instance_type: str, capacity: str) -> str:
     return f"the EC2 {'Spot Instance Requests' if spot else 'Running On-Demand'} quota of the {family} family"
 
 
-def launch_error(codes: list[tuple[str, str]], attempt: Attempt) -> Exception:
+def launch_error(codes: list[tuple[str, str]], attempt: Attempt) -> NoCapacity | QuotaExceeded:
     """NoCapacity or QuotaExceeded from the fleet's error codes, naming what to do."""
     types = ", ".join(attempt.instance_types)
     quota = [(c, m) for c, m in codes if c in QUOTA_CODES or "limit" in c.lower()]
@@ -216,14 +216,14 @@ def launch(event: LaunchEvent, *, ec2: Any, table: JobTable, cfg: Settings) -> d
         code = err.response.get("Error", {}).get("Code", "")
         if code in CAPACITY_CODES | QUOTA_CODES or "limit" in code.lower():
             error = launch_error([(code, err.response["Error"].get("Message", ""))], attempt)
-            table.end_attempt(job.name, job.execution, attempt.number, type(error).__name__)
+            table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
             raise error from err
         raise
     ids = [i for group in response.get("Instances", []) for i in group.get("InstanceIds", [])]
     if not ids:
         codes = [(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in response.get("Errors", [])]
         error = launch_error(codes, attempt)
-        table.end_attempt(job.name, job.execution, attempt.number, type(error).__name__)
+        table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
         metrics.add_metric(name="LaunchRefused", unit=MetricUnit.Count, value=1)
         raise error
     described = ec2.describe_instances(InstanceIds=ids[:1])["Reservations"][0]["Instances"][0]

@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import LAUNCH_BACKOFF, RETRYABLE_ON_NEW_INSTANCE
+from spotyolo.contract.errors import LAUNCH_BACKOFF, RETRYABLE_ON_NEW_INSTANCE, ErrorName
 from spotyolo.core import planning
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.fleet import run_instances_of
@@ -48,7 +48,7 @@ def prepare_retry(
         leftovers = [i["InstanceId"] for i in run_instances_of(ec2, job.name, job.run_id, attempt.number)]
         if leftovers:  # a noticed interruption leaves the instance up for ~2 minutes: stop paying now
             ec2.terminate_instances(InstanceIds=leftovers)
-        table.end_attempt(job.name, job.execution, attempt.number, name)
+        table.end_attempt(job.name, job.execution, attempt.number, ErrorName(name))
         table.clear_token(job.name, job.execution)
         nxt = planning.next_attempt(job, attempt, name, cost_usd=cost, now=now)
         metrics.add_metric(name="Interruptions", unit=MetricUnit.Count, value=1)

@@ -1,6 +1,7 @@
 """Validate job: the first state. Nothing may launch, lock or cost for a job that is wrong.
 
-Order (DESIGN §6): normalise the input → parse and check config.yaml (+ overrides) and the
+Order (docs/ARCHITECTURE.md, "The steps"): normalise the input → parse and check config.yaml
+(+ overrides) and the
 dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock →
 write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
 (S3-event input only: a fresh object other than the trigger, or an open multipart upload,

@@ -2,6 +2,7 @@
 
 It reads its job from S3 and its task token from the job table, trains with Ultralytics,
 keeps a resumable checkpoint in S3 every epoch, watches for spot interruption notices, and
-tells the state machine what happened through the task token (DESIGN §7). See ``main.py``
+tells the state machine what happened through the task token (docs/ARCHITECTURE.md,
+"The trainer"). See ``main.py``
 for the environment contract and the exit codes.
 """

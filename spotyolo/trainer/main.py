@@ -1,6 +1,6 @@
 """``python -m spotyolo.trainer``: one training attempt of one job run, start to answer.
 
-Environment (DESIGN §7):
+Environment (docs/ARCHITECTURE.md, "The trainer"):
 
 ==============================  ==========================================================
 ``JOB``, ``RUN_ID``             the job and its run: the trainer reads runs/<job>/<run_id>/job.json
@@ -59,7 +59,7 @@ from spotyolo.trainer.outcome import FAILURE_EXIT, ExitCode, StopForInterruption
 from spotyolo.trainer.task import TaskChannel, heartbeat_interval
 from spotyolo.trainer.watcher import InterruptionWatcher, MetadataClient, Notice
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("spotyolo.trainer")
 
 DEFAULT_WORKDIR = Path("/opt/spotyolo/work")
 LOG_NAME = "trainer.log"
@@ -177,7 +177,7 @@ def _setup_logging(log_file: Path) -> logging.Handler:
     )
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(formatter)
-    logger = logging.getLogger("trainer")
+    logger = logging.getLogger("spotyolo.trainer")
     logger.setLevel(logging.INFO)
     if not any(getattr(h, "_spotyolo_stdout", False) for h in logger.handlers):
         stream = logging.StreamHandler(sys.stdout)
@@ -209,8 +209,9 @@ def _classify(err: BaseException) -> str:
     return ErrorName.TRAINER_ERROR
 
 
-class Attempt:
-    """One run of the trainer; :meth:`run` returns the exit code."""
+class TrainerRun:
+    """This process's attempt at training the job (not the plan of an attempt,
+    :class:`spotyolo.core.models.Attempt`); :meth:`run` returns the exit code."""
 
     def __init__(
         self,
@@ -248,7 +249,7 @@ class Attempt:
             self._done.set()
             if self.watcher is not None:
                 self.watcher.stop()
-            logging.getLogger("trainer").removeHandler(handler)
+            logging.getLogger("spotyolo.trainer").removeHandler(handler)
             logging.getLogger("ultralytics").removeHandler(handler)
             handler.close()
 
@@ -357,12 +358,10 @@ class Attempt:
         if notice is not None:
             if self.monitor is not None:
                 self.monitor.interrupt_started.set()
-            self.channel.fail(
-                ErrorName.SPOT_INTERRUPTED,
+            self.channel.interrupted(
                 f"spot interruption notice ({notice.action} at {notice.time}) before training started; "
-                "any checkpoint of the run is kept",
+                "any checkpoint of the run is kept"
             )
-            raise StopForInterruption("spot interruption before training")
 
     # ------------------------------------------------------------ training
 
@@ -436,8 +435,7 @@ class Attempt:
         return self._finish(model, metrics, seconds)
 
     def _preflight(self, spec: JobSpec, args: dict[str, Any], dataset_dir: Path) -> None:
-        device = args.get("device")
-        need_gpu = preflight.wants_gpu(device, self.env.expect_gpu)
+        need_gpu = self.env.expect_gpu  # config.yaml may not choose a device: the instance decides
         facts = preflight.MachineFacts.probe(self.env.workdir, need_gpu)
         on_gpu = need_gpu or _cuda_visible()
         workers = int(args.get("workers", 8)) if on_gpu else 0  # Ultralytics uses 0 workers on the CPU
@@ -446,21 +444,16 @@ class Attempt:
             if dataset_dir.exists()
             else 0
         )
-        why = (
-            f"device: {device} in config.yaml"
-            if device is not None
-            else "SPOTYOLO_EXPECT_GPU=1 on this instance"
-        )
         preflight.check(
             facts,
             need_gpu=need_gpu,
-            gpus=preflight.gpus_needed(device),
+            gpus=1,
             dataset_bytes=spec.dataset.bytes,
             present_bytes=present,
             workers=workers,
             batch=args.get("batch", 16),
             imgsz=args.get("imgsz", 640),
-            why_gpu=why,
+            why_gpu=f"{TrainerVar.EXPECT_GPU}=1 on this instance",
         )
         log.info(
             "preflight passed (gpu %s, %.1f GiB free disk)",
@@ -531,7 +524,8 @@ class Attempt:
             ckpt_path,
             data=data_yaml,
             save_dir=save_dir,
-            updates={"device": args.get("device"), "workers": args.get("workers", 8)},
+            # the resumed run picks this machine's device, not the one the checkpoint was made on
+            updates={"device": None, "workers": args.get("workers", 8)},
         )
         csv_text: str | None = None
         csv_key = layout.artifact_key(env.job, env.run_id, "results.csv")
@@ -602,7 +596,7 @@ class Attempt:
 
     def _upload_log(self) -> None:
         try:
-            for handler in logging.getLogger("trainer").handlers:
+            for handler in logging.getLogger("spotyolo.trainer").handlers:
                 handler.flush()
             self.clients.s3.upload_file(
                 str(self.log_file),
@@ -636,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.BAD_ENVIRONMENT
     try:
         clients = Clients.create(env.region)
-        code = int(Attempt(env, clients).run())
+        code = int(TrainerRun(env, clients).run())
     except Exception as err:
         print(f"trainer crashed: {_traceback_tail(err)}", file=sys.stderr)
         return ExitCode.CRASHED

@@ -24,10 +24,9 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 
 from spotyolo.contract import layout
-from spotyolo.contract.errors import ErrorName, TrainingDiverged
+from spotyolo.contract.errors import TrainingDiverged
 from spotyolo.core.jobtable import JobTable, now_iso
 from spotyolo.core.models import Progress
-from spotyolo.trainer.outcome import StopForInterruption
 from spotyolo.trainer.task import TaskChannel
 from spotyolo.trainer.watcher import Notice
 
@@ -247,14 +246,12 @@ class TrainingMonitor:
                 return
             self.interrupt_started.set()
             self.uploader.wait()
-            self.channel.fail(
-                ErrorName.SPOT_INTERRUPTED,
+            self.channel.interrupted(
                 f"spot interruption notice ({notice.action} at {notice.time}) at the end of epoch "
                 f"{trainer.epoch + 1}/{trainer.epochs}; the checkpoint of that epoch is in "
                 f"s3://{self.ref.bucket}/{layout.checkpoint_key(self.ref.job, self.ref.run_id)}: the next "
-                f"attempt starts at epoch {trainer.epoch + 2}.",
+                f"attempt starts at epoch {trainer.epoch + 2}."
             )
-            raise StopForInterruption("spot interruption at an epoch end")
 
     # ------------------------------------------------------------ actions
 
@@ -288,11 +285,9 @@ class TrainingMonitor:
         else:
             kept = "no epoch finished yet, so there is no checkpoint: the next attempt starts over"
         log.warning("spot interruption during %s: %s", where, kept)
-        self.channel.fail(
-            ErrorName.SPOT_INTERRUPTED,
-            f"spot interruption notice ({notice.action} at {notice.time}) during {where}; {kept}.",
+        self.channel.interrupted(
+            f"spot interruption notice ({notice.action} at {notice.time}) during {where}; {kept}."
         )
-        raise StopForInterruption(f"spot interruption during {where}")
 
 
 def _finite(value: Any) -> bool:

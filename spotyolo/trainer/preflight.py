@@ -24,25 +24,6 @@ SHM_FLOOR = 256 * MIB
 PREFETCH = 2
 
 
-def wants_gpu(device: Any, expect_gpu_env: bool) -> bool:
-    """True when the config's ``device`` names a CUDA device, or the instance expects one."""
-    if expect_gpu_env:
-        return True
-    if device is None:
-        return False
-    text = str(device).strip().lower()
-    if text in ("", "cpu", "mps", "none", "-1"):
-        return False
-    return text.startswith("cuda") or all(part.strip().isdigit() for part in text.split(","))
-
-
-def gpus_needed(device: Any) -> int:
-    text = "" if device is None else str(device).strip().lower()
-    if text and all(part.strip().isdigit() for part in text.split(",")):
-        return len(text.split(","))
-    return 1
-
-
 @dataclass
 class MachineFacts:
     """What preflight looked at (injectable, so each check is testable without the hardware)."""
@@ -101,7 +82,7 @@ def check(
         raise PreflightFailed(
             f"no usable GPU: found {found}; needed {gpus} CUDA device(s) ({why_gpu}). Fix: use a GPU "
             "instance type with the NVIDIA driver (the ECS GPU AMI) and run the container with "
-            "'--gpus all', or remove 'device' from config.yaml to train on the CPU."
+            "'--gpus all'."
         )
     needed = max(0, dataset_bytes - present_bytes) + DISK_MARGIN
     if facts.free_disk < needed:

@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
-from spotyolo.trainer.outcome import TaskGone
+from spotyolo.contract.errors import ErrorName
+from spotyolo.trainer.outcome import StopForInterruption, TaskGone
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,12 @@ class TaskChannel:
                 self.final = None  # not delivered: a failure may still be sent
                 raise
         return True
+
+    def interrupted(self, cause: str) -> NoReturn:
+        """Answer SpotInterrupted (whatever checkpoint there is, is already uploaded) and stop
+        training: the one way every phase of the trainer reacts to a spot notice."""
+        self.fail(ErrorName.SPOT_INTERRUPTED, cause)
+        raise StopForInterruption(cause)
 
     def fail(self, error: str, cause: str) -> bool:
         """Send SendTaskFailure once; False when an answer was already sent."""

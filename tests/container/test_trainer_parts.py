@@ -70,22 +70,6 @@ def test_preflight_small_shm_with_workers_says_ipc_host():
     _check(_facts(shm_bytes=64 * 1024**2), workers=0)  # no workers, no shared memory needed
 
 
-@pytest.mark.parametrize(
-    ("device", "env", "expected"),
-    [
-        (None, False, False),
-        ("cpu", False, False),
-        (0, False, True),
-        ("0,1", False, True),
-        ("cuda:0", False, True),
-        ("mps", False, False),
-        (None, True, True),
-    ],
-)
-def test_wants_gpu(device, env, expected):
-    assert preflight.wants_gpu(device, env) is expected
-
-
 def test_heartbeat_interval_fits_short_stall_windows():
     assert heartbeat_interval(7200) == 60
     assert heartbeat_interval(360) == 60

@@ -26,7 +26,7 @@ from trainer_world import BUCKET, World
 from spotyolo.contract import layout
 from spotyolo.core.models import TrainResult
 from spotyolo.local.imds import FakeMetadataService
-from spotyolo.trainer.main import Attempt, Clients, TrainerEnv
+from spotyolo.trainer.main import Clients, TrainerEnv, TrainerRun
 from spotyolo.trainer.outcome import ExitCode
 
 pytestmark = pytest.mark.timeout(300)
@@ -62,7 +62,7 @@ class Run:
     execution: str
     outcome: dict[str, Any]
     sfn: RecordingSfn
-    attempt: Attempt
+    attempt: TrainerRun
     workdir: Path
     epochs_started: list[int] = field(default_factory=list)
 
@@ -105,7 +105,8 @@ def train(
         spec: Any,
         number: int,
         callbacks: dict[str, list[Callable[..., None]]] | None = None,
-        setup: Callable[[Attempt], None] | None = None,
+        setup: Callable[[TrainerRun], None] | None = None,
+        environ: dict[str, str] | None = None,
     ) -> Run:
         execution = world.start_attempt(spec, number)
         workdir = tmp_path_factory.mktemp(f"{spec.name}-{number}")
@@ -117,6 +118,7 @@ def train(
                 SPOTYOLO_HEARTBEAT_SECONDS=str(HEARTBEAT),
                 SPOTYOLO_IMDS_POLL_SECONDS="0.05",
                 AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url,
+                **(environ or {}),
             )
         )
         sfn = RecordingSfn(world.sfn)
@@ -127,7 +129,7 @@ def train(
         def no_hard_exit(code: int) -> None:
             raise AssertionError(f"the watcher tried to end the process with {code}")
 
-        attempt = Attempt(
+        attempt = TrainerRun(
             env, Clients(world.s3, world.ddb, sfn), extra_callbacks=extra, hard_exit=no_hard_exit
         )
         if setup:
@@ -191,7 +193,7 @@ def test_two_epochs_succeed_with_metrics_and_artifacts(
 def test_a_run_that_finished_before_its_instance_was_lost_is_not_trained_again(
     world: World, train: Callable[..., Run], shapes_job: Path
 ):
-    """Attempt 1 uploaded its artifacts, then its instance died before SendTaskSuccess: attempt 2
+    """TrainerRun 1 uploaded its artifacts, then its instance died before SendTaskSuccess: attempt 2
     re-sends that result instead of paying for the whole run again (its last.pt is final)."""
     spec = world.upload_job("done", shapes_job, "r1")
     first = train(spec, 1)
@@ -260,7 +262,7 @@ def interrupted(
 ) -> Iterator[tuple[Any, Run, dict[str, Any]]]:
     spec = world.upload_job("spot", shapes_job, "r1")
     seen: dict[str, Any] = {}
-    holder: dict[str, Attempt] = {}
+    holder: dict[str, TrainerRun] = {}
 
     def announce_mid_epoch_two(trainer: Any) -> None:
         if trainer.epoch == 1 and "at" not in seen:
@@ -337,8 +339,8 @@ def test_blocked_batch_sends_no_heartbeat(world: World, train: Callable[..., Run
 def test_gpu_asked_for_but_missing_is_preflight_failed(
     world: World, train: Callable[..., Run], shapes_job: Path
 ):
-    spec = world.upload_job("gpu", shapes_job, "r1", device=0)
-    run = train(spec, 1)
+    spec = world.upload_job("gpu", shapes_job, "r1")
+    run = train(spec, 1, environ={"SPOTYOLO_EXPECT_GPU": "1"})  # what a GPU instance's user data sets
     assert run.code == ExitCode.PREFLIGHT_FAILED
     assert run.outcome["error"] == "PreflightFailed"
     cause = run.failure["cause"]
@@ -368,5 +370,5 @@ def test_attempt_without_token_does_nothing(world: World, shapes_job: Path, tmp_
     spec = world.upload_job("idle", shapes_job, "r1")
     env = TrainerEnv.from_env(world.env(spec, 7, tmp_path))
     sfn = RecordingSfn(world.sfn)
-    code = Attempt(env, Clients(world.s3, world.ddb, sfn)).run()
+    code = TrainerRun(env, Clients(world.s3, world.ddb, sfn)).run()
     assert code == ExitCode.NO_TOKEN and sfn.calls == []

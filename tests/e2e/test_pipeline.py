@@ -1,5 +1,6 @@
 """The whole pipeline, locally: the ASL file executed by the emulator, the real Lambdas, the real
-trainer as "instances". Each test is one user-visible scenario of DESIGN §5/§9."""
+trainer as "instances". Each test is one user-visible scenario of docs/ARCHITECTURE.md
+("The workflow", "The local engine")."""
 
 from __future__ import annotations
 

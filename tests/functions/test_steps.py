@@ -10,9 +10,9 @@ from typing import Any
 
 import boto3
 import pytest
+from fake_settings import make_settings
 from moto import mock_aws
 
-from spotyolo.contract.env import Settings
 from spotyolo.contract.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
 from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
@@ -69,7 +69,8 @@ class Aws:
         lt = self.ec2.create_launch_template(
             LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-03cf127a"}
         )
-        self.cfg = Settings(
+        self.cfg = make_settings(
+            subnet_ids=[],  # the account's default subnets
             bucket="bkt",
             job_table="jobs",
             launch_template_id=lt["LaunchTemplate"]["LaunchTemplateId"],
@@ -131,7 +132,9 @@ def test_a_retried_launch_of_the_same_attempt_starts_no_second_instance(aws: Aws
 
 def test_fleet_request_sizes_the_root_volume_and_orders_on_demand(aws: Aws) -> None:
     job = make_job()
-    cfg = Settings(launch_template_id="lt-1", subnet_ids=["subnet-a", "subnet-b"], root_volume_base_gb=40)
+    cfg = make_settings(
+        launch_template_id="lt-1", subnet_ids=["subnet-a", "subnet-b"], root_volume_base_gb=40
+    )
     spot = launch.fleet_request(job, attempt(), cfg, EXEC)
     overrides = spot["LaunchTemplateConfigs"][0]["Overrides"]
     assert [(o["InstanceType"], o["SubnetId"]) for o in overrides] == [

@@ -13,13 +13,15 @@ from typing import Any
 
 import boto3
 import pytest
+from fake_settings import make_settings
 from moto import mock_aws
 
-from spotyolo.contract.env import Settings
+from spotyolo.contract.env import Settings, SettingsMissing
 from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
+from spotyolo.contract.lambdas import LambdaName
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec
-from spotyolo.steps import validate as validate_mod
+from spotyolo.local.functions import load_handler
 from spotyolo.steps.validate import make_run_id, validate_job
 
 _spec = importlib.util.spec_from_file_location(
@@ -31,7 +33,9 @@ sys.modules.setdefault("bad_jobs", bad_jobs)
 _spec.loader.exec_module(bad_jobs)
 
 BUCKET, TABLE = "spotyolo-test", "spotyolo-jobs"
-SETTINGS = Settings(bucket=BUCKET, job_table=TABLE, trainer_image="123.dkr.ecr/trainer:1", settle_seconds=30)
+SETTINGS = make_settings(
+    bucket=BUCKET, job_table=TABLE, trainer_image="123.dkr.ecr/trainer:1", settle_seconds=30
+)
 
 
 class Aws(SimpleNamespace):
@@ -138,7 +142,7 @@ def test_a_config_uploaded_after_a_settled_dataset_starts_at_once(aws: Aws, tmp_
     upload(aws, folder, "pets")
     time.sleep(1.2)
     aws.s3.put_object(Bucket=BUCKET, Key="jobs/pets/config.yaml", Body=config)
-    quick = Settings(bucket=BUCKET, job_table=TABLE, settle_seconds=1)
+    quick = make_settings(bucket=BUCKET, job_table=TABLE, settle_seconds=1)
     out = run(aws, EVENT, start(aws, "e1"), later=0, settings=quick)
     assert out["job"]["name"] == "pets" and JobTable(aws.dynamodb, TABLE).get("pets") is not None
 
@@ -241,19 +245,26 @@ def test_bad_job_corpus_on_s3(aws: Aws, tmp_path: Path, case: Any) -> None:
 
 
 def test_handler_with_powertools_and_parser(aws: Aws, job: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BUCKET", BUCKET)
-    monkeypatch.setenv("JOB_TABLE", TABLE)
-    monkeypatch.setenv("SETTLE_SECONDS", "0")
+    for name, value in make_settings(bucket=BUCKET, job_table=TABLE, settle_seconds=0).to_env().items():
+        monkeypatch.setenv(name, value)
     from spotyolo.steps import common
 
     common._client.cache_clear()
-    validate_mod._s3.cache_clear()
+    handler = load_handler(LambdaName.VALIDATE)  # functions/validate.py, as Lambda loads it
     execution = start(aws, "e1")
-    out = validate_mod.handler({"input": EVENT, "execution": execution}, None)
+    out = handler({"input": EVENT, "execution": execution}, None)
     assert out["job"]["name"] == "pets" and out["attempt"]["number"] == 1
     with pytest.raises(JobInvalid):
-        validate_mod.handler(
-            {"input": {"job": "pets", "overrides": {"epoch": 3}}, "execution": execution}, None
-        )
+        handler({"input": {"job": "pets", "overrides": {"epoch": 3}}, "execution": execution}, None)
     common._client.cache_clear()
-    validate_mod._s3.cache_clear()
+
+
+@pytest.mark.parametrize("name", list(LambdaName))
+def test_a_lambda_without_its_environment_fails_at_cold_start(
+    name: LambdaName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in make_settings().to_env():
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("BUCKET", BUCKET)
+    with pytest.raises(SettingsMissing, match="JOB_TABLE, TOPIC_ARN"):
+        load_handler(name)

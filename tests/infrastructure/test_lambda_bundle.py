@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cdk_testing import REPO_ROOT, Synth, make_pure_python_wheel
+from fake_settings import make_settings
 
 from cdk import lambda_bundle
 from cdk.config import ConfigError, DeployConfig
@@ -41,7 +42,8 @@ def test_every_handler_imports_from_the_asset_alone(synth: Synth, tmp_path: Path
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"},
+        # the environment the CDK app gives every function (an entry point checks it at import)
+        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", **make_settings().to_env()},
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

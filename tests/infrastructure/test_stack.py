@@ -265,7 +265,7 @@ HELPERS = {
     ],
     "prepare_retry": ["spotyolo/core/fleet.py:run_instances_of", "spotyolo/core/cost.py"],
     "check_result": ["spotyolo/core/cost.py"],
-    "validate": ["spotyolo/core/dataset.py"],
+    "validate": ["spotyolo/core/dataset/sources.py"],
 }
 
 

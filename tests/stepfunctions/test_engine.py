@@ -33,7 +33,12 @@ TINY_ASL = {
             "Resource": "arn:aws:states:::lambda:invoke",
             "Parameters": {"FunctionName": "${ValidateFunctionArn}", "Payload.$": "$"},
             "Retry": [
-                {"ErrorEquals": ["Lambda.TooManyRequestsException"], "IntervalSeconds": 1, "MaxAttempts": 2}
+                {
+                    "ErrorEquals": ["Lambda.TooManyRequestsException"],
+                    "IntervalSeconds": 1,
+                    "MaxAttempts": 2,
+                    "JitterStrategy": "FULL",
+                }
             ],
             "ResultSelector": {"value.$": "$.Payload"},
             "ResultPath": "$.result",

@@ -25,23 +25,17 @@ from moto import mock_aws
 
 from spotyolo.contract import layout
 from spotyolo.contract.asl import render_asl
+from spotyolo.contract.env import Settings
+from spotyolo.contract.lambdas import LAMBDAS
 from spotyolo.core import fleet
 from spotyolo.core.jobtable import JobTable
 from spotyolo.local import moto_patches
-from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, validate
+from spotyolo.local.functions import LambdaHandler, load_handlers
+from spotyolo.steps import launch
 
 REGION = "us-east-1"
 BUCKET = "spotyolo-test"
 TABLE = "spotyolo-jobs"
-FUNCTIONS = {
-    "validate": ("ValidateFunctionArn", validate.handler),
-    "launch": ("LaunchFunctionArn", launch.handler),
-    "prepare_retry": ("PrepareRetryFunctionArn", prepare_retry.handler),
-    "check_result": ("CheckResultFunctionArn", check_result.handler),
-    "cleanup": ("CleanupFunctionArn", cleanup.handler),
-    "instance_lost": (None, instance_lost.handler),
-    "cancel": (None, cancel.handler),
-}
 BASE_CONFIG = (
     "model: yolo11n.yaml\nepochs: 3\nimgsz: 64\nbatch: 8\nworkers: 0\nplots: false\n"
     "instance_types: [g5.xlarge, g6.xlarge]\ncapacity: spot\nmax_interruptions: 2\n"
@@ -150,12 +144,13 @@ class World:
     table: JobTable
     queue_url: str
     machine: str
+    handlers: dict[str, LambdaHandler] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     overrides: dict[str, Callable[[dict[str, Any], Any], Any]] = field(default_factory=dict)
 
     def route(self, name: str, event: Any) -> Any:
         self.calls.append((name, event))
-        handler = self.overrides.get(name) or FUNCTIONS[name][1]
+        handler = self.overrides.get(name) or self.handlers[name]
         return handler(event, moto_patches.LambdaContext(function_name=name))
 
     def invoke_event(self, name: str, event: dict[str, Any]) -> Any:
@@ -252,24 +247,33 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         with zipfile.ZipFile(code, "w") as zf:
             zf.writestr("handler.py", "")
         arns = {}
-        for name, (placeholder, _handler) in FUNCTIONS.items():
+        for name, spec in LAMBDAS.items():
             arn = lam.create_function(
                 FunctionName=name,
                 Runtime="python3.13",
                 Role=role,
-                Handler=f"functions.{name}.handler",
+                Handler=spec.handler,
                 Code={"ZipFile": code.getvalue()},
             )["FunctionArn"]
-            if placeholder:
-                arns[placeholder] = arn
+            if spec.placeholder:
+                arns[spec.placeholder] = arn
         sfn = boto3.client("stepfunctions", region_name=REGION)
         definition = render_asl({**arns, "TopicArn": topic})
         machine = sfn.create_state_machine(name="training-pipeline", definition=definition, roleArn=role)[
             "stateMachineArn"
         ]
         monkeypatch.setenv("STATE_MACHINE_ARN", machine)
+        subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        monkeypatch.setenv("SUBNET_IDS", ",".join(sorted(s["SubnetId"] for s in subnets)))
         w = World(
-            s3=s3, ec2=ec2, sfn=sfn, sqs=sqs, table=JobTable(ddb, TABLE), queue_url=queue, machine=machine
+            s3=s3,
+            ec2=ec2,
+            sfn=sfn,
+            sqs=sqs,
+            table=JobTable(ddb, TABLE),
+            queue_url=queue,
+            machine=machine,
+            handlers=dict(load_handlers()),  # functions/*.py, loaded with this world's environment
         )
         moto_patches.install(w.route)
         try:
@@ -427,7 +431,7 @@ def test_no_capacity_backs_off_and_gives_up(shapes: World, instances: FakeInstan
 
     def refusing_launch(event: dict[str, Any], context: Any) -> Any:
         parsed = launch.LaunchEvent.model_validate(event)
-        cfg = launch.settings()
+        cfg = Settings.from_env()
         return real(parsed, ec2=NoCapacityEC2(shapes.ec2), table=shapes.table, cfg=cfg)
 
     shapes.overrides["launch"] = refusing_launch
@@ -520,7 +524,7 @@ def test_transient_lambda_error_is_retried(shapes: World, instances: FakeInstanc
         if not failures:
             failures.append(1)
             raise moto_patches.LambdaServiceError("Lambda is having a moment")
-        return check_result.handler(event, context)
+        return shapes.handlers["check_result"](event, context)
 
     shapes.overrides["check_result"] = flaky_check
     out = shapes.wait(shapes.start("transient"))

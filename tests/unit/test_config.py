@@ -94,3 +94,65 @@ def test_ultralytics_rules(line: str, needle: str | None) -> None:
         assert problems == []
     else:
         assert problems and needle in str(problems[0]) and "config.yaml:2:1" in str(problems[0])
+
+
+@pytest.mark.parametrize(
+    ("line", "accepted"),
+    [
+        ("optimizer: AdamW", True),
+        ("optimizer: adamw", True),
+        ("optimizer: auto", True),
+        ("optimizer: 3", False),
+        ("amp: true", True),
+        ("amp: bf16", True),
+        ("cache: ram", True),
+        ("cache: disk", True),
+        ("cache: false", True),
+        ("cache: ssd", False),
+        ("batch: -1", True),
+        ("batch: 0.7", True),
+        ("batch: 16", True),
+        ("batch: 0", False),
+        ("batch: 2.5", False),
+        ("imgsz: [640, 480]", True),
+        ("imgsz: [640, 480, 320]", False),
+        ("fraction: [0.8, 0.2]", True),
+        ("fraction: 200", True),
+        ("fraction: 1.5", False),
+        ("save: true", True),
+        ("save: false", False),
+        ("max_interruptions: 0", True),
+        ("max_interruptions: -1", False),
+        ("max_interruptions: 1.5", False),
+        ("instance_types: [g5.xlarge, g6.xlarge]", True),
+        ("instance_types: []", False),
+        ("instance_types: [g5.xlarge, G6]", False),
+        ("instance_types: [g5.xlarge, g5.xlarge]", False),
+        ("instance_type: g5", False),
+        ("stall_hours: 0.0001", False),
+        ("max_hours: 8760", True),
+        ("target: {metric: recall, min: 0.8}", True),
+        ("target: {metric: recall, min: 1.5}", False),
+        ("mode: val", False),
+        ("task: segment", False),
+        ("classes: [0, 2]", True),
+        ("classes: [-1]", False),
+        ("pretrained: false", True),
+    ],
+)
+def test_rule_accepts_or_refuses(line: str, accepted: bool) -> None:
+    config, problems = inspect_config(BASE + line + "\n")
+    assert (config is not None, problems == []) == (accepted, accepted), problems
+    if not accepted:  # named where it was written (a target part at its own column)
+        assert problems[0].line == 2 and problems[0].message.startswith(line.partition(":")[0])
+
+
+def test_stall_hours_longer_than_max_hours_is_refused() -> None:
+    _, problems = inspect_config(BASE + "max_hours: 2\nstall_hours: 3\n")
+    assert [str(p) for p in problems] == ["config.yaml:3:1: stall_hours: 3 is longer than max_hours (2)"]
+
+
+def test_batch_and_int_keys_reach_the_trainer_as_ints() -> None:
+    args = parse_config(BASE + "batch: 16.0\nepochs: 3.0\n").train_args()
+    assert args["batch"] == 16 and isinstance(args["batch"], int)
+    assert args["epochs"] == 3 and isinstance(args["epochs"], int)
