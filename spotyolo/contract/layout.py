@@ -12,8 +12,12 @@ CONFIG_NAME = "config.yaml"
 DATASET_DIR = "dataset"
 DATA_YAML = "data.yaml"
 
+BEST = "best.pt"
+LAST = "last.pt"
+RESULTS_CSV = "results.csv"
+METRICS_JSON = "metrics.json"
 #: files promoted from a successful run to weights/<job>/
-WEIGHT_FILES = ("best.pt", "last.pt", "results.csv", "metrics.json")
+WEIGHT_FILES = (BEST, LAST, RESULTS_CSV, METRICS_JSON)
 
 
 def check_job_name(job: str) -> str:
@@ -59,7 +63,7 @@ def job_json_key(job: str, run_id: str) -> str:
 
 
 def checkpoint_key(job: str, run_id: str) -> str:
-    return f"runs/{job}/{run_id}/checkpoints/last.pt"
+    return f"runs/{job}/{run_id}/checkpoints/{LAST}"
 
 
 def artifacts_prefix(job: str, run_id: str) -> str:

@@ -22,11 +22,11 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from spotyolo.contract.layout import CONFIG_NAME
 from spotyolo.core.dataset import Entry, Source, inspect_dataset, rules
 from spotyolo.core.models import CapacityPlan, DatasetSummary, JobConfig, MetricName
 from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
 
-CONFIG_NAME = "config.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
 #: Step Functions standard executions last at most a year
 MAX_HOURS_LIMIT = 365 * 24

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spotyolo.contract.layout import JOB_NAME_RE, weights_key, weights_prefix
+from spotyolo.contract.layout import BEST, CONFIG_NAME, JOB_NAME_RE, weights_key, weights_prefix
 
 #: exit codes of `spotyolo local`
 OK, FAILED, INVALID, INTERRUPTED = 0, 1, 2, 130
@@ -63,7 +63,7 @@ def check_job_dir(job_dir: Path) -> tuple[str, list[str]]:
             f"{job_dir}: the folder name {job!r} is the job name and must match [a-z0-9][a-z0-9._-]* "
             f"(up to 63 characters): rename the folder, e.g. to {_suggest_name(job)!r}"
         )
-    if not (job_dir / "config.yaml").is_file():
+    if not (job_dir / CONFIG_NAME).is_file():
         problems.append(f"{job_dir / 'config.yaml'}: missing (the job's config: model, epochs, imgsz, ...)")
         return job, problems
     problems.extend(_check_with_validator(job_dir))
@@ -261,7 +261,7 @@ def _install_sigint() -> threading.Event:
 def _seed_previous_weights(engine: Any, job: str, output: Path, console: Console) -> bool:
     """The emulator starts empty each run; weights already copied to ``output`` stand for the
     bucket's ``weights/<job>/``, so an already-trained job is skipped as on AWS (unless --force)."""
-    if not (output / "best.pt").is_file():
+    if not (output / BEST).is_file():
         return False
     s3 = engine.client("s3")
     for path in sorted(p for p in output.iterdir() if p.is_file()):
@@ -367,7 +367,7 @@ def _finish(
         if files:
             summary["paths"] = {
                 "output": str(output),
-                "weights": str(output / "best.pt") if (output / "best.pt").exists() else None,
+                "weights": str(output / BEST) if (output / BEST).exists() else None,
                 "files": sorted(str(p) for p in files),
             }
             console.say(f"weights/{job}/ copied to {output}/ ({', '.join(sorted(p.name for p in files))})")

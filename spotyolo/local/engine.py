@@ -48,6 +48,7 @@ from spotyolo.contract.events import (
     RuleName,
 )
 from spotyolo.contract.lambdas import LAMBDAS, LambdaName
+from spotyolo.contract.layout import CONFIG_NAME
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import JobItem
 from spotyolo.local import rules
@@ -751,7 +752,7 @@ class LocalEngine:
         folder = Path(job_dir)
         job = job or folder.resolve().name
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".DS_Store")
-        config = folder / "config.yaml"
+        config = folder / CONFIG_NAME
         ordered = [p for p in files if p != config] + ([config] if trigger and config.exists() else [])
         s3 = self.client("s3")
         done = [0, 0]

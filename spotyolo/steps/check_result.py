@@ -42,13 +42,13 @@ def promote(s3: Any, job: JobSpec, result: TrainResult) -> list[str]:
         name: result.artifacts.get(name) or layout.artifact_key(job.name, job.run_id, name)
         for name in layout.WEIGHT_FILES
     }
-    missing = [k for n, k in sources.items() if n == "best.pt" and not object_exists(s3, bucket, k)]
+    missing = [k for n, k in sources.items() if n == layout.BEST and not object_exists(s3, bucket, k)]
     if missing:
         raise TrainerError(
             f"the trainer reported success but s3://{bucket}/{missing[0]} is missing, so there is "
             "nothing to publish; see the run's train.log under its artifacts/"
         )
-    if object_exists(s3, bucket, layout.weights_key(job.name, "best.pt")):
+    if object_exists(s3, bucket, layout.weights_key(job.name, layout.BEST)):
         for name in layout.WEIGHT_FILES:
             current = layout.weights_key(job.name, name)
             if object_exists(s3, bucket, current):

@@ -161,7 +161,7 @@ def validate_job(
     )
     attempt = first_attempt(config, spec.instance_types, deadline, now=started)
 
-    if not force and object_exists(s3, bucket, layout.weights_key(job, "best.pt")):
+    if not force and object_exists(s3, bucket, layout.weights_key(job, layout.BEST)):
         spec.already_trained = True
         logger.info("already trained: skipped", extra={"job": job})
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}

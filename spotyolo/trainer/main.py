@@ -402,11 +402,11 @@ class TrainerRun:
         prepare_ultralytics(os.environ.get("YOLO_CONFIG_DIR") or (env.workdir / "yolo-config"))
 
         data.download_dataset(s3, env.bucket, env.job, dataset_dir, tick=self._tick)
-        data_yaml = data.local_data_yaml(dataset_dir, self.root / "data.yaml")
+        data_yaml = data.local_data_yaml(dataset_dir, self.root / layout.DATA_YAML)
         model_spec = self._model_file(config.model)
 
         save_dir = self.root / "train"
-        ckpt_path = self.root / "checkpoints" / "last.pt"
+        ckpt_path = self.root / "checkpoints" / layout.LAST
         resume = self._prepare_resume(ckpt_path, data_yaml, save_dir, args)
         self._tick()
 
@@ -483,7 +483,7 @@ class TrainerRun:
         its presence means the artifacts are complete.
         """
         env, s3 = self.env, self.clients.s3
-        metrics_key = layout.artifact_key(env.job, env.run_id, "metrics.json")
+        metrics_key = layout.artifact_key(env.job, env.run_id, layout.METRICS_JSON)
         local = self.root / "previous-metrics.json"
         if not data.download_if_exists(s3, env.bucket, metrics_key, local):
             return None
@@ -528,11 +528,13 @@ class TrainerRun:
             updates={"device": None, "workers": args.get("workers", 8)},
         )
         csv_text: str | None = None
-        csv_key = layout.artifact_key(env.job, env.run_id, "results.csv")
+        csv_key = layout.artifact_key(env.job, env.run_id, layout.RESULTS_CSV)
         csv_local = self.root / "results.previous.csv"
         if data.download_if_exists(s3, env.bucket, csv_key, csv_local):
             csv_text = csv_local.read_text()
-        checkpoint.restore_results(save_dir / "results.csv", csv_text, info.finished, checkpoint=ckpt_path)
+        checkpoint.restore_results(
+            save_dir / layout.RESULTS_CSV, csv_text, info.finished, checkpoint=ckpt_path
+        )
         return True
 
     def _finish(self, model: Any, metrics: Any, seconds: float) -> TrainResult:
@@ -553,12 +555,12 @@ class TrainerRun:
             "seconds": round(seconds, 3),
             "ultralytics": {k: float(v) for k, v in values.items()},
         }
-        (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (save_dir / layout.METRICS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
         files: dict[str, Path] = {
-            "best.pt": Path(trainer.best),
-            "last.pt": Path(trainer.last),
-            "results.csv": save_dir / "results.csv",
-            "metrics.json": save_dir / "metrics.json",
+            layout.BEST: Path(trainer.best),
+            layout.LAST: Path(trainer.last),
+            layout.RESULTS_CSV: save_dir / layout.RESULTS_CSV,
+            layout.METRICS_JSON: save_dir / layout.METRICS_JSON,
         }
         for plot in sorted(save_dir.glob("*.png")) + sorted(save_dir.glob("*.jpg")):
             files[plot.name] = plot

@@ -80,7 +80,7 @@ class CheckpointUploader:
             return
         stage = last.parent / ".upload"
         stage.mkdir(exist_ok=True)
-        staged_last, staged_csv = stage / "last.pt", stage / "results.csv"
+        staged_last, staged_csv = stage / layout.LAST, stage / layout.RESULTS_CSV
         shutil.copyfile(last, staged_last)
         has_csv = csv.is_file()
         if has_csv:
@@ -152,7 +152,7 @@ class TrainingMonitor:
             s3,
             ref.bucket,
             layout.checkpoint_key(ref.job, ref.run_id),
-            layout.artifact_key(ref.job, ref.run_id, "results.csv"),
+            layout.artifact_key(ref.job, ref.run_id, layout.RESULTS_CSV),
         )
 
     def attach(self, model: Any) -> None:

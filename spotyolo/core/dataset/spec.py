@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
+from spotyolo.contract.layout import DATA_YAML
 from spotyolo.core.dataset.paths import inside, is_absolute, norm
 from spotyolo.core.dataset.sources import local_exists, s3_exists
 from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
 
-DATA_YAML = "data.yaml"
 SPLITS = ("train", "val", "test")
 #: data.yaml is small; the same cap wherever it is read
 MAX_DATA_YAML_BYTES = 1024 * 1024
