@@ -201,8 +201,31 @@ class World:
         assert item is not None and item.execution is None and item.current is None
 
 
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[World]:
+    """One emulator world per module: deployed once, emptied between tests (``world``)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _deploy(monkeypatch)
+
+
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(deployed: World) -> World:
+    """The module's world, as a new deployment would find it."""
+    w = deployed
+    for page in w.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for obj in page.get("Contents", []):
+            w.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    w.table.client.delete_item(TableName=TABLE, Key={"job": {"S": "shapes"}})
+    leftovers = [i["InstanceId"] for i in fleet.run_instances_of(w.ec2, "shapes")]
+    if leftovers:
+        w.ec2.terminate_instances(InstanceIds=leftovers)
+    w.messages()
+    w.calls.clear()
+    w.overrides.clear()
+    return w
+
+
+def _deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     env = {
         "BUCKET": BUCKET,
         "JOB_TABLE": TABLE,
