@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spotyolo.core.models import AttemptRecord
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
 
 ON_DEMAND_USD_PER_HOUR: dict[str, float] = {
     # g4dn: NVIDIA T4
@@ -77,7 +80,7 @@ def spot_estimate(instance_type: str) -> float:
     return round(on_demand_price(instance_type) * SPOT_FRACTION, 4)
 
 
-def live_spot_price(ec2: Any, instance_type: str, az: str | None = None) -> float | None:
+def live_spot_price(ec2: EC2Client, instance_type: str, az: str | None = None) -> float | None:
     """The newest spot price of ``instance_type`` (in ``az`` if given), or None if unknown."""
     kwargs: dict[str, Any] = {
         "InstanceTypes": [instance_type],
@@ -95,7 +98,7 @@ def live_spot_price(ec2: Any, instance_type: str, az: str | None = None) -> floa
     return min(prices) if prices else None
 
 
-def price_fn(ec2: Any | None = None) -> PriceFn:
+def price_fn(ec2: EC2Client | None = None) -> PriceFn:
     """Hourly price of (type, capacity, az): live spot price where ``ec2`` can tell, else estimates."""
     cache: dict[tuple[str, str | None], float] = {}
 

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -19,6 +19,10 @@ from botocore.exceptions import ClientError
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning
 from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.models import AttemptRecord, JobItem, Progress
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import UpdateItemInputTypeDef
 
 _SER = TypeSerializer()
 _DES = TypeDeserializer()
@@ -58,7 +62,7 @@ def _conditional_failed(err: ClientError) -> bool:
 class JobTable:
     """The job table over a low-level DynamoDB client (moto's or real)."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self.client = client
         self.table_name = table_name
 
@@ -103,7 +107,7 @@ class JobTable:
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
         for key, value in (values or {}).items():
             vals[key] = _to_dynamo(value)
-        kwargs: dict[str, Any] = {
+        kwargs: UpdateItemInputTypeDef = {
             "TableName": self.table_name,
             "Key": {"job": {"S": job}},
             "UpdateExpression": expression,

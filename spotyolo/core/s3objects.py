@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
+    from mypy_boto3_s3 import S3Client
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 
 
-def object_exists(s3: Any, bucket: str, key: str) -> bool:
+def object_exists(s3: S3Client, bucket: str, key: str) -> bool:
     """True when ``key`` exists; any error other than "not found" is raised."""
     try:
         s3.head_object(Bucket=bucket, Key=key)

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
@@ -54,6 +54,23 @@ from spotyolo.core.models import JobItem
 from spotyolo.local import rules
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.local.instances import InstanceRunner, InstanceWorld
+
+if TYPE_CHECKING:  # the stubs are a development dependency
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import TargetTypeDef
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
+    from mypy_boto3_stepfunctions.type_defs import (
+        DescribeExecutionOutputTypeDef,
+        ExecutionListItemTypeDef,
+        HistoryEventTypeDef,
+    )
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -355,6 +372,24 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ clients
 
+    @overload
+    def client(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["ec2"]) -> EC2Client: ...
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["stepfunctions"]) -> SFNClient: ...
+    @overload
+    def client(self, service: Literal["sns"]) -> SNSClient: ...
+    @overload
+    def client(self, service: Literal["sqs"]) -> SQSClient: ...
+    @overload
+    def client(self, service: Literal["events"]) -> EventBridgeClient: ...
+    @overload
+    def client(self, service: Literal["lambda"]) -> LambdaClient: ...
+    @overload
+    def client(self, service: str) -> Any: ...
     def client(self, service: str) -> Any:
         """A boto3 client for the emulator (thread-safe; cached per service)."""
         cache = self.__dict__.setdefault("_clients", {})
@@ -370,7 +405,7 @@ class LocalEngine:
         return cache[service]
 
     @property
-    def _lambda_client(self) -> Any:
+    def _lambda_client(self) -> LambdaClient:
         """Invocations are not retried by the client (a retry would run a handler twice) and may
         take as long as a Lambda may (15 minutes)."""
         cache = self.__dict__.setdefault("_clients", {})
@@ -415,7 +450,8 @@ class LocalEngine:
 
     def _deploy(self) -> None:
         r = self.resources
-        s3, ddb, sns, sqs = (self.client(n) for n in ("s3", "dynamodb", "sns", "sqs"))
+        s3, ddb = self.client("s3"), self.client("dynamodb")
+        sns, sqs = self.client("sns"), self.client("sqs")
         s3.create_bucket(Bucket=r.bucket)
         s3.put_bucket_notification_configuration(
             Bucket=r.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
@@ -533,7 +569,7 @@ class LocalEngine:
             rule = f"spotyolo-{spec.name}"
             pattern = spec.pattern(r.bucket, r.state_machine_arn)
             events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")
-            target: dict[str, Any] = {"Id": "bridge", "Arn": queue_arn}
+            target: TargetTypeDef = {"Id": "bridge", "Arn": queue_arn}
             if spec.target is None:
                 target["InputTransformer"] = {
                     "InputPathsMap": START_INPUT_PATHS,
@@ -697,7 +733,7 @@ class LocalEngine:
                     self._note_status(execution)
             self._stop.wait(self.poll_seconds * 2)
 
-    def _note_status(self, execution: dict[str, Any]) -> None:
+    def _note_status(self, execution: ExecutionListItemTypeDef) -> None:
         arn, status = execution["executionArn"], execution["status"]
         previous = self._execution_status.get(arn)
         self._execution_status[arn] = status
@@ -783,10 +819,10 @@ class LocalEngine:
         )["executionArn"]
         return arn
 
-    def executions(self, job: str | None = None) -> list[dict[str, Any]]:
+    def executions(self, job: str | None = None) -> list[ExecutionListItemTypeDef]:
         """This state machine's executions (newest first), optionally only those of ``job``."""
         sfn = self.client("stepfunctions")
-        found: list[dict[str, Any]] = []
+        found: list[ExecutionListItemTypeDef] = []
         for page in sfn.get_paginator("list_executions").paginate(
             stateMachineArn=self.resources.state_machine_arn
         ):
@@ -806,18 +842,18 @@ class LocalEngine:
             time.sleep(self.poll_seconds)
         raise TimeoutError(f"no execution started for job {job!r} within {timeout:.0f} s")
 
-    def wait_done(self, execution_arn: str, timeout: float = 600.0) -> dict[str, Any]:
+    def wait_done(self, execution_arn: str, timeout: float = 600.0) -> DescribeExecutionOutputTypeDef:
         sfn = self.client("stepfunctions")
         deadline = time.monotonic() + timeout
         while True:
-            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            described = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 return described
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{execution_arn} still running after {timeout:.0f} s")
             time.sleep(self.poll_seconds)
 
-    def history(self, execution_arn: str) -> Iterator[dict[str, Any]]:
+    def history(self, execution_arn: str) -> Iterator[HistoryEventTypeDef]:
         sfn = self.client("stepfunctions")
         for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
             yield from page["events"]
@@ -838,7 +874,7 @@ class LocalEngine:
                 written.append(target)
         return written
 
-    def running_instances(self) -> list[dict[str, Any]]:
+    def running_instances(self) -> list[InstanceTypeDef]:
         reservations = self.client("ec2").describe_instances(
             Filters=[
                 {"Name": "tag:app", "Values": ["spotyolo"]},

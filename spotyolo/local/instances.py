@@ -25,13 +25,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spotyolo.contract.env import TrainerVar
 from spotyolo.contract.events import EC2_SOURCE, EC2_STATE_CHANGE, LOST_STATES
 from spotyolo.core.fleet import ATTEMPT_TAG, JOB_TAG, RUN_TAG
 from spotyolo.core.models import JobItem
 from spotyolo.local.imds import FakeMetadataService
+
+if TYPE_CHECKING:  # the stubs are a development dependency
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
 
 log = logging.getLogger("spotyolo_local")
 
@@ -289,7 +293,7 @@ class InstanceRunner:
     def poll_once(self, describe: bool = True) -> None:
         with self._lock:
             if describe:
-                ec2 = self.world.client("ec2")
+                ec2: EC2Client = self.world.client("ec2")
                 reservations = ec2.describe_instances(Filters=[{"Name": "tag:app", "Values": ["spotyolo"]}])[
                     "Reservations"
                 ]
@@ -314,7 +318,7 @@ class InstanceRunner:
                     continue
                 self._maybe_interrupt(inst, now)
 
-    def _sync(self, described: dict[str, Any]) -> None:
+    def _sync(self, described: InstanceTypeDef) -> None:
         iid = described["InstanceId"]
         state = described["State"]["Name"]
         inst = self.instances.get(iid)
@@ -340,7 +344,7 @@ class InstanceRunner:
 
     # ------------------------------------------------------------------ boot / kill
 
-    def _boot(self, described: dict[str, Any]) -> None:
+    def _boot(self, described: InstanceTypeDef) -> None:
         iid = described["InstanceId"]
         tags = {t["Key"]: t["Value"] for t in described.get("Tags", [])}
         workdir = self.world.workdir / "instances" / iid
@@ -445,7 +449,7 @@ class InstanceRunner:
         self._sync_now(instance_id)
 
     def _sync_now(self, instance_id: str) -> None:
-        ec2 = self.world.client("ec2")
+        ec2: EC2Client = self.world.client("ec2")
         for reservation in ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]:
             for described in reservation["Instances"]:
                 self._sync(described)

@@ -9,7 +9,7 @@ wait, and on AWS the execution-status rule's clean up then finds nothing left to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -22,6 +22,11 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import ErrorInfo
 from spotyolo.steps.common import logger, metrics
 from spotyolo.steps.ending import clean_up, notify_if_owned
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 
 class _Bucket(BaseModel):
@@ -46,7 +51,7 @@ class ObjectDeletedEvent(EventBridgeModel):
 
 
 def cancel(
-    bucket: str, key: str, *, sfn: Any, ec2: Any, sns: Any, table: JobTable, topic_arn: str
+    bucket: str, key: str, *, sfn: SFNClient, ec2: EC2Client, sns: SNSClient, table: JobTable, topic_arn: str
 ) -> dict[str, Any]:
     try:
         job = job_from_config_key(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +25,10 @@ from spotyolo.core.s3objects import object_exists
 from spotyolo.core.text import duration
 from spotyolo.steps.common import logger, metrics
 
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
+
 
 class CheckEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -35,7 +39,7 @@ class CheckEvent(BaseModel):
     execution: str = ""
 
 
-def promote(s3: Any, job: JobSpec, result: TrainResult) -> list[str]:
+def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
     """Copy the run's artifacts to weights/<job>/, keeping the previous ones; returns the new keys."""
     bucket = job.bucket
     sources = {
@@ -128,7 +132,7 @@ def summarize(
     )
 
 
-def check_result(event: CheckEvent, *, s3: Any, ec2: Any, table: JobTable) -> Summary:
+def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable) -> Summary:
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
     cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0

@@ -18,7 +18,7 @@ it twice is harmless.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,10 @@ from spotyolo.contract.status import AttemptOutcome
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import ErrorInfo, Summary
 from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned, outcome_of
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
 
 # ---------------------------------------------------------------- events
 
@@ -52,7 +56,7 @@ class StatusChangeEvent(EventBridgeModel):
     detail: StatusDetail  # type: ignore[assignment]
 
 
-def from_workflow(event: WorkflowCleanup, *, ec2: Any, table: JobTable) -> dict[str, Any]:
+def from_workflow(event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable) -> dict[str, Any]:
     doc = event.document
     name, spec, _attempt = job_of(doc)
     error = ErrorInfo.model_validate(doc["error"]) if isinstance(doc.get("error"), dict) else None
@@ -77,7 +81,7 @@ def from_workflow(event: WorkflowCleanup, *, ec2: Any, table: JobTable) -> dict[
 
 
 def from_status_event(
-    event: StatusChangeEvent, *, ec2: Any, table: JobTable, sns: Any, topic_arn: str
+    event: StatusChangeEvent, *, ec2: EC2Client, table: JobTable, sns: SNSClient, topic_arn: str
 ) -> dict[str, Any]:
     detail = event.detail
     if detail.status not in ("FAILED", "ABORTED", "TIMED_OUT"):

@@ -9,7 +9,7 @@ duplicate, a late retry or a second cleanup never touches a run that is not its 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
@@ -23,6 +23,10 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
 from spotyolo.core.text import cause_text, duration
 from spotyolo.steps.common import logger, metrics
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
 
 #: what each error means, in words a user reads, and what to do about it
 ERROR_TEXT: dict[str, str] = {
@@ -151,7 +155,7 @@ def clean_up(
     error: ErrorInfo | None,
     job: JobSpec | None,
     summary: Summary | None,
-    ec2: Any,
+    ec2: EC2Client,
     table: JobTable,
 ) -> CleanupReport:
     """Terminate the run's instances, close the attempt, drop the token, release the lock.
@@ -194,7 +198,7 @@ def clean_up(
     return CleanupReport(job=job_name, owned=True, terminated=terminated, released=released, summary=summary)
 
 
-def notify_if_owned(report: CleanupReport, sns: Any, topic_arn: str) -> None:
+def notify_if_owned(report: CleanupReport, sns: SNSClient, topic_arn: str) -> None:
     """Tell the user, when this clean up was the one that ended the run outside the workflow
     (a cancel, or the execution-status rule): the workflow's own notification never came."""
     if report.owned and report.summary and topic_arn:

@@ -10,7 +10,7 @@ waiting (``InvalidToken`` / ``TaskTimedOut``) means the task already ended: fine
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from spotyolo.contract.errors import ErrorName
 from spotyolo.core.jobtable import JobTable
 from spotyolo.steps.common import logger, metrics
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_stepfunctions import SFNClient
 
 STALE_TOKEN_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
 
@@ -35,7 +39,9 @@ class StateChangeEvent(EventBridgeModel):
     detail: StateDetail  # type: ignore[assignment]
 
 
-def instance_lost(instance_id: str, state: str, *, ec2: Any, sfn: Any, table: JobTable) -> dict[str, Any]:
+def instance_lost(
+    instance_id: str, state: str, *, ec2: EC2Client, sfn: SFNClient, table: JobTable
+) -> dict[str, Any]:
     try:
         reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     except ClientError as err:

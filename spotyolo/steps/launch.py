@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
@@ -28,6 +29,10 @@ from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
 from spotyolo.steps.common import logger, metrics
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef, TagTypeDef
 
 #: root device of the ECS-optimized GPU AMIs (Amazon Linux) the launch template uses
 ROOT_DEVICE = "/dev/xvda"
@@ -175,7 +180,7 @@ def _record_attempt(table: JobTable, job: JobSpec, attempt: Attempt, token: str)
         raise JobAlreadyRunning(f"job {job.name!r}: the lock moved while launching; nothing was launched")
 
 
-def _tag_volumes(ec2: Any, instance: dict[str, Any], tags: list[dict[str, str]]) -> None:
+def _tag_volumes(ec2: EC2Client, instance: InstanceTypeDef, tags: Sequence[TagTypeDef]) -> None:
     """Instant fleets tag instances only: tag the root volume after launch (cost allocation)."""
     volumes = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
     if volumes:
@@ -185,7 +190,7 @@ def _tag_volumes(ec2: Any, instance: dict[str, Any], tags: list[dict[str, str]])
             logger.warning("could not tag volumes", extra={"volumes": volumes, "error": str(err)})
 
 
-def launch(event: LaunchEvent, *, ec2: Any, table: JobTable, cfg: Settings) -> dict[str, Any]:
+def launch(event: LaunchEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings) -> dict[str, Any]:
     job, attempt = event.job, event.attempt
     _record_attempt(table, job, attempt, event.token)
 

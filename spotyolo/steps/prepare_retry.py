@@ -13,7 +13,7 @@ returns ``{"job": JobSpec, "attempt": Attempt}`` (the state makes it the whole d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,9 @@ from spotyolo.core.models import Attempt, ErrorInfo, JobSpec
 from spotyolo.core.text import cause_text
 from spotyolo.steps.common import logger, metrics
 
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_ec2 import EC2Client
+
 
 class RetryEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -39,7 +42,7 @@ class RetryEvent(BaseModel):
 
 
 def prepare_retry(
-    event: RetryEvent, *, ec2: Any, table: JobTable, cfg: Settings, now: float | None = None
+    event: RetryEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings, now: float | None = None
 ) -> dict[str, Any]:
     job, attempt, name = event.job, event.attempt, event.error.Error
     item = table.get(job.name)

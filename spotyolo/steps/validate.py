@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
@@ -31,6 +31,11 @@ from spotyolo.core.planning import first_attempt
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.yamlsafe import problems_error
 from spotyolo.steps.common import logger
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
 
 
 class ValidateEvent(BaseModel):
@@ -76,7 +81,7 @@ def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, 
 
 
 def _unsettled(
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     job: str,
     entries: list[Entry],
@@ -106,7 +111,7 @@ def _unsettled(
     return None
 
 
-def _is_running(sfn: Any) -> Any:
+def _is_running(sfn: SFNClient) -> Callable[[str], bool]:
     def is_running(execution: str) -> bool:
         try:
             return bool(sfn.describe_execution(executionArn=execution)["status"] == "RUNNING")
@@ -117,7 +122,13 @@ def _is_running(sfn: Any) -> Any:
 
 
 def validate_job(
-    event: Mapping[str, Any], *, s3: Any, dynamodb: Any, sfn: Any, settings: Settings, now: dt.datetime
+    event: Mapping[str, Any],
+    *,
+    s3: S3Client,
+    dynamodb: DynamoDBClient,
+    sfn: SFNClient,
+    settings: Settings,
+    now: dt.datetime,
 ) -> dict[str, Any]:
     """The logic of Validate job (clients passed in): returns ``{"job": JobSpec, "attempt": Attempt}``.
 

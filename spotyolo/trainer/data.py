@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -21,12 +21,15 @@ from spotyolo.contract.errors import DatasetError, JobInvalid
 from spotyolo.core.dataset import write_local_data_yaml
 from spotyolo.core.s3objects import object_exists
 
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
+    from mypy_boto3_s3 import S3Client
+
 log = logging.getLogger(__name__)
 
 LOG_EVERY_SECONDS = 10.0
 
 
-def list_objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
+def list_objects(s3: S3Client, bucket: str, prefix: str) -> list[tuple[str, int]]:
     """(key, size) of every object under ``prefix`` (folder markers skipped)."""
     out: list[tuple[str, int]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -44,7 +47,7 @@ def _local_path(root: Path, prefix: str, key: str) -> Path:
 
 
 def download_dataset(
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     job: str,
     dest: Path,
@@ -121,7 +124,7 @@ def download_dataset(
     return len(objects), done, done_bytes
 
 
-def download_if_exists(s3: Any, bucket: str, key: str, dest: Path) -> bool:
+def download_if_exists(s3: S3Client, bucket: str, key: str, dest: Path) -> bool:
     """Download ``key`` to ``dest``; False when there is no such object."""
     if not object_exists(s3, bucket, key):
         return False

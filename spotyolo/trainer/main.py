@@ -39,7 +39,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spotyolo.contract import layout
 from spotyolo.contract.env import TRAINER_REQUIRED, TrainerVar
@@ -58,6 +58,11 @@ from spotyolo.trainer.monitor import RunRef, TrainingMonitor, short_metrics
 from spotyolo.trainer.outcome import FAILURE_EXIT, ExitCode, StopForInterruption, TaskGone
 from spotyolo.trainer.task import TaskChannel, heartbeat_interval
 from spotyolo.trainer.watcher import InterruptionWatcher, MetadataClient, Notice
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger("spotyolo.trainer")
 
@@ -152,9 +157,9 @@ def _workdir(value: str | None) -> Path:
 
 @dataclass
 class Clients:
-    s3: Any
-    dynamodb: Any
-    sfn: Any
+    s3: S3Client
+    dynamodb: DynamoDBClient
+    sfn: SFNClient
 
     @classmethod
     def create(cls, region: str | None) -> Clients:

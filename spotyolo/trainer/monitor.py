@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
@@ -29,6 +29,9 @@ from spotyolo.core.jobtable import JobTable, now_iso
 from spotyolo.core.models import Progress
 from spotyolo.trainer.task import TaskChannel
 from spotyolo.trainer.watcher import Notice
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class CheckpointUploader:
     the previous checkpoint in S3. An upload error is raised by the next ``submit``/``wait``.
     """
 
-    def __init__(self, s3: Any, bucket: str, checkpoint_key: str, results_key: str) -> None:
+    def __init__(self, s3: S3Client, bucket: str, checkpoint_key: str, results_key: str) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.checkpoint_key = checkpoint_key
@@ -131,7 +134,7 @@ class TrainingMonitor:
         self,
         ref: RunRef,
         *,
-        s3: Any,
+        s3: S3Client,
         table: JobTable,
         channel: TaskChannel,
         notice: Callable[[], Notice | None] = lambda: None,

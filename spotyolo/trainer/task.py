@@ -12,12 +12,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from botocore.exceptions import ClientError
 
 from spotyolo.contract.errors import ErrorName
 from spotyolo.trainer.outcome import StopForInterruption, TaskGone
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
+    from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class TaskChannel:
     """Heartbeats and the final SendTaskSuccess / SendTaskFailure for one task token."""
 
     def __init__(
-        self, sfn: Any, token: str, interval: float, refresh: Callable[[], str | None] | None = None
+        self, sfn: SFNClient, token: str, interval: float, refresh: Callable[[], str | None] | None = None
     ) -> None:
         self._sfn = sfn
         self._token = token

@@ -10,7 +10,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
+    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class LocalSource:
 class S3Source:
     """Objects under ``prefix`` in ``bucket`` (paginated listing, plain GETs: thread-safe)."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+    def __init__(self, s3: S3Client, bucket: str, prefix: str) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
@@ -97,7 +100,7 @@ def local_exists(folder: Path) -> Callable[[str], bool]:
     return exists
 
 
-def s3_exists(s3: Any, bucket: str, prefix: str) -> Callable[[str], bool]:
+def s3_exists(s3: S3Client, bucket: str, prefix: str) -> Callable[[str], bool]:
     """``exists(path)`` under an S3 prefix: a "folder" (any key below it) or that exact key."""
 
     def exists(path: str) -> bool:

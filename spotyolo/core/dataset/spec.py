@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +20,9 @@ from spotyolo.contract.layout import DATA_YAML
 from spotyolo.core.dataset.paths import inside, is_absolute, norm
 from spotyolo.core.dataset.sources import local_exists, s3_exists
 from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
+
+if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
+    from mypy_boto3_s3 import S3Client
 
 SPLITS = ("train", "val", "test")
 #: data.yaml is small; the same cap wherever it is read
@@ -255,7 +258,7 @@ def _choose(root: str, text: str, exists: Exists) -> str | None:
 
 
 def resolve_data_yaml(
-    data: Mapping[str, Any], location: str | Path, *, s3: Any = None, bucket: str | None = None
+    data: Mapping[str, Any], location: str | Path, *, s3: S3Client | None = None, bucket: str | None = None
 ) -> DataSpec:
     """Resolve a parsed data.yaml; raise ``JobInvalid`` if it cannot be used.
 
