@@ -266,8 +266,8 @@ def trainer_boot_script(*, bucket: str, table: str, log_group: str) -> list[str]
         "docker run --rm --gpus all --ipc=host --name spotyolo-trainer \\",
         f'  --log-driver awslogs --log-opt awslogs-region="$REGION" --log-opt awslogs-group="{log_group}" \\',
         '  --log-opt awslogs-stream="$JOB/$RUN_ID/attempt-$ATTEMPT" \\',
-        f'  -e {TrainerVar.JOB}="$JOB" -e {TrainerVar.RUN_ID}="$RUN_ID" \\',
-        f'  -e {TrainerVar.ATTEMPT}="$ATTEMPT" \\',
+        f'  -e {TrainerVar.JOB}="$JOB" -e {TrainerVar.RUN_ID}="$RUN_ID" '
+        f'-e {TrainerVar.ATTEMPT}="$ATTEMPT" \\',
         f'  -e {TrainerVar.BUCKET}="{bucket}" -e {TrainerVar.JOB_TABLE}="{table}" \\',
         f'  -e AWS_REGION="$REGION" -e AWS_DEFAULT_REGION="$REGION" -e {TrainerVar.EXPECT_GPU}=1 \\',
         '  "$IMAGE"',
