@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import JobInvalid, UploadInProgress
+from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
 from spotyolo.core.config import inspect_job
 from spotyolo.core.dataset import Entry, S3Source
 from spotyolo.core.jobtable import JobTable
@@ -106,12 +106,25 @@ def _unsettled(
     return None
 
 
-def _is_running(sfn: Any) -> Any:
+def _is_running(sfn: Any, job: str) -> Any:
+    """Whether a lock's holder still runs; fails closed, so a live job's lock is never taken.
+
+    Only ``ExecutionDoesNotExist`` means the holder is gone. Any other error (throttled,
+    denied) leaves the lock alone and refuses this start, naming the error.
+    """
+
     def is_running(execution: str) -> bool:
         try:
             return bool(sfn.describe_execution(executionArn=execution)["status"] == "RUNNING")
-        except ClientError:  # gone, or not an execution at all: it holds nothing
-            return False
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            if error.get("Code") == "ExecutionDoesNotExist":
+                return False
+            raise JobAlreadyRunning(
+                f"job {job!r} is locked by execution {execution}, whose status could not be checked "
+                f"({error.get('Code')}: {error.get('Message')}); this start was refused and the lock "
+                "left alone. Start the job again once that execution has ended"
+            ) from err
 
     return is_running
 
@@ -167,7 +180,7 @@ def validate_job(
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
-        job, execution, run_id, _is_running(sfn)
+        job, execution, run_id, _is_running(sfn, job)
     )
     s3.put_object(
         Bucket=bucket,
