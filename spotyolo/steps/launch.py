@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
@@ -27,7 +27,7 @@ from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, NoCapacity, Q
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
-from spotyolo.steps.common import logger, metrics
+from spotyolo.steps.common import logger, metrics, retrying
 
 #: root device of the ECS-optimized GPU AMIs (Amazon Linux) the launch template uses
 ROOT_DEVICE = "/dev/xvda"
@@ -50,6 +50,12 @@ QUOTA_CODES = {
     "InstanceLimitExceeded",
     "SpotInstanceRequestLimitExceeded",
 }
+
+
+#: EC2 is eventually consistent: an instance CreateFleet just returned may not be found yet
+NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidVolume.NotFound"})
+#: seconds between tries of a call on the new instance (7.5 s in all; the Lambda has 120)
+NOT_FOUND_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 class LaunchEvent(BaseModel):
@@ -175,14 +181,58 @@ def _record_attempt(table: JobTable, job: JobSpec, attempt: Attempt, token: str)
         raise JobAlreadyRunning(f"job {job.name!r}: the lock moved while launching; nothing was launched")
 
 
-def _tag_volumes(ec2: Any, instance: dict[str, Any], tags: list[dict[str, str]]) -> None:
-    """Instant fleets tag instances only: tag the root volume after launch (cost allocation)."""
-    volumes = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
-    if volumes:
-        try:
-            ec2.create_tags(Resources=volumes, Tags=tags)
-        except ClientError as err:  # cosmetic: never fail a launch for it
-            logger.warning("could not tag volumes", extra={"volumes": volumes, "error": str(err)})
+class Launched(NamedTuple):
+    """The instance an instant fleet started, as its CreateFleet response says."""
+
+    instance: str
+    instance_type: str
+    az: str | None
+    subnet: str | None
+    #: more instances than the one asked for (never expected; terminated at once)
+    surplus: list[str]
+
+
+def launched_instance(response: dict[str, Any]) -> Launched | None:
+    """The fleet's instance from the response alone: a describe of it may not find it yet."""
+    groups = [g for g in response.get("Instances", []) if g.get("InstanceIds")]
+    if not groups:
+        return None
+    ids = [i for g in groups for i in g["InstanceIds"]]
+    override = groups[0].get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
+    return Launched(
+        instance=ids[0],
+        instance_type=groups[0].get("InstanceType") or override.get("InstanceType", ""),
+        az=override.get("AvailabilityZone"),
+        subnet=override.get("SubnetId"),
+        surplus=ids[1:],
+    )
+
+
+def _az_of_subnet(ec2: Any, subnet: str | None) -> str | None:
+    """The AZ of the subnet EC2 chose (it prices spot time); unknown is no reason to fail."""
+    if not subnet:
+        return None
+    try:
+        return str(ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"])
+    except (ClientError, KeyError, IndexError):
+        return None
+
+
+def _tag_volumes(ec2: Any, instance: str, tags: list[dict[str, str]]) -> None:
+    """Instant fleets tag instances only: tag the root volume after launch (cost allocation).
+
+    Cosmetic, so it never fails a launch; the new instance may not be visible yet, so both
+    calls are retried a few seconds first.
+    """
+    try:
+        described = retrying(
+            lambda: ec2.describe_instances(InstanceIds=[instance]), NOT_FOUND_CODES, NOT_FOUND_DELAYS
+        )["Reservations"][0]["Instances"][0]
+        volumes = [m["Ebs"]["VolumeId"] for m in described.get("BlockDeviceMappings", []) if "Ebs" in m]
+        if volumes:
+            retrying(lambda: ec2.create_tags(Resources=volumes, Tags=tags), NOT_FOUND_CODES, NOT_FOUND_DELAYS)
+    except ClientError as err:
+        logger.warning("could not tag the root volume", extra={"instance": instance, "error": str(err)})
 
 
 def launch(event: LaunchEvent, *, ec2: Any, table: JobTable, cfg: Settings) -> dict[str, Any]:
@@ -219,36 +269,34 @@ def launch(event: LaunchEvent, *, ec2: Any, table: JobTable, cfg: Settings) -> d
             table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
             raise error from err
         raise
-    ids = [i for group in response.get("Instances", []) for i in group.get("InstanceIds", [])]
-    if not ids:
+    launched = launched_instance(response)
+    if launched is None:
         codes = [(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in response.get("Errors", [])]
         error = launch_error(codes, attempt)
         table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
         metrics.add_metric(name="LaunchRefused", unit=MetricUnit.Count, value=1)
         raise error
-    described = ec2.describe_instances(InstanceIds=ids[:1])["Reservations"][0]["Instances"][0]
-    extra = ids[1:]
-    if extra:  # TotalTargetCapacity is 1; never pay for a surplus
-        ec2.terminate_instances(InstanceIds=extra)
-    az = described.get("Placement", {}).get("AvailabilityZone")
-    table.set_instance(
-        job.name, job.execution, attempt.number, described["InstanceId"], described["InstanceType"], az
-    )
-    _tag_volumes(ec2, described, request["TagSpecifications"][0]["Tags"])
+    if launched.surplus:  # TotalTargetCapacity is 1; never pay for a surplus
+        retrying(
+            lambda: ec2.terminate_instances(InstanceIds=launched.surplus), NOT_FOUND_CODES, NOT_FOUND_DELAYS
+        )
+    az = launched.az or _az_of_subnet(ec2, launched.subnet)
+    table.set_instance(job.name, job.execution, attempt.number, launched.instance, launched.instance_type, az)
+    _tag_volumes(ec2, launched.instance, request["TagSpecifications"][0]["Tags"])
     metrics.add_metric(name="InstancesLaunched", unit=MetricUnit.Count, value=1)
     logger.info(
         "launched",
         extra={
-            "instance": described["InstanceId"],
-            "type": described["InstanceType"],
+            "instance": launched.instance,
+            "type": launched.instance_type,
             "capacity": attempt.capacity,
             "attempt": attempt.number,
             "az": az,
         },
     )
     return {
-        "instance": described["InstanceId"],
-        "instance_type": described["InstanceType"],
+        "instance": launched.instance,
+        "instance_type": launched.instance_type,
         "capacity": attempt.capacity,
         "az": az,
         "reused": False,

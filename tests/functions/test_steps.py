@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -10,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from fake_settings import make_settings
 from moto import mock_aws
 
@@ -18,7 +20,7 @@ from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
-from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
+from spotyolo.steps import cancel, check_result, cleanup, common, instance_lost, launch, prepare_retry
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
@@ -176,6 +178,73 @@ def test_no_capacity_and_quota_errors_name_the_cause(aws: Aws) -> None:
     item = aws.table.get("shapes")
     assert item and [a.outcome for a in item.attempts] == ["NoCapacity", "QuotaExceeded", "QuotaExceeded"]
     assert fleet.run_instances_of(aws.ec2, "shapes") == []
+
+
+class LaggingEC2:
+    """EC2 as AWS is right after CreateFleet: the new instance is not found for a while."""
+
+    def __init__(self, ec2: Any, *, describes: int, tags: int) -> None:
+        self._ec2, self.describes, self.tags = ec2, describes, tags
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    @staticmethod
+    def _not_found(operation: str) -> ClientError:
+        error = {"Code": "InvalidInstanceID.NotFound", "Message": "The instance ID does not exist"}
+        return ClientError({"Error": error}, operation)
+
+    def describe_instances(self, **kw: Any) -> Any:
+        if "InstanceIds" in kw and self.describes > 0:  # by id: what eventual consistency hides
+            self.describes -= 1
+            raise self._not_found("DescribeInstances")
+        return self._ec2.describe_instances(**kw)
+
+    def create_tags(self, **kw: Any) -> Any:
+        if self.tags > 0:
+            self.tags -= 1
+            raise self._not_found("CreateTags")
+        return self._ec2.create_tags(**kw)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The launch's backoff sleeps, recorded instead of slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(common, "sleep", slept.append, raising=False)
+    return slept
+
+
+def root_volume_tags(aws: Aws, instance: str) -> dict[str, str]:
+    (described,) = aws.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"]
+    volume = described["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    (vol,) = aws.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    return {t["Key"]: t["Value"] for t in vol.get("Tags", [])}
+
+
+def test_a_new_instance_not_yet_visible_to_ec2_is_launched_and_tagged(aws: Aws, sleeps: list[float]) -> None:
+    aws.lock()
+    subnet = aws.ec2.describe_subnets()["Subnets"][0]
+    aws.cfg = dataclasses.replace(aws.cfg, subnet_ids=[subnet["SubnetId"]])
+    lagging = LaggingEC2(aws.ec2, describes=2, tags=2)
+    out = aws.launch(make_job(), attempt(), ec2=lagging)
+    item = aws.table.get("shapes")
+    assert item and item.current and item.current.instance == out["instance"]
+    assert item.attempts[0].instance_type == "g5.xlarge" == out["instance_type"]
+    assert item.attempts[0].az == subnet["AvailabilityZone"] == out["az"]
+    assert root_volume_tags(aws, out["instance"])["job"] == "shapes"
+    assert len(sleeps) == 4 and sum(sleeps) < 10  # short, bounded
+
+
+def test_an_instance_that_stays_invisible_still_launches_after_a_bounded_wait(
+    aws: Aws, sleeps: list[float]
+) -> None:
+    aws.lock()
+    out = aws.launch(make_job(), attempt(), ec2=LaggingEC2(aws.ec2, describes=99, tags=99))
+    item = aws.table.get("shapes")
+    assert item and item.current and item.current.instance == out["instance"]
+    assert item.attempts[0].outcome == "running"
+    assert 0 < sum(sleeps) <= 30  # gave up on the cosmetic volume tag, well inside the Lambda's time
 
 
 def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:
