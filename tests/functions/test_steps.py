@@ -15,7 +15,13 @@ from botocore.exceptions import ClientError
 from fake_settings import make_settings
 from moto import mock_aws
 
-from spotyolo.contract.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
+from spotyolo.contract.errors import (
+    BudgetExceeded,
+    LaunchFailed,
+    NoCapacity,
+    QuotaExceeded,
+    TooManyInterruptions,
+)
 from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
 from spotyolo.core.jobtable import JobTable
@@ -245,6 +251,100 @@ def test_an_instance_that_stays_invisible_still_launches_after_a_bounded_wait(
     assert item and item.current and item.current.instance == out["instance"]
     assert item.attempts[0].outcome == "running"
     assert 0 < sum(sleeps) <= 30  # gave up on the cosmetic volume tag, well inside the Lambda's time
+
+
+class ThrottledEC2:
+    """EC2 that throttles the first ``times`` CreateFleet calls: raised, or in the Errors list."""
+
+    def __init__(self, ec2: Any, times: int, *, raised: bool) -> None:
+        self._ec2, self.times, self.raised = ec2, times, raised
+        self.tokens: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **kw: Any) -> Any:
+        self.tokens.append(kw["ClientToken"])
+        if len(self.tokens) > self.times:
+            return self._ec2.create_fleet(**kw)
+        if self.raised:
+            error = {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}
+            raise ClientError({"Error": error}, "CreateFleet")
+        return {
+            "Instances": [],
+            "Errors": [{"ErrorCode": "RequestLimitExceeded", "ErrorMessage": "slow down"}],
+        }
+
+
+class RaisingEC2:
+    """EC2 whose CreateFleet call itself fails with ``code``."""
+
+    def __init__(self, ec2: Any, code: str, message: str) -> None:
+        self._ec2, self.code, self.message = ec2, code, message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **_: Any) -> Any:
+        raise ClientError({"Error": {"Code": self.code, "Message": self.message}}, "CreateFleet")
+
+
+@pytest.mark.parametrize("wrapper", [RefusingEC2, RaisingEC2])
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("UnauthorizedOperation", "You are not authorized to perform this operation."),
+        ("InvalidParameterValue", "Invalid launch template: the AMI does not exist"),
+    ],
+)
+def test_a_launch_error_that_waiting_cannot_fix_fails_at_once_with_ec2s_words(
+    aws: Aws, sleeps: list[float], wrapper: Any, code: str, message: str
+) -> None:
+    aws.lock()
+    with pytest.raises(LaunchFailed, match=f"{code}: {message}") as raised:
+        aws.launch(make_job(), attempt(), ec2=wrapper(aws.ec2, code, message))
+    assert "capacity" not in str(raised.value) and sleeps == []
+    item = aws.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
+    # what "Clean up after failure" (the ASL's catch-all) tells the user
+    cause = json.dumps({"errorMessage": str(raised.value), "errorType": "LaunchFailed"})
+    doc = {"job": make_job().model_dump(mode="json"), "error": {"Error": "LaunchFailed", "Cause": cause}}
+    event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
+    out = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert out["error"] == "LaunchFailed" and out["released"] is True
+    assert out["message"].startswith("shapes failed: EC2 refused to launch its instance.\n")
+    assert f"{code}: {message}" in out["message"]
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_throttled_launch_is_asked_again_and_starts_one_instance(
+    aws: Aws, sleeps: list[float], raised: bool
+) -> None:
+    aws.lock()
+    throttled = ThrottledEC2(aws.ec2, 2, raised=raised)
+    out = aws.launch(make_job(), attempt(), ec2=throttled)
+    assert out["reused"] is False and len(throttled.tokens) == 3 and len(sleeps) == 2
+    assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
+    item = aws.table.get("shapes")
+    assert item and item.attempts[0].outcome == "running"
+    # idempotent: the first try has the round's token; a try EC2 answered used its token up,
+    # so the next one gets its own (derived, so a retried invocation repeats them)
+    assert throttled.tokens[0] == launch.client_token(EXEC, attempt())
+    assert all(len(t) <= 64 for t in throttled.tokens)
+    assert len(set(throttled.tokens)) == (1 if raised else 3)
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_launch_throttled_for_good_is_not_called_a_quota_problem(
+    aws: Aws, sleeps: list[float], raised: bool
+) -> None:
+    aws.lock()
+    with pytest.raises(LaunchFailed, match="RequestLimitExceeded"):
+        aws.launch(make_job(), attempt(), ec2=ThrottledEC2(aws.ec2, 99, raised=raised))
+    assert 0 < sum(sleeps) <= 30  # a short, bounded wait inside the Lambda
+    item = aws.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
 
 
 def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:

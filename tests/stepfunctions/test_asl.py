@@ -77,6 +77,20 @@ def test_the_graph_follows_the_design() -> None:
     assert states["Job failed"]["ErrorPath"] == "$.summary.error"
 
 
+def catcher(state: dict, error: str) -> str:
+    """Where a state's Catch sends ``error`` (the first matching catcher, as Step Functions does)."""
+    for catch in state["Catch"]:
+        if error in catch["ErrorEquals"] or "States.ALL" in catch["ErrorEquals"]:
+            return str(catch["Next"])
+    raise AssertionError(f"{error} is not caught")
+
+
+def test_a_refused_launch_that_waiting_cannot_fix_ends_the_job_with_a_clean_up() -> None:
+    states = definition()["States"]
+    assert catcher(states["Launch trainer"], "LaunchFailed") == "Clean up after failure"
+    assert catcher(states["Launch trainer"], "NoCapacity") == "Prepare launch retry"
+
+
 def test_summary_selectors_carry_every_summary_field() -> None:
     states = definition()["States"]
     for name in ("Check result", "Clean up after failure"):
