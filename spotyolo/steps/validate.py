@@ -27,7 +27,7 @@ from spotyolo.core.config import inspect_job
 from spotyolo.core.dataset import Entry, S3Source
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
-from spotyolo.core.planning import first_attempt
+from spotyolo.core.planning import first_attempt, stall_seconds
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.yamlsafe import problems_error
 from spotyolo.steps.common import logger
@@ -167,7 +167,7 @@ def validate_job(
         dataset=summary,
         instance_types=config.resolved_instance_types(settings.default_instance_types),
         deadline=deadline,
-        stall_seconds=max(1, int(config.stall_hours * 3600)),
+        stall_seconds=stall_seconds(config),
         image=settings.trainer_image,
         force=force,
         created=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

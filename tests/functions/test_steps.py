@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from fake_settings import make_settings
 from moto import mock_aws
 
+from spotyolo.contract.asl import load_asl_text
 from spotyolo.contract.errors import (
     BudgetExceeded,
     LaunchFailed,
@@ -56,6 +57,7 @@ def attempt(number: int = 1, **kw: Any) -> Attempt:
         capacity=kw.pop("capacity", "spot"),
         instance_types=["g5.xlarge", "g6.xlarge"],
         seconds_left=3000,
+        heartbeat_seconds=600,
         **kw,
     )
 
@@ -375,6 +377,61 @@ def test_planning_ladder_interruptions_and_budget() -> None:
     assert round2.wait_seconds == 60
     with pytest.raises(NoCapacity, match="gave up after 3 launch tries"):
         planning.next_launch_round(job, round2, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
+
+
+def launch_windows(job: JobSpec, att: Attempt) -> tuple[int, int]:
+    """(HeartbeatSeconds, TimeoutSeconds) Launch trainer gets from this state document."""
+    state = json.loads(load_asl_text())["States"]["Launch trainer"]
+    doc = {"job": job.model_dump(mode="json"), "attempt": att.model_dump(mode="json")}
+
+    def at(path: str) -> int:
+        value: Any = doc
+        for part in path.removeprefix("$.").split("."):
+            value = value[part]
+        return int(value)
+
+    return at(state["HeartbeatSecondsPath"]), at(state["TimeoutSecondsPath"])
+
+
+def planned_job(**config: Any) -> JobSpec:
+    """A job as Validate job plans it: deadline and stall window from its config, started now."""
+    job = make_job(**config)
+    return job.model_copy(
+        update={
+            "deadline": int(time.time() + job.config.max_hours * 3600),
+            "stall_seconds": int(job.config.stall_hours * 3600),
+        }
+    )
+
+
+def test_a_stall_window_longer_than_the_job_is_clamped_below_the_attempts_timeout() -> None:
+    job = planned_job(max_hours=1)  # the default stall_hours (2) is longer than the whole job
+    assert job.config.stall_hours == 2
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline)
+    heartbeat, timeout = launch_windows(job, first)
+    assert 0 < heartbeat < timeout <= 3600
+
+
+def test_the_stall_window_of_a_late_attempt_is_clamped_below_what_is_left() -> None:
+    job = planned_job(max_hours=24, stall_hours=2)
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline)
+    assert launch_windows(job, first) == (7200, first.seconds_left)  # room enough: stall_hours as set
+    late = planning.next_attempt(job, first, "SpotInterrupted", now=job.deadline - 1800)
+    heartbeat, timeout = launch_windows(job, late)
+    assert timeout == 1800 and 0 < heartbeat < timeout
+    waited = planning.next_launch_round(
+        job, first, "NoCapacity", "none", backoff_seconds=600, max_waits=3, now=job.deadline - 1800
+    )
+    heartbeat, timeout = launch_windows(job, waited)
+    assert timeout == 1200 and 0 < heartbeat < timeout
+
+
+def test_an_attempt_never_carries_a_heartbeat_as_long_as_its_timeout() -> None:
+    older = {"number": 2, "capacity": "spot", "instance_types": ["g5.xlarge"], "seconds_left": 900}
+    upgraded = Attempt.model_validate(older)  # written before heartbeat_seconds existed: still reads
+    assert 0 < upgraded.heartbeat_seconds < upgraded.seconds_left
+    with pytest.raises(ValueError, match="must be below seconds_left"):
+        Attempt.model_validate({**older, "heartbeat_seconds": 900})
 
 
 def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) -> None:

@@ -44,7 +44,7 @@ def test_the_graph_follows_the_design() -> None:
     states = definition()["States"]
     launch = states["Launch trainer"]
     assert launch["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
-    assert launch["HeartbeatSecondsPath"] == "$.job.stall_seconds"
+    assert launch["HeartbeatSecondsPath"] == "$.attempt.heartbeat_seconds"
     assert launch["TimeoutSecondsPath"] == "$.attempt.seconds_left"
     routes = {tuple(c["ErrorEquals"]): c["Next"] for c in launch["Catch"]}
     assert routes == {
