@@ -19,6 +19,7 @@ class ErrorName(StrEnum):
     UPLOAD_IN_PROGRESS = "UploadInProgress"
     NO_CAPACITY = "NoCapacity"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    LAUNCH_FAILED = "LaunchFailed"
     SPOT_INTERRUPTED = "SpotInterrupted"
     INSTANCE_LOST = "InstanceLost"
     PREFLIGHT_FAILED = "PreflightFailed"
@@ -70,6 +71,10 @@ class QuotaExceeded(SpotyoloError):
     """The account's EC2 limit (named in the message) stops the launch."""
 
 
+class LaunchFailed(SpotyoloError):
+    """EC2 refused the launch for a reason waiting cannot fix (permissions, a bad parameter)."""
+
+
 class SpotInterrupted(SpotyoloError):
     """The spot instance got its interruption notice; the checkpoint was saved."""
 
@@ -111,6 +116,7 @@ ERROR_NAMES: tuple[str, ...] = tuple(
         UploadInProgress,
         NoCapacity,
         QuotaExceeded,
+        LaunchFailed,
         SpotInterrupted,
         InstanceLost,
         PreflightFailed,

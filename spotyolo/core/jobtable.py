@@ -134,7 +134,8 @@ class JobTable:
 
         Re-entrant: the same execution gets the run id it already has. A lock whose holder
         execution is no longer running is taken over. Otherwise ``JobAlreadyRunning``, and
-        the item is left exactly as it was.
+        the item is left exactly as it was; ``is_running`` raises when it cannot tell (fail
+        closed: a live job's lock is never taken on a guess).
         """
         item = self.get(job)
         if item and item.execution == execution and item.run_id:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
 from spotyolo.contract.errors import ErrorName
@@ -143,7 +143,7 @@ class JobSpec(_Model):
     instance_types: list[str]
     #: epoch seconds after which the whole job (all attempts) is out of time
     deadline: int
-    #: heartbeat window of the Launch trainer state (HeartbeatSecondsPath): integer seconds
+    #: stall_hours in integer seconds; each attempt's heartbeat window is this, kept below its timeout
     stall_seconds: int = Field(ge=1)
     #: trainer image URI, recorded once per run so every retry uses the same one
     image: str = ""
@@ -164,11 +164,36 @@ class Attempt(_Model):
     instance_types: list[str]
     #: TimeoutSecondsPath of Launch trainer: what is left of max_hours, integer seconds
     seconds_left: int = Field(ge=1)
+    #: HeartbeatSecondsPath of Launch trainer: the stall window, below ``seconds_left``
+    heartbeat_seconds: int = Field(ge=1)
     interruptions: int = 0
     #: launch backoff rounds used for this attempt (NoCapacity / QuotaExceeded)
     launch_waits: int = 0
     #: seconds "Wait for capacity" sleeps before the next launch round (SecondsPath)
     wait_seconds: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_document(cls, data: Any) -> Any:
+        """An execution started before ``heartbeat_seconds`` existed still reads (its definition
+        took the heartbeat from the job)."""
+        if (
+            isinstance(data, dict)
+            and "heartbeat_seconds" not in data
+            and isinstance(data.get("seconds_left"), int)
+        ):
+            return {**data, "heartbeat_seconds": max(1, data["seconds_left"] - 1)}
+        return data
+
+    @model_validator(mode="after")
+    def _heartbeat_below_timeout(self) -> Attempt:
+        """The States Language requires HeartbeatSeconds < TimeoutSeconds."""
+        if self.heartbeat_seconds >= self.seconds_left:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be below "
+                f"seconds_left ({self.seconds_left})"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- $.result

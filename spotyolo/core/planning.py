@@ -32,6 +32,18 @@ def seconds_left(deadline: int, now: float | None = None) -> int:
     return max(0, int(deadline - now))
 
 
+def stall_seconds(config: JobConfig) -> int:
+    """The job's stall window (``stall_hours``) in whole seconds."""
+    return max(1, int(config.stall_hours * 3600))
+
+
+def heartbeat_seconds(stall: int, left: int) -> int:
+    """The attempt's heartbeat window: the stall window, kept below the attempt's timeout
+    (``left``) as the States Language requires, for a max_hours shorter than stall_hours or an
+    attempt late in the job."""
+    return max(1, min(stall, left - 1))
+
+
 def capacity_for(plan: CapacityPlan, interruptions: int, spot_unavailable: bool = False) -> Capacity:
     """The capacity ladder: ``spot-then-on-demand`` leaves spot after its first loss or shortage."""
     if plan == "on-demand":
@@ -71,6 +83,7 @@ def first_attempt(
         capacity=capacity_for(config.capacity, 0),
         instance_types=list(instance_types),
         seconds_left=left,
+        heartbeat_seconds=heartbeat_seconds(stall_seconds(config), left),
     )
 
 
@@ -96,6 +109,7 @@ def next_attempt(
         capacity=capacity_for(job.config.capacity, interruptions),
         instance_types=list(attempt.instance_types),
         seconds_left=left,
+        heartbeat_seconds=heartbeat_seconds(job.stall_seconds, left),
         interruptions=interruptions,
     )
 
@@ -136,6 +150,7 @@ def next_launch_round(
         capacity=capacity,
         instance_types=list(attempt.instance_types),
         seconds_left=left - wait,
+        heartbeat_seconds=heartbeat_seconds(job.stall_seconds, left - wait),
         interruptions=attempt.interruptions,
         launch_waits=waits,
         wait_seconds=wait,

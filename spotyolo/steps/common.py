@@ -9,12 +9,15 @@ the local engine points them at the emulator.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from time import sleep
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from spotyolo.contract.env import Settings
 from spotyolo.core.jobtable import JobTable
@@ -32,6 +35,8 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "spotyolo")
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+
+T = TypeVar("T")
 
 
 def settings() -> Settings:
@@ -75,3 +80,24 @@ def sns_client() -> SNSClient:
 
 def job_table() -> JobTable:
     return JobTable(dynamodb_client(), settings().job_table)
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def retrying(call: Callable[[], T], codes: Collection[str], delays: Sequence[float]) -> T:
+    """``call()``, tried again after each of ``delays`` while it fails with one of ``codes``.
+
+    For the errors AWS means as "ask again soon" (a resource it has not propagated yet,
+    throttling): a short, bounded wait inside the Lambda instead of failing the job.
+    """
+    for delay in delays:
+        try:
+            return call()
+        except ClientError as err:
+            if error_code(err) not in codes:
+                raise
+            logger.info("retrying", extra={"error": error_code(err), "delay_s": delay})
+            sleep(delay)
+    return call()

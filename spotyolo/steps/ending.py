@@ -36,6 +36,7 @@ ERROR_TEXT: dict[str, str] = {
     ErrorName.BUDGET_EXCEEDED: "its time or cost budget is used up",
     ErrorName.NO_CAPACITY: "EC2 had no capacity for its instance types",
     ErrorName.QUOTA_EXCEEDED: "an EC2 quota of the account stopped the launch",
+    ErrorName.LAUNCH_FAILED: "EC2 refused to launch its instance",
     ErrorName.PREFLIGHT_FAILED: "the instance cannot train this job (checked before training)",
     ErrorName.TRAINING_DIVERGED: "training diverged: a loss became NaN or infinite "
     "(lower lr0, check the labels)",

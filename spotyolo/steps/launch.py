@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, NoCapacity, QuotaExceeded
+from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
-from spotyolo.steps.common import logger, metrics
+from spotyolo.steps.common import logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef, TagTypeDef
 
 #: root device of the ECS-optimized GPU AMIs (Amazon Linux) the launch template uses
 ROOT_DEVICE = "/dev/xvda"
@@ -55,6 +53,16 @@ QUOTA_CODES = {
     "InstanceLimitExceeded",
     "SpotInstanceRequestLimitExceeded",
 }
+#: EC2 error codes meaning "asked too often": asked again after a short wait, never a quota
+THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+#: seconds between CreateFleet tries while throttled (15 s in all; botocore retried each too)
+THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
+
+
+#: EC2 is eventually consistent: an instance CreateFleet just returned may not be found yet
+NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidVolume.NotFound"})
+#: seconds between tries of a call on the new instance (7.5 s in all; the Lambda has 120)
+NOT_FOUND_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 class LaunchEvent(BaseModel):
@@ -91,23 +99,39 @@ def quota_name(instance_type: str, capacity: str) -> str:
     return f"the EC2 {'Spot Instance Requests' if spot else 'Running On-Demand'} quota of the {family} family"
 
 
-def launch_error(codes: list[tuple[str, str]], attempt: Attempt) -> NoCapacity | QuotaExceeded:
-    """NoCapacity or QuotaExceeded from the fleet's error codes, naming what to do."""
+def _details(codes: list[tuple[str, str]]) -> str:
+    return "; ".join(sorted({f"{c}: {m}" for c, m in codes}))
+
+
+def launch_error(codes: list[tuple[str, str]], attempt: Attempt) -> NoCapacity | QuotaExceeded | LaunchFailed:
+    """The error EC2's codes stand for, naming what to do.
+
+    Only quota and capacity codes are worth another launch round later (QuotaExceeded,
+    NoCapacity); anything else (permissions, a bad parameter, throttling that outlasted the
+    retries) is LaunchFailed at once, in EC2's own words.
+    """
     types = ", ".join(attempt.instance_types)
-    quota = [(c, m) for c, m in codes if c in QUOTA_CODES or "limit" in c.lower()]
+    quota = [(c, m) for c, m in codes if c in QUOTA_CODES]
     if quota:
         names = sorted({quota_name(t, attempt.capacity) for t in attempt.instance_types})
-        detail = "; ".join(sorted({f"{c}: {m}" for c, m in quota}))
         return QuotaExceeded(
-            f"the account's EC2 quota stops a {attempt.capacity} launch of {types} ({detail}). "
+            f"the account's EC2 quota stops a {attempt.capacity} launch of {types} ({_details(quota)}). "
             f"Request an increase of {' / '.join(names)} in the Service Quotas console "
             "(the quota counts vCPUs), or choose instance_types the quota allows"
         )
-    detail = "; ".join(sorted({f"{c}: {m}" for c, m in codes})) or "the fleet returned no instance"
-    return NoCapacity(
-        f"no {attempt.capacity} capacity for {types} in the configured subnets ({detail}); "
-        "more instance_types or subnets in other availability zones give EC2 more pools"
-    )
+    if not codes or any(c in CAPACITY_CODES for c, _ in codes):
+        return NoCapacity(
+            f"no {attempt.capacity} capacity for {types} in the configured subnets "
+            f"({_details(codes) or 'the fleet returned no instance'}); "
+            "more instance_types or subnets in other availability zones give EC2 more pools"
+        )
+    if all(c in THROTTLE_CODES for c, _ in codes):
+        hint = (
+            f"EC2 kept throttling the account's requests for {sum(THROTTLE_DELAYS):g} s; start the job later"
+        )
+    else:
+        hint = "fix what EC2 names (permissions, the launch template, instance_types) and start the job again"
+    return LaunchFailed(f"EC2 refused the {attempt.capacity} launch of {types} ({_details(codes)}); {hint}")
 
 
 def fleet_request(job: JobSpec, attempt: Attempt, cfg: Settings, execution: str) -> dict[str, Any]:
@@ -180,14 +204,94 @@ def _record_attempt(table: JobTable, job: JobSpec, attempt: Attempt, token: str)
         raise JobAlreadyRunning(f"job {job.name!r}: the lock moved while launching; nothing was launched")
 
 
-def _tag_volumes(ec2: EC2Client, instance: InstanceTypeDef, tags: Sequence[TagTypeDef]) -> None:
-    """Instant fleets tag instances only: tag the root volume after launch (cost allocation)."""
-    volumes = [m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
-    if volumes:
-        try:
-            ec2.create_tags(Resources=volumes, Tags=tags)
-        except ClientError as err:  # cosmetic: never fail a launch for it
-            logger.warning("could not tag volumes", extra={"volumes": volumes, "error": str(err)})
+class Launched(NamedTuple):
+    """The instance an instant fleet started, as its CreateFleet response says."""
+
+    instance: str
+    instance_type: str
+    az: str | None
+    subnet: str | None
+    #: more instances than the one asked for (never expected; terminated at once)
+    surplus: list[str]
+
+
+def launched_instance(response: dict[str, Any]) -> Launched | None:
+    """The fleet's instance from the response alone: a describe of it may not find it yet."""
+    groups = [g for g in response.get("Instances", []) if g.get("InstanceIds")]
+    if not groups:
+        return None
+    ids = [i for g in groups for i in g["InstanceIds"]]
+    override = groups[0].get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
+    return Launched(
+        instance=ids[0],
+        instance_type=groups[0].get("InstanceType") or override.get("InstanceType", ""),
+        az=override.get("AvailabilityZone"),
+        subnet=override.get("SubnetId"),
+        surplus=ids[1:],
+    )
+
+
+def _create_fleet(ec2: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """CreateFleet, asked again after a short wait while EC2 throttles (raised, or as the
+    response's only errors).
+
+    A throttled request was not processed, so it is asked again with its ClientToken; a try
+    EC2 answered used its token up, so the next gets one derived from it. A retried invocation
+    repeats the same tokens and never starts a second fleet.
+    """
+    answered = 0
+
+    def once() -> dict[str, Any]:
+        nonlocal answered
+        token = request["ClientToken"] + (f"-{answered}" if answered else "")
+        response: dict[str, Any] = ec2.create_fleet(**{**request, "ClientToken": token})
+        errors = response.get("Errors", [])
+        if launched_instance(response) or not errors:
+            return response
+        if all(e.get("ErrorCode") in THROTTLE_CODES for e in errors):
+            answered += 1
+            code, message = errors[0]["ErrorCode"], errors[0].get("ErrorMessage", "")
+            raise ClientError({"Error": {"Code": code, "Message": message}}, "CreateFleet")
+        return response
+
+    return retrying(once, THROTTLE_CODES, THROTTLE_DELAYS)
+
+
+def _refused(
+    table: JobTable, job: JobSpec, attempt: Attempt, codes: list[tuple[str, str]]
+) -> NoCapacity | QuotaExceeded | LaunchFailed:
+    """Close the attempt with the error EC2's codes stand for, and return it to raise."""
+    error = launch_error(codes, attempt)
+    table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
+    metrics.add_metric(name="LaunchRefused", unit=MetricUnit.Count, value=1)
+    return error
+
+
+def _az_of_subnet(ec2: Any, subnet: str | None) -> str | None:
+    """The AZ of the subnet EC2 chose (it prices spot time); unknown is no reason to fail."""
+    if not subnet:
+        return None
+    try:
+        return str(ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"])
+    except (ClientError, KeyError, IndexError):
+        return None
+
+
+def _tag_volumes(ec2: Any, instance: str, tags: list[dict[str, str]]) -> None:
+    """Instant fleets tag instances only: tag the root volume after launch (cost allocation).
+
+    Cosmetic, so it never fails a launch; the new instance may not be visible yet, so both
+    calls are retried a few seconds first.
+    """
+    try:
+        described = retrying(
+            lambda: ec2.describe_instances(InstanceIds=[instance]), NOT_FOUND_CODES, NOT_FOUND_DELAYS
+        )["Reservations"][0]["Instances"][0]
+        volumes = [m["Ebs"]["VolumeId"] for m in described.get("BlockDeviceMappings", []) if "Ebs" in m]
+        if volumes:
+            retrying(lambda: ec2.create_tags(Resources=volumes, Tags=tags), NOT_FOUND_CODES, NOT_FOUND_DELAYS)
+    except ClientError as err:
+        logger.warning("could not tag the root volume", extra={"instance": instance, "error": str(err)})
 
 
 def launch(event: LaunchEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings) -> dict[str, Any]:
@@ -216,44 +320,35 @@ def launch(event: LaunchEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings
 
     request = fleet_request(job, attempt, cfg, job.execution)
     try:
-        response = ec2.create_fleet(**request)
+        response = _create_fleet(ec2, request)
     except ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "")
-        if code in CAPACITY_CODES | QUOTA_CODES or "limit" in code.lower():
-            error = launch_error([(code, err.response["Error"].get("Message", ""))], attempt)
-            table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
-            raise error from err
-        raise
-    ids = [i for group in response.get("Instances", []) for i in group.get("InstanceIds", [])]
-    if not ids:
+        error = err.response.get("Error", {})
+        raise _refused(table, job, attempt, [(error.get("Code", ""), error.get("Message", ""))]) from err
+    launched = launched_instance(response)
+    if launched is None:
         codes = [(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in response.get("Errors", [])]
-        error = launch_error(codes, attempt)
-        table.end_attempt(job.name, job.execution, attempt.number, ErrorName(error.error_name))
-        metrics.add_metric(name="LaunchRefused", unit=MetricUnit.Count, value=1)
-        raise error
-    described = ec2.describe_instances(InstanceIds=ids[:1])["Reservations"][0]["Instances"][0]
-    extra = ids[1:]
-    if extra:  # TotalTargetCapacity is 1; never pay for a surplus
-        ec2.terminate_instances(InstanceIds=extra)
-    az = described.get("Placement", {}).get("AvailabilityZone")
-    table.set_instance(
-        job.name, job.execution, attempt.number, described["InstanceId"], described["InstanceType"], az
-    )
-    _tag_volumes(ec2, described, request["TagSpecifications"][0]["Tags"])
+        raise _refused(table, job, attempt, codes)
+    if launched.surplus:  # TotalTargetCapacity is 1; never pay for a surplus
+        retrying(
+            lambda: ec2.terminate_instances(InstanceIds=launched.surplus), NOT_FOUND_CODES, NOT_FOUND_DELAYS
+        )
+    az = launched.az or _az_of_subnet(ec2, launched.subnet)
+    table.set_instance(job.name, job.execution, attempt.number, launched.instance, launched.instance_type, az)
+    _tag_volumes(ec2, launched.instance, request["TagSpecifications"][0]["Tags"])
     metrics.add_metric(name="InstancesLaunched", unit=MetricUnit.Count, value=1)
     logger.info(
         "launched",
         extra={
-            "instance": described["InstanceId"],
-            "type": described["InstanceType"],
+            "instance": launched.instance,
+            "type": launched.instance_type,
             "capacity": attempt.capacity,
             "attempt": attempt.number,
             "az": az,
         },
     )
     return {
-        "instance": described["InstanceId"],
-        "instance_type": described["InstanceType"],
+        "instance": launched.instance,
+        "instance_type": launched.instance_type,
         "capacity": attempt.capacity,
         "az": az,
         "reused": False,

@@ -22,12 +22,12 @@ from pydantic import BaseModel, ValidationError
 
 from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import JobInvalid, UploadInProgress
+from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
 from spotyolo.core.config import inspect_job
 from spotyolo.core.dataset import Entry, S3Source
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
-from spotyolo.core.planning import first_attempt
+from spotyolo.core.planning import first_attempt, stall_seconds
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.yamlsafe import problems_error
 from spotyolo.steps.common import logger
@@ -111,12 +111,25 @@ def _unsettled(
     return None
 
 
-def _is_running(sfn: SFNClient) -> Callable[[str], bool]:
+def _is_running(sfn: SFNClient, job: str) -> Callable[[str], bool]:
+    """Whether a lock's holder still runs; fails closed, so a live job's lock is never taken.
+
+    Only ``ExecutionDoesNotExist`` means the holder is gone. Any other error (throttled,
+    denied) leaves the lock alone and refuses this start, naming the error.
+    """
+
     def is_running(execution: str) -> bool:
         try:
             return bool(sfn.describe_execution(executionArn=execution)["status"] == "RUNNING")
-        except ClientError:  # gone, or not an execution at all: it holds nothing
-            return False
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            if error.get("Code") == "ExecutionDoesNotExist":
+                return False
+            raise JobAlreadyRunning(
+                f"job {job!r} is locked by execution {execution}, whose status could not be checked "
+                f"({error.get('Code')}: {error.get('Message')}); this start was refused and the lock "
+                "left alone. Start the job again once that execution has ended"
+            ) from err
 
     return is_running
 
@@ -165,7 +178,7 @@ def validate_job(
         dataset=summary,
         instance_types=config.resolved_instance_types(settings.default_instance_types),
         deadline=deadline,
-        stall_seconds=max(1, int(config.stall_hours * 3600)),
+        stall_seconds=stall_seconds(config),
         image=settings.trainer_image,
         force=force,
         created=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -178,7 +191,7 @@ def validate_job(
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
-        job, execution, run_id, _is_running(sfn)
+        job, execution, run_id, _is_running(sfn, job)
     )
     s3.put_object(
         Bucket=bucket,

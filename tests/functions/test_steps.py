@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -10,15 +11,23 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from fake_settings import make_settings
 from moto import mock_aws
 
-from spotyolo.contract.errors import BudgetExceeded, NoCapacity, QuotaExceeded, TooManyInterruptions
+from spotyolo.contract.asl import load_asl_text
+from spotyolo.contract.errors import (
+    BudgetExceeded,
+    LaunchFailed,
+    NoCapacity,
+    QuotaExceeded,
+    TooManyInterruptions,
+)
 from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
-from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
+from spotyolo.steps import cancel, check_result, cleanup, common, instance_lost, launch, prepare_retry
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
@@ -48,6 +57,7 @@ def attempt(number: int = 1, **kw: Any) -> Attempt:
         capacity=kw.pop("capacity", "spot"),
         instance_types=["g5.xlarge", "g6.xlarge"],
         seconds_left=3000,
+        heartbeat_seconds=600,
         **kw,
     )
 
@@ -178,6 +188,167 @@ def test_no_capacity_and_quota_errors_name_the_cause(aws: Aws) -> None:
     assert fleet.run_instances_of(aws.ec2, "shapes") == []
 
 
+class LaggingEC2:
+    """EC2 as AWS is right after CreateFleet: the new instance is not found for a while."""
+
+    def __init__(self, ec2: Any, *, describes: int, tags: int) -> None:
+        self._ec2, self.describes, self.tags = ec2, describes, tags
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    @staticmethod
+    def _not_found(operation: str) -> ClientError:
+        error = {"Code": "InvalidInstanceID.NotFound", "Message": "The instance ID does not exist"}
+        return ClientError({"Error": error}, operation)
+
+    def describe_instances(self, **kw: Any) -> Any:
+        if "InstanceIds" in kw and self.describes > 0:  # by id: what eventual consistency hides
+            self.describes -= 1
+            raise self._not_found("DescribeInstances")
+        return self._ec2.describe_instances(**kw)
+
+    def create_tags(self, **kw: Any) -> Any:
+        if self.tags > 0:
+            self.tags -= 1
+            raise self._not_found("CreateTags")
+        return self._ec2.create_tags(**kw)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The launch's backoff sleeps, recorded instead of slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(common, "sleep", slept.append, raising=False)
+    return slept
+
+
+def root_volume_tags(aws: Aws, instance: str) -> dict[str, str]:
+    (described,) = aws.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"]
+    volume = described["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    (vol,) = aws.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    return {t["Key"]: t["Value"] for t in vol.get("Tags", [])}
+
+
+def test_a_new_instance_not_yet_visible_to_ec2_is_launched_and_tagged(aws: Aws, sleeps: list[float]) -> None:
+    aws.lock()
+    subnet = aws.ec2.describe_subnets()["Subnets"][0]
+    aws.cfg = dataclasses.replace(aws.cfg, subnet_ids=[subnet["SubnetId"]])
+    lagging = LaggingEC2(aws.ec2, describes=2, tags=2)
+    out = aws.launch(make_job(), attempt(), ec2=lagging)
+    item = aws.table.get("shapes")
+    assert item and item.current and item.current.instance == out["instance"]
+    assert item.attempts[0].instance_type == "g5.xlarge" == out["instance_type"]
+    assert item.attempts[0].az == subnet["AvailabilityZone"] == out["az"]
+    assert root_volume_tags(aws, out["instance"])["job"] == "shapes"
+    assert len(sleeps) == 4 and sum(sleeps) < 10  # short, bounded
+
+
+def test_an_instance_that_stays_invisible_still_launches_after_a_bounded_wait(
+    aws: Aws, sleeps: list[float]
+) -> None:
+    aws.lock()
+    out = aws.launch(make_job(), attempt(), ec2=LaggingEC2(aws.ec2, describes=99, tags=99))
+    item = aws.table.get("shapes")
+    assert item and item.current and item.current.instance == out["instance"]
+    assert item.attempts[0].outcome == "running"
+    assert 0 < sum(sleeps) <= 30  # gave up on the cosmetic volume tag, well inside the Lambda's time
+
+
+class ThrottledEC2:
+    """EC2 that throttles the first ``times`` CreateFleet calls: raised, or in the Errors list."""
+
+    def __init__(self, ec2: Any, times: int, *, raised: bool) -> None:
+        self._ec2, self.times, self.raised = ec2, times, raised
+        self.tokens: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **kw: Any) -> Any:
+        self.tokens.append(kw["ClientToken"])
+        if len(self.tokens) > self.times:
+            return self._ec2.create_fleet(**kw)
+        if self.raised:
+            error = {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}
+            raise ClientError({"Error": error}, "CreateFleet")
+        return {
+            "Instances": [],
+            "Errors": [{"ErrorCode": "RequestLimitExceeded", "ErrorMessage": "slow down"}],
+        }
+
+
+class RaisingEC2:
+    """EC2 whose CreateFleet call itself fails with ``code``."""
+
+    def __init__(self, ec2: Any, code: str, message: str) -> None:
+        self._ec2, self.code, self.message = ec2, code, message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **_: Any) -> Any:
+        raise ClientError({"Error": {"Code": self.code, "Message": self.message}}, "CreateFleet")
+
+
+@pytest.mark.parametrize("wrapper", [RefusingEC2, RaisingEC2])
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("UnauthorizedOperation", "You are not authorized to perform this operation."),
+        ("InvalidParameterValue", "Invalid launch template: the AMI does not exist"),
+    ],
+)
+def test_a_launch_error_that_waiting_cannot_fix_fails_at_once_with_ec2s_words(
+    aws: Aws, sleeps: list[float], wrapper: Any, code: str, message: str
+) -> None:
+    aws.lock()
+    with pytest.raises(LaunchFailed, match=f"{code}: {message}") as raised:
+        aws.launch(make_job(), attempt(), ec2=wrapper(aws.ec2, code, message))
+    assert "capacity" not in str(raised.value) and sleeps == []
+    item = aws.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
+    # what "Clean up after failure" (the ASL's catch-all) tells the user
+    cause = json.dumps({"errorMessage": str(raised.value), "errorType": "LaunchFailed"})
+    doc = {"job": make_job().model_dump(mode="json"), "error": {"Error": "LaunchFailed", "Cause": cause}}
+    event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
+    out = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert out["error"] == "LaunchFailed" and out["released"] is True
+    assert out["message"].startswith("shapes failed: EC2 refused to launch its instance.\n")
+    assert f"{code}: {message}" in out["message"]
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_throttled_launch_is_asked_again_and_starts_one_instance(
+    aws: Aws, sleeps: list[float], raised: bool
+) -> None:
+    aws.lock()
+    throttled = ThrottledEC2(aws.ec2, 2, raised=raised)
+    out = aws.launch(make_job(), attempt(), ec2=throttled)
+    assert out["reused"] is False and len(throttled.tokens) == 3 and len(sleeps) == 2
+    assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
+    item = aws.table.get("shapes")
+    assert item and item.attempts[0].outcome == "running"
+    # idempotent: the first try has the round's token; a try EC2 answered used its token up,
+    # so the next one gets its own (derived, so a retried invocation repeats them)
+    assert throttled.tokens[0] == launch.client_token(EXEC, attempt())
+    assert all(len(t) <= 64 for t in throttled.tokens)
+    assert len(set(throttled.tokens)) == (1 if raised else 3)
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_launch_throttled_for_good_is_not_called_a_quota_problem(
+    aws: Aws, sleeps: list[float], raised: bool
+) -> None:
+    aws.lock()
+    with pytest.raises(LaunchFailed, match="RequestLimitExceeded"):
+        aws.launch(make_job(), attempt(), ec2=ThrottledEC2(aws.ec2, 99, raised=raised))
+    assert 0 < sum(sleeps) <= 30  # a short, bounded wait inside the Lambda
+    item = aws.table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
+
+
 def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:
     aws.lock(OTHER)
     with pytest.raises(Exception, match="no longer held by this execution"):
@@ -206,6 +377,61 @@ def test_planning_ladder_interruptions_and_budget() -> None:
     assert round2.wait_seconds == 60
     with pytest.raises(NoCapacity, match="gave up after 3 launch tries"):
         planning.next_launch_round(job, round2, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
+
+
+def launch_windows(job: JobSpec, att: Attempt) -> tuple[int, int]:
+    """(HeartbeatSeconds, TimeoutSeconds) Launch trainer gets from this state document."""
+    state = json.loads(load_asl_text())["States"]["Launch trainer"]
+    doc = {"job": job.model_dump(mode="json"), "attempt": att.model_dump(mode="json")}
+
+    def at(path: str) -> int:
+        value: Any = doc
+        for part in path.removeprefix("$.").split("."):
+            value = value[part]
+        return int(value)
+
+    return at(state["HeartbeatSecondsPath"]), at(state["TimeoutSecondsPath"])
+
+
+def planned_job(**config: Any) -> JobSpec:
+    """A job as Validate job plans it: deadline and stall window from its config, started now."""
+    job = make_job(**config)
+    return job.model_copy(
+        update={
+            "deadline": int(time.time() + job.config.max_hours * 3600),
+            "stall_seconds": int(job.config.stall_hours * 3600),
+        }
+    )
+
+
+def test_a_stall_window_longer_than_the_job_is_clamped_below_the_attempts_timeout() -> None:
+    job = planned_job(max_hours=1)  # the default stall_hours (2) is longer than the whole job
+    assert job.config.stall_hours == 2
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline)
+    heartbeat, timeout = launch_windows(job, first)
+    assert 0 < heartbeat < timeout <= 3600
+
+
+def test_the_stall_window_of_a_late_attempt_is_clamped_below_what_is_left() -> None:
+    job = planned_job(max_hours=24, stall_hours=2)
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline)
+    assert launch_windows(job, first) == (7200, first.seconds_left)  # room enough: stall_hours as set
+    late = planning.next_attempt(job, first, "SpotInterrupted", now=job.deadline - 1800)
+    heartbeat, timeout = launch_windows(job, late)
+    assert timeout == 1800 and 0 < heartbeat < timeout
+    waited = planning.next_launch_round(
+        job, first, "NoCapacity", "none", backoff_seconds=600, max_waits=3, now=job.deadline - 1800
+    )
+    heartbeat, timeout = launch_windows(job, waited)
+    assert timeout == 1200 and 0 < heartbeat < timeout
+
+
+def test_an_attempt_never_carries_a_heartbeat_as_long_as_its_timeout() -> None:
+    older = {"number": 2, "capacity": "spot", "instance_types": ["g5.xlarge"], "seconds_left": 900}
+    upgraded = Attempt.model_validate(older)  # written before heartbeat_seconds existed: still reads
+    assert 0 < upgraded.heartbeat_seconds < upgraded.seconds_left
+    with pytest.raises(ValueError, match="must be below seconds_left"):
+        Attempt.model_validate({**older, "heartbeat_seconds": 900})
 
 
 def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from fake_settings import make_settings
 from moto import mock_aws
 
@@ -191,6 +192,39 @@ def test_lock_of_a_stopped_execution_is_taken_over(aws: Aws, job: str) -> None:
     out = run(aws, EVENT, new, later=120)
     assert JobTable(aws.dynamodb, TABLE).get("pets").execution == new  # type: ignore[union-attr]
     assert out["job"]["execution"] == new
+
+
+class FailingSfn:
+    """Step Functions whose DescribeExecution fails with ``code`` (throttled, denied, ...)."""
+
+    def __init__(self, sfn: Any, code: str) -> None:
+        self._sfn, self.code = sfn, code
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sfn, name)
+
+    def describe_execution(self, **_: Any) -> dict[str, Any]:
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "DescribeExecution")
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "AccessDeniedException"])
+def test_a_lock_whose_holder_cannot_be_checked_is_never_taken_over(aws: Aws, job: str, code: str) -> None:
+    first = run(aws, EVENT, start(aws, "e1"))
+    table = JobTable(aws.dynamodb, TABLE)
+    before = table.get("pets")
+    blind = Aws(s3=aws.s3, dynamodb=aws.dynamodb, sfn=FailingSfn(aws.sfn, code), machine=aws.machine)
+    with pytest.raises(JobAlreadyRunning, match=f"could not be checked.*{code}"):
+        run(blind, {"job": "pets", "force": True}, start(aws, "e2"), later=120)
+    assert table.get("pets") == before
+    assert keys(aws, "runs/pets/") == [f"runs/pets/{first['job']['run_id']}/job.json"]
+
+
+def test_lock_of_a_vanished_execution_is_taken_over(aws: Aws, job: str) -> None:
+    gone = aws.machine.replace(":stateMachine:", ":execution:") + ":never-started"
+    JobTable(aws.dynamodb, TABLE).acquire_lock("pets", gone, "run-x", lambda e: True)
+    new = start(aws, "e2")
+    run(aws, EVENT, new, later=120)
+    assert JobTable(aws.dynamodb, TABLE).get("pets").execution == new  # type: ignore[union-attr]
 
 
 def test_trained_job_is_skipped_without_lock_unless_forced(aws: Aws, job: str) -> None:

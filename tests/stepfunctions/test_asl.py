@@ -44,7 +44,7 @@ def test_the_graph_follows_the_design() -> None:
     states = definition()["States"]
     launch = states["Launch trainer"]
     assert launch["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
-    assert launch["HeartbeatSecondsPath"] == "$.job.stall_seconds"
+    assert launch["HeartbeatSecondsPath"] == "$.attempt.heartbeat_seconds"
     assert launch["TimeoutSecondsPath"] == "$.attempt.seconds_left"
     routes = {tuple(c["ErrorEquals"]): c["Next"] for c in launch["Catch"]}
     assert routes == {
@@ -75,6 +75,20 @@ def test_the_graph_follows_the_design() -> None:
     } <= named
     assert set(ERROR_NAMES) >= named - {"States.ALL", "States.HeartbeatTimeout", "States.Timeout"}
     assert states["Job failed"]["ErrorPath"] == "$.summary.error"
+
+
+def catcher(state: dict, error: str) -> str:
+    """Where a state's Catch sends ``error`` (the first matching catcher, as Step Functions does)."""
+    for catch in state["Catch"]:
+        if error in catch["ErrorEquals"] or "States.ALL" in catch["ErrorEquals"]:
+            return str(catch["Next"])
+    raise AssertionError(f"{error} is not caught")
+
+
+def test_a_refused_launch_that_waiting_cannot_fix_ends_the_job_with_a_clean_up() -> None:
+    states = definition()["States"]
+    assert catcher(states["Launch trainer"], "LaunchFailed") == "Clean up after failure"
+    assert catcher(states["Launch trainer"], "NoCapacity") == "Prepare launch retry"
 
 
 def test_summary_selectors_carry_every_summary_field() -> None:
