@@ -214,6 +214,28 @@ def test_planning_ladder_interruptions_and_budget() -> None:
         planning.next_launch_round(job, round2, "NoCapacity", "none", backoff_seconds=30, max_waits=2)
 
 
+def test_an_attempt_times_out_when_what_is_left_of_max_cost_usd_is_spent() -> None:
+    now = time.time()
+    job = make_job(capacity="on-demand", max_hours=24, max_cost_usd=20.0)
+    job = job.model_copy(update={"deadline": int(now) + 24 * 3600})
+    hourly = 1.006  # g5.xlarge on demand, the dearer of the job's two types
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline, now=now)
+    assert first.seconds_left <= 20.0 / hourly * 3600 < 24 * 3600  # ~19.9 h, not 24 h (~$24)
+    assert first.seconds_left > 19 * 3600
+    second = planning.next_attempt(job, first, "InstanceLost", cost_usd=15.0, now=now)
+    assert 0.9 * 5.0 / hourly * 3600 < second.seconds_left <= 5.0 / hourly * 3600
+    waiting = planning.next_launch_round(
+        job, first, "NoCapacity", "none", backoff_seconds=30, max_waits=2, cost_usd=19.0, now=now
+    )
+    assert 0.9 * 1.0 / hourly * 3600 < waiting.seconds_left <= 1.0 / hourly * 3600  # waiting is free
+    spot = make_job(capacity="spot", max_hours=24, max_cost_usd=20.0).config
+    on_spot = planning.first_attempt(spot, job.instance_types, job.deadline, now=now)
+    assert on_spot.seconds_left > first.seconds_left  # spot is cheaper, so the budget lasts longer
+    too_little = r"\$0\.03 left of max_cost_usd \(\$20\.00\).*raise max_cost_usd"
+    with pytest.raises(BudgetExceeded, match=too_little):
+        planning.next_attempt(job, first, "InstanceLost", cost_usd=19.97, now=now)  # ~1.8 min of g5
+
+
 def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) -> None:
     aws.lock()
     job = make_job()
@@ -490,6 +512,27 @@ def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
         and item.current is None
         and item.attempts[0].outcome == "TrainingDiverged"
     )
+
+
+def test_an_attempt_stopped_by_max_cost_usd_says_so(aws: Aws) -> None:
+    aws.lock()
+    now = time.time()
+    job = make_job(capacity="on-demand", max_hours=24, max_cost_usd=1.0)
+    job = job.model_copy(update={"deadline": int(now) + 20 * 3600})
+    started = now - 3600  # the budget paid for ~58 min of g5.xlarge: the task timed out just now
+    att = planning.first_attempt(job.config, job.instance_types, job.deadline, now=started)
+    aws.launch(job, att)
+    doc = {
+        "job": job.model_dump(mode="json"),
+        "attempt": att.model_dump(mode="json"),
+        "error": {"Error": "States.Timeout", "Cause": ""},
+    }
+    event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
+    out = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert out["error"] == "BudgetExceeded" and "max_cost_usd ($1.00" in out["message"]
+    assert "stall" not in out["message"]
+    item = aws.table.get("shapes")
+    assert item and item.attempts[0].outcome == "BudgetExceeded"
 
 
 def test_cleanup_after_a_new_run_took_the_job_leaves_it_alone(aws: Aws) -> None:
