@@ -206,7 +206,8 @@ class FunctionsConstruct(Construct):
         p(LambdaName.PREPARE_RETRY, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # check_result: copy the run's files to weights/<job>/ (previous ones to previous/)
         p(LambdaName.CHECK_RESULT, ["s3:GetObject"], [objects("runs/*"), objects("weights/*")])
-        p(LambdaName.CHECK_RESULT, ["s3:PutObject"], [objects("weights/*")])
+        # DeleteObject: a run without results.csv must not leave the previous run's beside its weights
+        p(LambdaName.CHECK_RESULT, ["s3:PutObject", "s3:DeleteObject"], [objects("weights/*")])
         p(
             LambdaName.CHECK_RESULT,
             ["s3:ListBucket"],
@@ -299,7 +300,7 @@ class FunctionsConstruct(Construct):
             [f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/{svc}/*" for svc in services],
             {"StringEquals": {"iam:AWSServiceName": services}},
         )
-        p(LambdaName.LAUNCH, ["ec2:DescribeInstances"], ["*"])
+        p(LambdaName.LAUNCH, ["ec2:DescribeInstances", "ec2:DescribeSubnets"], ["*"])
         p(LambdaName.LAUNCH, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
 
     def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket, state_machine_name: str) -> None:
@@ -341,7 +342,7 @@ class FunctionsConstruct(Construct):
             },
             LambdaName.LAUNCH: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
-                "running?) has no resource type.",
+                "running?) and ec2:DescribeSubnets (the AZ of the subnet EC2 chose) have no resource type.",
                 **{arn.format(svc="ec2", rest=f"{kind}/*"): reason for kind, reason in created.items()},
                 "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": "The AMI id comes from the "
                 "public ECS GPU AMI SSM parameter and changes with each release.",

@@ -162,10 +162,13 @@ class Attempt(_Model):
     number: int = Field(ge=1)
     capacity: Capacity
     instance_types: list[str]
-    #: TimeoutSecondsPath of Launch trainer: what is left of max_hours, integer seconds
+    #: TimeoutSecondsPath of Launch trainer: what is left of max_hours, and of max_cost_usd at
+    #: the attempt's price, integer seconds
     seconds_left: int = Field(ge=1)
     #: HeartbeatSecondsPath of Launch trainer: the stall window, below ``seconds_left``
     heartbeat_seconds: int = Field(ge=1)
+    #: epoch seconds at which max_cost_usd, not max_hours, ends the attempt (0: max_hours does)
+    budget_end: int = 0
     interruptions: int = 0
     #: launch backoff rounds used for this attempt (NoCapacity / QuotaExceeded)
     launch_waits: int = 0

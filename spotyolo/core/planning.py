@@ -4,7 +4,8 @@ Shared by Validate job (attempt 1) and Prepare retry (after an interruption, or 
 found no capacity). An attempt is one instance's life; its number grows only when an instance
 was lost. Launch rounds (NoCapacity / QuotaExceeded backoff) keep the number and count
 ``launch_waits``. The whole job is bounded by its deadline (``max_hours`` from the first
-start), its ``max_interruptions`` and its optional ``max_cost_usd``.
+start), its ``max_interruptions`` and its optional ``max_cost_usd``; an attempt's timeout is
+what is left of both, so one attempt cannot outspend the budget (``budget_seconds``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from spotyolo.contract.errors import (
     TooManyInterruptions,
     error_class,
 )
+from spotyolo.core.cost import PriceFn, price_fn
 from spotyolo.core.models import Attempt, Capacity, CapacityPlan, JobConfig, JobSpec
 
 #: an attempt with less time than this cannot boot, download and train anything useful
 MIN_ATTEMPT_SECONDS = 60
+#: an attempt the budget cannot pay this long for is not launched: it would boot and be stopped
+MIN_PAID_SECONDS = 300
 #: the longest single backoff between launch rounds
 MAX_LAUNCH_WAIT_SECONDS = 900
 
@@ -73,22 +77,72 @@ def _check_budget(config: JobConfig, deadline: int, cost_usd: float, now: float 
     return left
 
 
+def budget_seconds(
+    config: JobConfig,
+    capacity: Capacity,
+    instance_types: list[str],
+    cost_usd: float,
+    price: PriceFn | None = None,
+) -> int | None:
+    """How long what is left of ``max_cost_usd`` pays for the attempt (None: no budget).
+
+    At the dearest of its instance types for its capacity: the fleet may launch any of them.
+    ``BudgetExceeded`` when that is under ``MIN_PAID_SECONDS``.
+    """
+    if config.max_cost_usd is None:
+        return None
+    price = price or price_fn()
+    hourly = max(price(t, capacity, None) for t in instance_types)
+    left_usd = config.max_cost_usd - cost_usd
+    seconds = int(left_usd / hourly * 3600)
+    if seconds < MIN_PAID_SECONDS:
+        raise BudgetExceeded(
+            f"${left_usd:.2f} left of max_cost_usd (${config.max_cost_usd:.2f}) in config.yaml pays for "
+            f"{seconds} s of {capacity} {', '.join(instance_types)} at up to ${hourly:.3f}/h, too little "
+            "for another instance; raise max_cost_usd to let it continue"
+        )
+    return seconds
+
+
+def _timeout(left: int, paid: int | None, wait: int, now: float | None, stall: int) -> dict[str, int]:
+    """``seconds_left`` (the smaller of time and money), the stall window below it, and, when
+    money bounds it, ``budget_end``."""
+    if paid is None or paid >= left:
+        return {"seconds_left": left, "heartbeat_seconds": heartbeat_seconds(stall, left)}
+    start = time.time() if now is None else now
+    return {
+        "seconds_left": paid,
+        "heartbeat_seconds": heartbeat_seconds(stall, paid),
+        "budget_end": int(start + wait + paid),
+    }
+
+
 def first_attempt(
-    config: JobConfig, instance_types: list[str], deadline: int, now: float | None = None
+    config: JobConfig,
+    instance_types: list[str],
+    deadline: int,
+    now: float | None = None,
+    price: PriceFn | None = None,
 ) -> Attempt:
     """The plan for attempt 1 (Validate job)."""
     left = _check_budget(config, deadline, 0.0, now)
+    capacity = capacity_for(config.capacity, 0)
+    paid = budget_seconds(config, capacity, instance_types, 0.0, price)
     return Attempt(
         number=1,
-        capacity=capacity_for(config.capacity, 0),
+        capacity=capacity,
         instance_types=list(instance_types),
-        seconds_left=left,
-        heartbeat_seconds=heartbeat_seconds(stall_seconds(config), left),
+        **_timeout(left, paid, 0, now, stall_seconds(config)),
     )
 
 
 def next_attempt(
-    job: JobSpec, attempt: Attempt, error: str, cost_usd: float = 0.0, now: float | None = None
+    job: JobSpec,
+    attempt: Attempt,
+    error: str,
+    cost_usd: float = 0.0,
+    now: float | None = None,
+    price: PriceFn | None = None,
 ) -> Attempt:
     """After ``SpotInterrupted`` / ``InstanceLost``: attempt + 1 on a new instance.
 
@@ -104,13 +158,14 @@ def next_attempt(
             "capacity: spot-then-on-demand (or on-demand) so a retry cannot be interrupted"
         )
     left = _check_budget(job.config, job.deadline, cost_usd, now)
+    capacity = capacity_for(job.config.capacity, interruptions)
+    paid = budget_seconds(job.config, capacity, attempt.instance_types, cost_usd, price)
     return Attempt(
         number=attempt.number + 1,
-        capacity=capacity_for(job.config.capacity, interruptions),
+        capacity=capacity,
         instance_types=list(attempt.instance_types),
-        seconds_left=left,
-        heartbeat_seconds=heartbeat_seconds(job.stall_seconds, left),
         interruptions=interruptions,
+        **_timeout(left, paid, 0, now, job.stall_seconds),
     )
 
 
@@ -124,6 +179,7 @@ def next_launch_round(
     max_waits: int,
     cost_usd: float = 0.0,
     now: float | None = None,
+    price: PriceFn | None = None,
 ) -> Attempt:
     """After ``NoCapacity`` / ``QuotaExceeded``: the same attempt, after a growing wait.
 
@@ -145,13 +201,13 @@ def next_launch_round(
     capacity = capacity_for(job.config.capacity, attempt.interruptions, spot_unavailable=spot_short)
     if attempt.capacity == "on-demand":
         capacity = "on-demand"  # never climb back down the ladder
+    paid = budget_seconds(job.config, capacity, attempt.instance_types, cost_usd, price)
     return Attempt(
         number=attempt.number,
         capacity=capacity,
         instance_types=list(attempt.instance_types),
-        seconds_left=left - wait,
-        heartbeat_seconds=heartbeat_seconds(job.stall_seconds, left - wait),
         interruptions=attempt.interruptions,
         launch_waits=waits,
         wait_seconds=wait,
+        **_timeout(left - wait, paid, wait, now, job.stall_seconds),
     )

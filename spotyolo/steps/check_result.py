@@ -2,17 +2,20 @@
 
 Event ``{"job": JobSpec, "attempt": Attempt, "result": TrainResult, "execution": arn}``;
 returns a ``Summary`` (``$.summary``). Copies ``runs/<job>/<run_id>/artifacts/{best.pt,
-last.pt, results.csv, metrics.json}`` to ``weights/<job>/`` after moving the weights that were
-there to ``weights/<job>/previous/``, so a retrain never silently destroys the last good model.
+last.pt, results.csv, metrics.json}`` to ``weights/<job>/`` after copying the weights that were
+there to ``weights/<job>/previous/``, so a retrain never silently destroys the last good model
+(``promote`` says how a retry keeps it so).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract import layout
@@ -39,36 +42,106 @@ class CheckEvent(BaseModel):
     execution: str = ""
 
 
-def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
-    """Copy the run's artifacts to weights/<job>/, keeping the previous ones; returns the new keys."""
-    bucket = job.bucket
-    sources = {
-        name: result.artifacts.get(name) or layout.artifact_key(job.name, job.run_id, name)
-        for name in layout.WEIGHT_FILES
-    }
-    missing = [k for n, k in sources.items() if n == layout.BEST and not object_exists(s3, bucket, k)]
-    if missing:
-        raise TrainerError(
-            f"the trainer reported success but s3://{bucket}/{missing[0]} is missing, so there is "
-            "nothing to publish; see the run's train.log under its artifacts/"
-        )
-    if object_exists(s3, bucket, layout.weights_key(job.name, layout.BEST)):
-        for name in layout.WEIGHT_FILES:
-            current = layout.weights_key(job.name, name)
-            if object_exists(s3, bucket, current):
-                s3.copy_object(
-                    Bucket=bucket,
-                    Key=layout.previous_weights_prefix(job.name) + name,
-                    CopySource={"Bucket": bucket, "Key": current},
-                )
-    promoted = []
+#: what ``_recorded_run`` says of a folder whose metrics.json is missing or names no run
+UNRECORDED = "<unrecorded>"
+_FILES = tuple(n for n in layout.WEIGHT_FILES if n != "metrics.json")
+
+
+def _read_json(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    except ValueError:  # not JSON: as good as missing
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _recorded_run(s3: S3Client, bucket: str, prefix: str) -> str | None:
+    """The ``run_id`` that ``prefix``metrics.json names (None: no run), else ``UNRECORDED``."""
+    doc = _read_json(s3, bucket, prefix + "metrics.json")
+    if doc is None or "run_id" not in doc:
+        return UNRECORDED
+    return None if doc["run_id"] is None else str(doc["run_id"])
+
+
+def _put_json(s3: S3Client, bucket: str, key: str, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc, indent=2) + "\n"
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
+
+
+def _mirror(s3: S3Client, bucket: str, sources: dict[str, str], prefix: str) -> None:
+    """Make ``prefix``<name> a copy of each source, deleting those whose source is missing."""
     for name, source in sources.items():
-        if not object_exists(s3, bucket, source):
-            continue  # results.csv / metrics.json are nice to have
-        target = layout.weights_key(job.name, name)
-        s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
-        promoted.append(target)
-    return promoted
+        target = prefix + name
+        if object_exists(s3, bucket, source):
+            s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
+        else:  # results.csv is nice to have; a stale one would mix two runs
+            s3.delete_object(Bucket=bucket, Key=target)
+
+
+def _run_sources(job: JobSpec, result: TrainResult) -> dict[str, str]:
+    """The run's files to publish; a key outside the run's own artifacts/ is refused."""
+    prefix = layout.artifacts_prefix(job.name, job.run_id)
+    for name, key in result.artifacts.items():
+        if not key.startswith(prefix) or ".." in key[len(prefix) :].split("/"):
+            raise TrainerError(
+                f"the trainer reported artifact {name} at s3://{job.bucket}/{key}, outside this run's "
+                f"s3://{job.bucket}/{prefix}; nothing was published (a trainer only publishes its own run)"
+            )
+    return {name: result.artifacts.get(name) or prefix + name for name in layout.WEIGHT_FILES}
+
+
+def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
+    """Publish the run to weights/<job>/, the set it replaces to weights/<job>/previous/.
+
+    Each folder's metrics.json is written last and names the run the folder holds (null: none),
+    so it is the commit point: a reader trusts the folder's set when metrics.json names its run,
+    and a retry (Check result is retried on Lambda errors) redoes only what is not done yet.
+    1. Keep the old set, unless weights/ already names this run or previous/ already names the
+       run weights/ holds: copy weights/ to previous/, then previous/metrics.json.
+    2. Publish: copy this run's files to weights/, then metrics.json with this run's id.
+    Returns the published keys.
+    """
+    bucket, weights = job.bucket, layout.weights_prefix(job.name)
+    sources = _run_sources(job, result)
+    if not object_exists(s3, bucket, sources["best.pt"]):
+        raise TrainerError(
+            f"the trainer reported success but s3://{bucket}/{sources['best.pt']} is missing, so there "
+            "is nothing to publish; see the run's train.log under its artifacts/"
+        )
+    held = _recorded_run(s3, bucket, weights)
+    if held != job.run_id:
+        held = None if held == UNRECORDED else held
+        previous = layout.previous_weights_prefix(job.name)
+        if _recorded_run(s3, bucket, previous) != held:
+            _mirror(s3, bucket, {n: weights + n for n in _FILES}, previous)
+            _put_json(s3, bucket, previous + "metrics.json", _old_metrics(s3, bucket, weights, held))
+        _mirror(s3, bucket, {n: sources[n] for n in _FILES}, weights)
+        _put_json(s3, bucket, weights + "metrics.json", _run_metrics(s3, job, result, sources))
+    return [weights + n for n in layout.WEIGHT_FILES if object_exists(s3, bucket, weights + n)]
+
+
+def _old_metrics(s3: S3Client, bucket: str, weights: str, held: str | None) -> dict[str, Any]:
+    doc = _read_json(s3, bucket, weights + "metrics.json") or {}
+    if held is None and not doc:
+        doc["note"] = "weights/ held no recorded run before"
+    return {**doc, "run_id": held}
+
+
+def _run_metrics(s3: S3Client, job: JobSpec, result: TrainResult, sources: dict[str, str]) -> dict[str, Any]:
+    """The trainer's metrics.json, or one made from its result; either way naming this run."""
+    doc = _read_json(s3, job.bucket, sources["metrics.json"]) or {
+        "job": job.name,
+        "attempt": result.attempt,
+        "metrics": result.metrics,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+    }
+    return {**doc, "run_id": job.run_id}
 
 
 def _metric(metrics_: dict[str, float], name: str) -> float | None:

@@ -18,6 +18,7 @@ it twice is harmless.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.status import AttemptOutcome
 from spotyolo.core.jobtable import JobTable
-from spotyolo.core.models import ErrorInfo, Summary
+from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
 from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned, outcome_of
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -56,10 +57,30 @@ class StatusChangeEvent(EventBridgeModel):
     detail: StatusDetail  # type: ignore[assignment]
 
 
+def budget_timeout(
+    error: ErrorInfo | None, spec: JobSpec | None, attempt: Attempt | None, now: float | None = None
+) -> ErrorInfo | None:
+    """``BudgetExceeded`` for a task timeout at the attempt's ``budget_end``, else ``error``.
+
+    Launch trainer's timeout is the smaller of max_hours and max_cost_usd; without this a stop
+    for money would read as a stall (the local engine names both timeouts ``States.Timeout``).
+    """
+    if error is None or error.Error != ErrorName.STATES_TIMEOUT or spec is None or attempt is None:
+        return error
+    if not attempt.budget_end or (now or time.time()) < attempt.budget_end - 5:
+        return error
+    return ErrorInfo(
+        Error=ErrorName.BUDGET_EXCEEDED,
+        Cause=f"attempt {attempt.number} was stopped when what was left of max_cost_usd "
+        f"(${spec.config.max_cost_usd:.2f} in config.yaml) was spent; raise max_cost_usd to train longer",
+    )
+
+
 def from_workflow(event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable) -> dict[str, Any]:
     doc = event.document
-    name, spec, _attempt = job_of(doc)
+    name, spec, attempt = job_of(doc)
     error = ErrorInfo.model_validate(doc["error"]) if isinstance(doc.get("error"), dict) else None
+    error = budget_timeout(error, spec, attempt)
     summary = Summary.model_validate(doc["summary"]) if event.outcome == "succeeded" else None
     if name is None:
         # the input named no job we could read: nothing was locked or launched

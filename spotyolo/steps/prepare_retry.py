@@ -46,14 +46,15 @@ def prepare_retry(
 ) -> dict[str, Any]:
     job, attempt, name = event.job, event.attempt, event.error.Error
     item = table.get(job.name)
-    cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0
+    price = price_fn(ec2)  # the budget of the next attempt is counted as its cost will be
+    cost = run_cost(item.attempts, price) if item else 0.0
     if name in RETRYABLE_ON_NEW_INSTANCE:
         leftovers = [i["InstanceId"] for i in run_instances_of(ec2, job.name, job.run_id, attempt.number)]
         if leftovers:  # a noticed interruption leaves the instance up for ~2 minutes: stop paying now
             ec2.terminate_instances(InstanceIds=leftovers)
         table.end_attempt(job.name, job.execution, attempt.number, ErrorName(name))
         table.clear_token(job.name, job.execution)
-        nxt = planning.next_attempt(job, attempt, name, cost_usd=cost, now=now)
+        nxt = planning.next_attempt(job, attempt, name, cost_usd=cost, now=now, price=price)
         metrics.add_metric(name="Interruptions", unit=MetricUnit.Count, value=1)
     elif name in LAUNCH_BACKOFF:
         nxt = planning.next_launch_round(
@@ -65,6 +66,7 @@ def prepare_retry(
             max_waits=cfg.max_launch_waits,
             cost_usd=cost,
             now=now,
+            price=price,
         )
     else:
         raise ValueError(

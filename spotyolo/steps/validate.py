@@ -8,6 +8,7 @@ write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The se
 means the upload is still arriving → ``UploadInProgress``) runs on the listing *before* the
 labels are read, so a big dataset is read once, not once per Wait round; a job that looks
 invalid while its config.yaml is fresh also waits, since its dataset may still be arriving.
+An open multipart upload in a folder quiet for ``ABANDONED_UPLOAD_SECONDS`` is ``JobInvalid``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
 from spotyolo.core.s3objects import object_exists
+from spotyolo.core.text import duration
 from spotyolo.core.yamlsafe import problems_error
 from spotyolo.steps.common import logger
 
@@ -36,6 +38,12 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
+
+#: an open multipart upload while nothing in the job's folder was written for this long is
+#: abandoned, not slow: no dataset file takes an hour on its own, the folder's quiet time counts
+#: from the trigger's upload (the execution's start) at the latest, and the lifecycle rule would
+#: only abort the upload after a day, looping Validate and Wait all that time
+ABANDONED_UPLOAD_SECONDS = 3600
 
 
 class ValidateEvent(BaseModel):
@@ -105,10 +113,25 @@ def _unsettled(
                 f"jobs/{job}/{newest.path} was written {max(age, 0):.0f} s ago (settle window {settle} s): "
                 "waiting for the upload to finish"
             )
+    return _open_upload(s3, bucket, job, entries, now)
+
+
+def _open_upload(s3: Any, bucket: str, job: str, entries: list[Entry], now: dt.datetime) -> str | None:
+    """An open multipart upload: a reason to wait, or ``JobInvalid`` once it looks abandoned."""
     uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=layout.job_prefix(job)).get("Uploads", [])
-    if uploads:  # an abandoned one is aborted by the bucket's lifecycle rule after a day
-        return f"{uploads[0]['Key']} is still being uploaded (an open multipart upload): waiting for it"
-    return None
+    if not uploads:
+        return None
+    key, upload_id = uploads[0]["Key"], uploads[0]["UploadId"]
+    quiet = now.timestamp() - max((e.mtime for e in entries), default=0.0)
+    if quiet < ABANDONED_UPLOAD_SECONDS:
+        return f"{key} is still being uploaded (an open multipart upload): waiting for it"
+    raise JobInvalid(
+        f"s3://{bucket}/{key} is an open multipart upload, but nothing in {layout.job_prefix(job)} was "
+        f"written for {duration(quiet)}: it looks abandoned. Finish that upload, or abort it with "
+        f"aws s3api abort-multipart-upload --bucket {bucket} --key {key} --upload-id {upload_id} "
+        f"({len(uploads)} open; aws s3api list-multipart-uploads --bucket {bucket} --prefix "
+        f"{layout.job_prefix(job)} lists them), then upload {layout.config_key(job)} again"
+    )
 
 
 def _is_running(sfn: SFNClient, job: str) -> Callable[[str], bool]:

@@ -22,6 +22,7 @@ from spotyolo.contract.errors import (
     NoCapacity,
     QuotaExceeded,
     TooManyInterruptions,
+    TrainerError,
 )
 from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
@@ -434,6 +435,28 @@ def test_an_attempt_never_carries_a_heartbeat_as_long_as_its_timeout() -> None:
         Attempt.model_validate({**older, "heartbeat_seconds": 900})
 
 
+def test_an_attempt_times_out_when_what_is_left_of_max_cost_usd_is_spent() -> None:
+    now = time.time()
+    job = make_job(capacity="on-demand", max_hours=24, max_cost_usd=20.0)
+    job = job.model_copy(update={"deadline": int(now) + 24 * 3600})
+    hourly = 1.006  # g5.xlarge on demand, the dearer of the job's two types
+    first = planning.first_attempt(job.config, job.instance_types, job.deadline, now=now)
+    assert first.seconds_left <= 20.0 / hourly * 3600 < 24 * 3600  # ~19.9 h, not 24 h (~$24)
+    assert first.seconds_left > 19 * 3600
+    second = planning.next_attempt(job, first, "InstanceLost", cost_usd=15.0, now=now)
+    assert 0.9 * 5.0 / hourly * 3600 < second.seconds_left <= 5.0 / hourly * 3600
+    waiting = planning.next_launch_round(
+        job, first, "NoCapacity", "none", backoff_seconds=30, max_waits=2, cost_usd=19.0, now=now
+    )
+    assert 0.9 * 1.0 / hourly * 3600 < waiting.seconds_left <= 1.0 / hourly * 3600  # waiting is free
+    spot = make_job(capacity="spot", max_hours=24, max_cost_usd=20.0).config
+    on_spot = planning.first_attempt(spot, job.instance_types, job.deadline, now=now)
+    assert on_spot.seconds_left > first.seconds_left  # spot is cheaper, so the budget lasts longer
+    too_little = r"\$0\.03 left of max_cost_usd \(\$20\.00\).*raise max_cost_usd"
+    with pytest.raises(BudgetExceeded, match=too_little):
+        planning.next_attempt(job, first, "InstanceLost", cost_usd=19.97, now=now)  # ~1.8 min of g5
+
+
 def test_prepare_retry_closes_the_attempt_and_terminates_its_instance(aws: Aws) -> None:
     aws.lock()
     job = make_job()
@@ -545,6 +568,127 @@ def test_check_result_without_best_pt_is_an_error(aws: Aws) -> None:
     assert "Contents" not in aws.s3.list_objects_v2(Bucket="bkt", Prefix="weights/")
 
 
+def _put_run(aws: Aws, job: str = "shapes", run: str = "run-a") -> None:
+    for name in ("best.pt", "last.pt", "results.csv"):
+        key = f"runs/{job}/{run}/artifacts/{name}"
+        aws.s3.put_object(Bucket="bkt", Key=key, Body=f"{run} {name}".encode())
+    body = json.dumps({"job": job, "run_id": run, "metrics": {"recall": 0.9}})
+    aws.s3.put_object(Bucket="bkt", Key=f"runs/{job}/{run}/artifacts/metrics.json", Body=body.encode())
+
+
+def _put_old_weights(aws: Aws) -> None:
+    for name in ("best.pt", "last.pt", "results.csv"):
+        aws.s3.put_object(Bucket="bkt", Key=f"weights/shapes/{name}", Body=f"old {name}".encode())
+    body = json.dumps({"job": "shapes", "run_id": "run-old", "metrics": {"recall": 0.7}})
+    aws.s3.put_object(Bucket="bkt", Key="weights/shapes/metrics.json", Body=body.encode())
+
+
+def _read(aws: Aws, key: str) -> bytes:
+    return aws.s3.get_object(Bucket="bkt", Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+
+def _folder(aws: Aws, prefix: str) -> dict[str, Any]:
+    """The weights a user would download from ``prefix``: file -> content (metrics.json parsed)."""
+    out: dict[str, Any] = {}
+    for name in ("best.pt", "last.pt", "results.csv", "metrics.json"):
+        try:
+            body = _read(aws, prefix + name)
+        except aws.s3.exceptions.NoSuchKey:
+            continue
+        out[name] = json.loads(body)["run_id"] if name == "metrics.json" else body.decode()
+    return out
+
+
+NEW_SET = {
+    "best.pt": "run-a best.pt",
+    "last.pt": "run-a last.pt",
+    "results.csv": "run-a results.csv",
+    "metrics.json": "run-a",
+}
+OLD_SET = {
+    "best.pt": "old best.pt",
+    "last.pt": "old last.pt",
+    "results.csv": "old results.csv",
+    "metrics.json": "run-old",
+}
+
+
+def _check_event(**artifacts: str) -> check_result.CheckEvent:
+    result = TrainResult(
+        metrics={"recall": 0.9}, best_epoch=2, epochs=3, seconds=9, attempt=1, artifacts=artifacts
+    )
+    return check_result.CheckEvent(job=make_job(), attempt=attempt(), result=result, execution=EXEC)
+
+
+def test_check_result_run_twice_keeps_the_weights_from_before_the_run(aws: Aws) -> None:
+    aws.lock()
+    _put_run(aws)
+    _put_old_weights(aws)
+    for _ in range(2):  # Step Functions retries Check result on a transient Lambda error
+        check_result.check_result(_check_event(), s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert _folder(aws, "weights/shapes/") == NEW_SET
+    assert _folder(aws, "weights/shapes/previous/") == OLD_SET
+
+
+def test_check_result_refuses_artifacts_outside_the_runs_own_prefix(aws: Aws) -> None:
+    aws.lock()
+    _put_run(aws)
+    _put_run(aws, job="other", run="run-x")
+    _put_old_weights(aws)
+    event = _check_event(**{"best.pt": "runs/other/run-x/artifacts/best.pt"})
+    refused = r"best\.pt at s3://bkt/runs/other/run-x/artifacts/best\.pt, outside .*runs/shapes/run-a/"
+    with pytest.raises(TrainerError, match=refused):
+        check_result.check_result(event, s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert _folder(aws, "weights/shapes/") == OLD_SET  # nothing published
+    assert _folder(aws, "weights/shapes/previous/") == {}
+
+
+class FailingOnceS3:
+    """An S3 client whose writes fail once, after ``allowed`` of them went through."""
+
+    def __init__(self, s3: Any, allowed: int) -> None:
+        self._s3, self.allowed = s3, allowed
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._s3, name)
+        if name not in ("copy_object", "put_object", "delete_object"):
+            return call
+
+        def write(**kw: Any) -> Any:
+            self.allowed -= 1
+            if self.allowed == -1:
+                raise ConnectionError("Lambda ran out of time")
+            return call(**kw)
+
+        return write
+
+
+@pytest.mark.parametrize("allowed", [1, 4, 5, 6])  # while keeping the old set, after, while publishing
+def test_a_promotion_cut_short_is_completed_by_the_retry(aws: Aws, allowed: int) -> None:
+    aws.lock()
+    _put_run(aws)
+    _put_old_weights(aws)
+    with pytest.raises(ConnectionError):
+        check_result.check_result(
+            _check_event(), s3=FailingOnceS3(aws.s3, allowed), ec2=aws.ec2, table=aws.table
+        )
+    # until metrics.json names this run, weights/<job>/ still says it holds the old run
+    assert _folder(aws, "weights/shapes/")["metrics.json"] == "run-old"
+    check_result.check_result(_check_event(), s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert _folder(aws, "weights/shapes/") == NEW_SET
+    assert _folder(aws, "weights/shapes/previous/") == OLD_SET
+
+
+def test_a_first_promotion_cut_short_keeps_no_previous_weights(aws: Aws) -> None:
+    aws.lock()
+    _put_run(aws)
+    with pytest.raises(ConnectionError):  # best.pt is published, the rest is not
+        check_result.check_result(_check_event(), s3=FailingOnceS3(aws.s3, 2), ec2=aws.ec2, table=aws.table)
+    check_result.check_result(_check_event(), s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert _folder(aws, "weights/shapes/") == NEW_SET
+    assert _folder(aws, "weights/shapes/previous/") == {"metrics.json": None}  # nothing was there before
+
+
 # ---------------------------------------------------------------- cleanup and cancel
 
 
@@ -589,6 +733,27 @@ def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
         and item.current is None
         and item.attempts[0].outcome == "TrainingDiverged"
     )
+
+
+def test_an_attempt_stopped_by_max_cost_usd_says_so(aws: Aws) -> None:
+    aws.lock()
+    now = time.time()
+    job = make_job(capacity="on-demand", max_hours=24, max_cost_usd=1.0)
+    job = job.model_copy(update={"deadline": int(now) + 20 * 3600})
+    started = now - 3600  # the budget paid for ~58 min of g5.xlarge: the task timed out just now
+    att = planning.first_attempt(job.config, job.instance_types, job.deadline, now=started)
+    aws.launch(job, att)
+    doc = {
+        "job": job.model_dump(mode="json"),
+        "attempt": att.model_dump(mode="json"),
+        "error": {"Error": "States.Timeout", "Cause": ""},
+    }
+    event = cleanup.WorkflowCleanup(document=doc, execution=EXEC, outcome="failed")
+    out = cleanup.from_workflow(event, ec2=aws.ec2, table=aws.table)
+    assert out["error"] == "BudgetExceeded" and "max_cost_usd ($1.00" in out["message"]
+    assert "stall" not in out["message"]
+    item = aws.table.get("shapes")
+    assert item and item.attempts[0].outcome == "BudgetExceeded"
 
 
 def test_cleanup_after_a_new_run_took_the_job_leaves_it_alone(aws: Aws) -> None:

@@ -154,6 +154,20 @@ def test_open_multipart_upload_waits(aws: Aws, job: str) -> None:
         run(aws, EVENT, start(aws, "e1"))
 
 
+def test_an_abandoned_multipart_upload_is_refused_after_an_hour_of_quiet(aws: Aws, job: str) -> None:
+    key = "jobs/pets/dataset/images/train/big.jpg"
+    upload_id = aws.s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    with pytest.raises(UploadInProgress, match="multipart"):  # 59 min: maybe still on its way
+        run(aws, EVENT, start(aws, "e1"), later=59 * 60)
+    with pytest.raises(JobInvalid) as refused:  # nothing written for an hour: abandoned
+        run(aws, EVENT, start(aws, "e2"), later=3601)
+    message = str(refused.value)
+    assert f"s3://{BUCKET}/{key}" in message and "nothing in jobs/pets/ was written for 1h00m" in message
+    assert f"abort-multipart-upload --bucket {BUCKET} --key {key} --upload-id {upload_id}" in message
+    assert "upload jobs/pets/config.yaml again" in message
+    assert JobTable(aws.dynamodb, TABLE).get("pets") is None and keys(aws, "runs/") == []
+
+
 def test_manual_start_does_not_wait_and_applies_overrides(aws: Aws, job: str) -> None:
     out = run(
         aws, {"job": "pets", "overrides": {"epochs": 7, "capacity": "on-demand"}}, start(aws, "e1"), later=0
