@@ -69,29 +69,31 @@ def substitutions(function_arn: Callable[[LambdaName], str], topic_arn: str) -> 
     return values
 
 
+def _placeholder_problems(text: str, *, exact: bool) -> list[str]:
+    """The pipeline's file must use exactly the contract's placeholders; another (a test's small
+    machine) may use fewer, never one the contract does not name."""
+    found = placeholders(text)
+    if exact and found != set(PLACEHOLDERS):
+        return [f"placeholders {sorted(found)} differ from the contract {sorted(PLACEHOLDERS)}"]
+    unknown = found - set(PLACEHOLDERS)
+    return [f"placeholders {sorted(unknown)} are not in the contract"] if unknown else []
+
+
 def check_template(path: Path = ASL_PATH) -> str:
     """The unsubstituted definition, after checking its placeholders against the contract and
     its structure; raises :class:`AslError`."""
     text = load_asl_text(path)
-    found = placeholders(text)
-    problems = []
-    if found != set(PLACEHOLDERS):
-        problems.append(f"placeholders {sorted(found)} differ from the contract {sorted(PLACEHOLDERS)}")
-    problems += validate_definition(json.loads(text))
+    problems = _placeholder_problems(text, exact=True) + validate_definition(json.loads(text))
     if problems:
         raise AslError(f"{path}: " + "; ".join(problems))
     return text
 
 
 def render_asl(values: Mapping[str, str], path: Path = ASL_PATH) -> str:
-    """The definition with every placeholder substituted, checked; raises :class:`AslError`.
-
-    ``path`` other than the pipeline's (a test's small machine) may use fewer placeholders,
-    never one the contract does not name."""
-    raw = check_template(path) if path == ASL_PATH else load_asl_text(path)
-    unknown = placeholders(raw) - set(PLACEHOLDERS)
+    """The definition with every placeholder substituted, checked once; raises :class:`AslError`."""
+    raw = load_asl_text(path)
     text = substitute(raw, values)
-    problems = [f"placeholders {sorted(unknown)} are not in the contract"] if unknown else []
+    problems = _placeholder_problems(raw, exact=path == ASL_PATH)
     problems += validate_definition(json.loads(text), require_substituted=True)
     if problems:
         raise AslError(f"{path.name}: " + "; ".join(problems))
