@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning
 from spotyolo.contract.status import AttemptOutcome, JobStatus
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.models import AttemptRecord, JobItem, Progress
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
@@ -56,7 +57,7 @@ def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _conditional_failed(err: ClientError) -> bool:
-    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return error_code(err) == "ConditionalCheckFailedException"
 
 
 class JobTable:

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from spotyolo.core.awserrors import MISSING_OBJECT_CODES, error_code
+
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
     from mypy_boto3_s3 import S3Client
-
-_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def object_exists(s3: S3Client, bucket: str, key: str) -> bool:
@@ -17,7 +17,7 @@ def object_exists(s3: S3Client, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in _MISSING:
+        if error_code(err) in MISSING_OBJECT_CODES:
             return False
         raise
     return True

@@ -370,7 +370,8 @@ def _finish(
                 "weights": str(output / BEST) if (output / BEST).exists() else None,
                 "files": sorted(str(p) for p in files),
             }
-            console.say(f"weights/{job}/ copied to {output}/ ({', '.join(sorted(p.name for p in files))})")
+            listed = ", ".join(sorted(p.relative_to(output).as_posix() for p in files))
+            console.say(f"weights/{job}/ copied to {output}/ ({listed})")
     logs = _keep_logs(engine, output / "logs")
     if logs:
         summary["paths"]["logs"] = str(output / "logs")

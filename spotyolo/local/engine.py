@@ -336,10 +336,6 @@ class LocalEngine:
             region=REGION,
         )
 
-    def lambda_env(self) -> dict[str, str]:
-        """The Lambdas' environment (set in this process: the handlers run here)."""
-        return self.settings().to_env()
-
     def _set_env(self) -> None:
         env = {
             **FAKE_CREDENTIALS,
@@ -468,7 +464,7 @@ class LocalEngine:
         self._deploy_ec2()
         self._deploy_lambdas()
         self._deploy_state_machine()
-        self._update_env(self.lambda_env())
+        self._update_env(self.settings().to_env())  # the handlers run in this process
         self._deploy_rules()
 
     def _queue_arn(self, url: str) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.errors import ErrorName, JobInvalid
 from spotyolo.contract.layout import job_from_config_key
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import ErrorInfo
 from spotyolo.steps.common import logger, metrics
@@ -65,7 +66,7 @@ def cancel(
     try:
         sfn.stop_execution(executionArn=execution, error=ErrorName.CANCELLED, cause=cause)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+        if error_code(err) != "ExecutionDoesNotExist":
             raise
     report = clean_up(
         job,

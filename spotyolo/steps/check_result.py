@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from spotyolo.contract import layout
 from spotyolo.contract.errors import TrainerError
 from spotyolo.contract.status import JobStatus
+from spotyolo.core.awserrors import MISSING_OBJECT_CODES, error_code
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
@@ -44,14 +45,14 @@ class CheckEvent(BaseModel):
 
 #: what ``_recorded_run`` says of a folder whose metrics.json is missing or names no run
 UNRECORDED = "<unrecorded>"
-_FILES = tuple(n for n in layout.WEIGHT_FILES if n != "metrics.json")
+_FILES = tuple(n for n in layout.WEIGHT_FILES if n != layout.METRICS_JSON)
 
 
 def _read_json(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
     try:
         doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if error_code(err) in MISSING_OBJECT_CODES:
             return None
         raise
     except ValueError:  # not JSON: as good as missing
@@ -61,7 +62,7 @@ def _read_json(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
 
 def _recorded_run(s3: S3Client, bucket: str, prefix: str) -> str | None:
     """The ``run_id`` that ``prefix``metrics.json names (None: no run), else ``UNRECORDED``."""
-    doc = _read_json(s3, bucket, prefix + "metrics.json")
+    doc = _read_json(s3, bucket, prefix + layout.METRICS_JSON)
     if doc is None or "run_id" not in doc:
         return UNRECORDED
     return None if doc["run_id"] is None else str(doc["run_id"])
@@ -107,7 +108,7 @@ def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
     """
     bucket, weights = job.bucket, layout.weights_prefix(job.name)
     sources = _run_sources(job, result)
-    if not object_exists(s3, bucket, sources["best.pt"]):
+    if not object_exists(s3, bucket, sources[layout.BEST]):
         raise TrainerError(
             f"the trainer reported success but s3://{bucket}/{sources['best.pt']} is missing, so there "
             "is nothing to publish; see the run's train.log under its artifacts/"
@@ -118,14 +119,14 @@ def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
         previous = layout.previous_weights_prefix(job.name)
         if _recorded_run(s3, bucket, previous) != held:
             _mirror(s3, bucket, {n: weights + n for n in _FILES}, previous)
-            _put_json(s3, bucket, previous + "metrics.json", _old_metrics(s3, bucket, weights, held))
+            _put_json(s3, bucket, previous + layout.METRICS_JSON, _old_metrics(s3, bucket, weights, held))
         _mirror(s3, bucket, {n: sources[n] for n in _FILES}, weights)
-        _put_json(s3, bucket, weights + "metrics.json", _run_metrics(s3, job, result, sources))
+        _put_json(s3, bucket, weights + layout.METRICS_JSON, _run_metrics(s3, job, result, sources))
     return [weights + n for n in layout.WEIGHT_FILES if object_exists(s3, bucket, weights + n)]
 
 
 def _old_metrics(s3: S3Client, bucket: str, weights: str, held: str | None) -> dict[str, Any]:
-    doc = _read_json(s3, bucket, weights + "metrics.json") or {}
+    doc = _read_json(s3, bucket, weights + layout.METRICS_JSON) or {}
     if held is None and not doc:
         doc["note"] = "weights/ held no recorded run before"
     return {**doc, "run_id": held}
@@ -133,7 +134,7 @@ def _old_metrics(s3: S3Client, bucket: str, weights: str, held: str | None) -> d
 
 def _run_metrics(s3: S3Client, job: JobSpec, result: TrainResult, sources: dict[str, str]) -> dict[str, Any]:
     """The trainer's metrics.json, or one made from its result; either way naming this run."""
-    doc = _read_json(s3, job.bucket, sources["metrics.json"]) or {
+    doc = _read_json(s3, job.bucket, sources[layout.METRICS_JSON]) or {
         "job": job.name,
         "attempt": result.attempt,
         "metrics": result.metrics,

@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from spotyolo.contract.env import Settings
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.jobtable import JobTable
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -80,10 +81,6 @@ def sns_client() -> SNSClient:
 
 def job_table() -> JobTable:
     return JobTable(dynamodb_client(), settings().job_table)
-
-
-def error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
 
 
 def retrying(call: Callable[[], T], codes: Collection[str], delays: Sequence[float]) -> T:

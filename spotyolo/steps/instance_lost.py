@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from spotyolo.contract.errors import ErrorName
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.jobtable import JobTable
 from spotyolo.steps.common import logger, metrics
 
@@ -45,7 +46,7 @@ def instance_lost(
     try:
         reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+        if error_code(err) == "InvalidInstanceID.NotFound":
             return {"outcome": "ignored", "reason": "unknown instance"}
         raise
     instances = [i for r in reservations for i in r.get("Instances", [])]
@@ -69,7 +70,7 @@ def instance_lost(
             ),
         )
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in STALE_TOKEN_CODES:
+        if error_code(err) in STALE_TOKEN_CODES:
             return {"outcome": "stale", "job": job}
         raise
     metrics.add_metric(name="InstancesLost", unit=MetricUnit.Count, value=1)

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from spotyolo.contract import layout
 from spotyolo.contract.errors import DatasetError, JobInvalid
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.dataset import write_local_data_yaml
 from spotyolo.core.s3objects import object_exists
 
@@ -89,7 +90,7 @@ def download_dataset(
         try:
             s3.download_file(bucket, key, str(tmp))
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
+            code = error_code(err)
             raise DatasetError(f"cannot download s3://{bucket}/{key}: {code}") from err
         tmp.replace(path)
 

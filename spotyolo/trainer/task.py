@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from botocore.exceptions import ClientError
 
 from spotyolo.contract.errors import ErrorName
+from spotyolo.core.awserrors import error_code
 from spotyolo.trainer.outcome import StopForInterruption, TaskGone
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
@@ -65,7 +66,7 @@ class TaskChannel:
         try:
             getattr(self._sfn, method)(taskToken=self._token, **kwargs)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") not in GONE_CODES or self._refresh is None:
+            if error_code(err) not in GONE_CODES or self._refresh is None:
                 raise
             fresh = self._refresh()
             if not fresh or fresh == self._token:
@@ -75,7 +76,7 @@ class TaskChannel:
             getattr(self._sfn, method)(taskToken=self._token, **kwargs)
 
     def _gone(self, err: ClientError, what: str) -> TaskGone:
-        code = err.response.get("Error", {}).get("Code", "")
+        code = error_code(err)
         self.gone = True
         return TaskGone(f"{what} answered {code}: the state machine no longer waits for this attempt")
 
@@ -95,9 +96,9 @@ class TaskChannel:
         try:
             self._send("send_task_heartbeat")
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in GONE_CODES:
+            if error_code(err) in GONE_CODES:
                 raise self._gone(err, "SendTaskHeartbeat") from None
-            log.warning("heartbeat failed (will retry): %s", err.response.get("Error", {}).get("Code"))
+            log.warning("heartbeat failed (will retry): %s", error_code(err))
             return False
         self.heartbeats += 1
         return True
@@ -111,7 +112,7 @@ class TaskChannel:
             try:
                 self._send("send_task_success", output=output)
             except ClientError as err:
-                if err.response.get("Error", {}).get("Code") in GONE_CODES:
+                if error_code(err) in GONE_CODES:
                     raise self._gone(err, "SendTaskSuccess") from None
                 self.final = None  # not delivered: a failure may still be sent
                 raise
@@ -134,7 +135,7 @@ class TaskChannel:
             try:
                 self._send("send_task_failure", error=error, cause=cause)
             except ClientError as err:
-                if err.response.get("Error", {}).get("Code") in GONE_CODES:
+                if error_code(err) in GONE_CODES:
                     raise self._gone(err, "SendTaskFailure") from None
                 self.final = None
                 raise

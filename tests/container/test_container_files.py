@@ -5,11 +5,10 @@ from __future__ import annotations
 import fnmatch
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
-import zipfile
 from pathlib import Path
+
+from wheels import wheel_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "container" / "Dockerfile").read_text()
@@ -100,25 +99,7 @@ def test_the_copied_files_make_an_installable_package_with_the_trainer(tmp_path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ROOT / source, target)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    wheel = next(tmp_path.glob("spotyolo-*.whl"))
-    names = set(zipfile.ZipFile(wheel).namelist())
+    names = set(wheel_names(src, tmp_path))
     assert {
         "spotyolo/trainer/__main__.py",
         "spotyolo/trainer/main.py",

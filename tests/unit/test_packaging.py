@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
+
+from wheels import wheel_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_installs_only_the_spotyolo_import_package(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            ".",
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    (wheel,) = tmp_path.glob("spotyolo-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    names = wheel_names(ROOT, tmp_path)
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"spotyolo"}, (
         f"the wheel adds import packages beside spotyolo: {sorted(top - {'spotyolo'})}"
