@@ -62,8 +62,10 @@ def job_json_key(job: str, run_id: str) -> str:
     return f"runs/{job}/{run_id}/job.json"
 
 
-def checkpoint_key(job: str, run_id: str) -> str:
-    return f"runs/{job}/{run_id}/checkpoints/{LAST}"
+def checkpoint_key(job: str, run_id: str, name: str = LAST) -> str:
+    """The run's checkpoint in S3: ``last.pt`` (what a resume starts from) or ``best.pt`` (kept
+    with it, so a resumed run that never beats its best still has it)."""
+    return f"runs/{job}/{run_id}/checkpoints/{name}"
 
 
 def artifacts_prefix(job: str, run_id: str) -> str:

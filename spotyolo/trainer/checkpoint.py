@@ -4,6 +4,12 @@ Ultralytics' ``resume=True`` reads absolute ``data``, ``save_dir``, ``project``,
 ``model`` from ``ckpt['train_args']``: they name the old instance's folders, so they are
 rewritten for this machine. The run's ``results.csv`` is restored next to it, cut to the
 epochs the checkpoint holds, so the history has every epoch exactly once.
+
+Ultralytics writes ``best.pt`` only in an epoch whose fitness equals ``best_fitness``, which a
+resume restores from the checkpoint: the run's ``best.pt`` is kept in S3 beside ``last.pt`` and
+put back into the run's weights folder, else a resumed run that never beats its best has none.
+A checkpoint of the last epoch (or of an early stop) is a finished run: it is validated and
+reported, not trained again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ class ResumeInfo:
     #: epochs finished in the checkpoint (resume starts at epoch finished + 1, 1-based)
     finished: int
     epochs: int
+    #: training is over (the last epoch, or an early stop): validate and report, do not resume
+    done: bool = False
+    #: the 1-based epoch of the best fitness so far (0: unknown)
+    best_epoch: int = 0
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -33,20 +43,49 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def inspect(path: Path) -> ResumeInfo | None:
-    """What the checkpoint holds, or None when it cannot be resumed (finished or stripped)."""
+    """What the checkpoint holds, or None when it is no epoch's checkpoint (stripped: the
+    optimizer gone and epoch -1, as Ultralytics leaves last.pt after the final validation)."""
     ckpt = _load(path)
     epoch = int(ckpt.get("epoch", -1))
-    epochs = int((ckpt.get("train_args") or {}).get("epochs", 0))
-    if epoch < 0 or ckpt.get("optimizer") is None or epoch + 1 >= epochs:
+    args = ckpt.get("train_args") or {}
+    epochs = int(args.get("epochs", 0))
+    if epoch < 0 or ckpt.get("optimizer") is None:
         return None
-    return ResumeInfo(finished=epoch + 1, epochs=epochs)
+    finished = epoch + 1
+    best_epoch = int((ckpt.get("stopper") or {}).get("best_epoch") or 0)
+    patience = int(args.get("patience") or 0)  # 0: no early stopping
+    early_stop = patience > 0 and best_epoch > 0 and finished - best_epoch >= patience
+    return ResumeInfo(
+        finished=finished, epochs=epochs, done=finished >= epochs or early_stop, best_epoch=best_epoch
+    )
 
 
-def rewrite_paths(path: Path, *, data: Path, save_dir: Path, updates: dict[str, Any] | None = None) -> None:
-    """Point the checkpoint's stored training arguments at this machine's folders."""
+def train_args(path: Path) -> dict[str, Any]:
+    """The training arguments stored in a checkpoint."""
+    return dict(_load(path).get("train_args") or {})
+
+
+def rewrite_paths(
+    path: Path,
+    *,
+    data: Path,
+    save_dir: Path,
+    updates: dict[str, Any] | None = None,
+    best: Path | None = None,
+) -> None:
+    """Point the checkpoint's stored training arguments at this machine's folders.
+
+    With ``best`` (the run's best.pt, put back), the checkpoint's ``best_fitness`` is raised to
+    best.pt's own when that is higher: best.pt is uploaded before last.pt, so an upload cut
+    short between the two leaves a best.pt one epoch ahead, and Ultralytics must not replace
+    it with a worse epoch.
+    """
     import torch
 
     ckpt = _load(path)
+    kept = _load(best).get("best_fitness") if best is not None and best.is_file() else None
+    if kept is not None and (ckpt.get("best_fitness") is None or float(kept) > float(ckpt["best_fitness"])):
+        ckpt["best_fitness"] = kept
     args = dict(ckpt.get("train_args") or {})
     args.update(
         data=str(data),

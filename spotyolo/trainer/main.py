@@ -16,7 +16,9 @@ Environment (docs/ARCHITECTURE.md, "The trainer"):
 ``SPOTYOLO_IMDS_POLL_SECONDS``  override the metadata poll interval (default 5)
 ``SPOTYOLO_INTERRUPT_GRACE_SECONDS``  how long the watcher waits for the training thread to save
                                 a mid-epoch checkpoint before it answers SpotInterrupted itself
-                                (default 30; the answer must leave within 60 s of the notice)
+                                (default 30; the answer must leave within 60 s of the notice).
+                                A run that is finishing (final validation, artifact upload)
+                                has until the notice's action time less a margin instead
 ``YOLO_CONFIG_DIR``             Ultralytics settings/font folder (default <workdir>/yolo-config)
 ==============================  ==========================================================
 
@@ -31,6 +33,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -70,6 +73,11 @@ DEFAULT_WORKDIR = Path("/opt/spotyolo/work")
 LOG_NAME = "trainer.log"
 TRACEBACK_LINES = 25
 REQUIRED_ENV = TRAINER_REQUIRED
+#: what a finishing run leaves of the notice's two minutes for the answer and the log upload
+#: (at most a quarter of the time left, for the local engine's short notices)
+FINISH_MARGIN_SECONDS = 20.0
+#: the validation arguments a final validation takes from the run's training arguments
+VAL_ARGS = ("imgsz", "single_cls", "classes", "iou", "max_det", "half", "agnostic_nms", "workers", "plots")
 
 
 class EnvironmentInvalid(Exception):
@@ -242,6 +250,8 @@ class TrainerRun:
         self.result: TrainResult | None = None
         #: true when an earlier attempt of this run had finished training: its result is re-sent
         self.reused_result = False
+        #: set once training is over: final validation and artifact upload are all that is left
+        self.finishing = threading.Event()
         self._done = threading.Event()
 
     # ------------------------------------------------------------ the whole attempt
@@ -284,9 +294,7 @@ class TrainerRun:
             self.result = result
             if not self.reused_result:  # keep the log of the attempt that trained
                 self._upload_log()
-            self.channel.succeed(result.model_dump_json())
-            log.info("success sent: %s", json.dumps(result.metrics))
-            return ExitCode.SUCCESS
+            return self._send_success(self.channel, result)
         except TaskGone as err:
             log.error("%s: stopping at once", err)
             return ExitCode.TASK_GONE
@@ -318,6 +326,13 @@ class TrainerRun:
                 raise
             return FAILURE_EXIT[name]
 
+    def _send_success(self, channel: TaskChannel, result: TrainResult) -> int:
+        if not channel.succeed(result.model_dump_json()):  # the watcher answered first
+            log.warning("the result was not sent: %s was answered first", channel.final)
+            return FAILURE_EXIT.get(channel.final or "", ExitCode.TRAINER_ERROR)
+        log.info("success sent: %s", json.dumps(result.metrics))
+        return ExitCode.SUCCESS
+
     # ------------------------------------------------------------ interruption watcher
 
     def _start_watcher(self) -> None:
@@ -329,31 +344,65 @@ class TrainerRun:
         return self.watcher.notice if self.watcher is not None else None
 
     def _on_notice(self, notice: Notice) -> None:
-        """Watcher thread: give the training thread a grace period, then answer for it."""
-        deadline = time.monotonic() + self.env.interrupt_grace_seconds
-        while time.monotonic() < deadline:
-            if self._done.is_set() or (self.monitor is not None and self.monitor.interrupt_started.is_set()):
-                return
-            if self.monitor is not None and self.monitor.finishing:
-                return
-            time.sleep(0.2)
+        """Watcher thread: give the training thread its time, then answer for it."""
+        if self._training_thread_answers(notice):
+            return
         if self._done.is_set() or self.channel is None or self.channel.final is not None:
             return
-        if self.monitor is not None and (self.monitor.interrupt_started.is_set() or self.monitor.finishing):
+        if self.monitor is not None and self.monitor.interrupt_started.is_set():
             return
-        epoch = self.monitor.epoch_done + 1 if self.monitor is not None else 0
-        cause = (
-            f"spot interruption notice ({notice.action} at {notice.time}); the trainer was busy (setup, "
-            f"validation or a stuck batch) for {self.env.interrupt_grace_seconds:.0f} s, so the last "
-            f"uploaded checkpoint is kept (epoch {epoch}, or the one before if its upload was cut short)"
-        )
+        if self.monitor is not None:  # the last epoch's checkpoint first, if it is still going up
+            self.monitor.uploader.settle(5.0)
+        cause = self._interruption_cause(notice)
         log.warning("%s", cause)
         try:
-            self.channel.fail(ErrorName.SPOT_INTERRUPTED, cause)
+            sent = self.channel.fail(ErrorName.SPOT_INTERRUPTED, cause)
         except Exception as err:  # the process ends either way
             log.error("could not send SpotInterrupted: %s", err)
+            sent = True
+        if not sent:  # the training thread answered in the meantime: it ends the process
+            return
         self._upload_log()
         self.hard_exit(ExitCode.SPOT_INTERRUPTED)
+
+    def _training_thread_answers(self, notice: Notice) -> bool:
+        """Wait while the training thread may still handle the notice; True when it did (or the
+        attempt ended). An epoch gets the grace period to checkpoint; a run that is finishing
+        gets the time left before the instance goes, less a margin for the answer."""
+        grace_end = time.monotonic() + self.env.interrupt_grace_seconds
+        while time.monotonic() < grace_end:
+            if self._done.is_set() or (self.monitor is not None and self.monitor.interrupt_started.is_set()):
+                return True
+            if self.finishing.is_set():
+                budget = self._finish_budget(notice)
+                log.warning(
+                    "spot interruption notice while finishing: %.0f s to validate and upload the result",
+                    budget,
+                )
+                return self._done.wait(budget)
+            time.sleep(0.2)
+        return self._done.is_set()
+
+    def _finish_budget(self, notice: Notice) -> float:
+        left = notice.seconds_left()
+        if left is None:  # no readable action time: the grace period is all that is known
+            return self.env.interrupt_grace_seconds
+        return max(0.0, left - min(FINISH_MARGIN_SECONDS, left / 4))
+
+    def _interruption_cause(self, notice: Notice) -> str:
+        head = f"spot interruption notice ({notice.action} at {notice.time})"
+        if self.finishing.is_set():
+            return (
+                f"{head} while the run was finishing (final validation or artifact upload), which did not "
+                "end before the instance goes; training is over and its last checkpoint is kept: the next "
+                "attempt validates it and reports without training"
+            )
+        epoch = self.monitor.epoch_done + 1 if self.monitor is not None else 0
+        return (
+            f"{head}; the trainer was busy (setup, validation or a stuck batch) for "
+            f"{self.env.interrupt_grace_seconds:.0f} s, so the last uploaded checkpoint is kept (epoch "
+            f"{epoch}, or the one before if its upload was cut short)"
+        )
 
     def _tick(self) -> None:
         """Download progress: heartbeat, and stop for a notice (nothing to checkpoint yet)."""
@@ -412,19 +461,27 @@ class TrainerRun:
 
         save_dir = self.root / "train"
         ckpt_path = self.root / "checkpoints" / layout.LAST
-        resume = self._prepare_resume(ckpt_path, data_yaml, save_dir, args)
+        info = self._prepare_resume(ckpt_path, data_yaml, save_dir, args)
+        resume = info is not None
         self._tick()
+        if info is not None and info.done:
+            return self._validate_finished(ckpt_path, data_yaml, save_dir, info)
 
         from ultralytics import YOLO
 
         self.monitor = TrainingMonitor(
-            self.ref, s3=s3, table=self.table, channel=self.channel, notice=self.notice
+            self.ref,
+            s3=s3,
+            table=self.table,
+            channel=self.channel,
+            notice=self.notice,
+            finishing=self.finishing,
         )
         model = YOLO(str(ckpt_path) if resume else model_spec)
         self.monitor.attach(model)
-        for event, callbacks in self.extra_callbacks.items():
-            for callback in callbacks:
-                model.add_callback(event, callback)
+        if resume:
+            self.monitor.uploader.known_best(save_dir / "weights" / layout.BEST)
+        self._add_extra_callbacks(model)
         if not args.get("save", True):
             log.warning("save: false ignored: the trainer needs last.pt every epoch to survive interruptions")
         args["save"] = True
@@ -438,6 +495,11 @@ class TrainerRun:
         seconds = time.monotonic() - started
         self.monitor.uploader.wait()
         return self._finish(model, metrics, seconds)
+
+    def _add_extra_callbacks(self, model: Any) -> None:
+        for event, callbacks in self.extra_callbacks.items():
+            for callback in callbacks:
+                model.add_callback(event, callback)
 
     def _preflight(self, spec: JobSpec, args: dict[str, Any], dataset_dir: Path) -> None:
         need_gpu = self.env.expect_gpu  # config.yaml may not choose a device: the instance decides
@@ -502,6 +564,7 @@ class TrainerRun:
             summary.get("attempt"),
         )
         self.reused_result = True
+        self.finishing.set()
         return TrainResult(
             metrics=summary["metrics"],
             best_epoch=int(summary["best_epoch"]),
@@ -511,26 +574,40 @@ class TrainerRun:
             artifacts=artifacts,
         )
 
-    def _prepare_resume(self, ckpt_path: Path, data_yaml: Path, save_dir: Path, args: dict[str, Any]) -> bool:
+    def _prepare_resume(
+        self, ckpt_path: Path, data_yaml: Path, save_dir: Path, args: dict[str, Any]
+    ) -> checkpoint.ResumeInfo | None:
+        """Download the run's checkpoint (with its best.pt and results.csv) and make it this
+        machine's; None when there is none to resume, so training starts from the beginning."""
         env, s3 = self.env, self.clients.s3
         key = layout.checkpoint_key(env.job, env.run_id)
         if not data.download_if_exists(s3, env.bucket, key, ckpt_path):
             log.info("no checkpoint at s3://%s/%s: training from the start", env.bucket, key)
-            return False
+            return None
         info = checkpoint.inspect(ckpt_path)
         if info is None:
-            log.warning(
-                "checkpoint s3://%s/%s is finished or not resumable: training from the start", env.bucket, key
-            )
+            log.warning("checkpoint s3://%s/%s is not resumable: training from the start", env.bucket, key)
             ckpt_path.unlink()
-            return False
-        log.info("checkpoint s3://%s/%s: %d/%d epochs done", env.bucket, key, info.finished, info.epochs)
+            return None
+        log.info(
+            "checkpoint s3://%s/%s: %d/%d epochs done%s",
+            env.bucket,
+            key,
+            info.finished,
+            info.epochs,
+            " (training is over)" if info.done else "",
+        )
+        best = save_dir / "weights" / layout.BEST
+        best_key = layout.checkpoint_key(env.job, env.run_id, layout.BEST)
+        if data.download_if_exists(s3, env.bucket, best_key, best):
+            log.info("best.pt of the run restored from s3://%s/%s", env.bucket, best_key)
         checkpoint.rewrite_paths(
             ckpt_path,
             data=data_yaml,
             save_dir=save_dir,
             # the resumed run picks this machine's device, not the one the checkpoint was made on
             updates={"device": None, "workers": args.get("workers", 8)},
+            best=best,
         )
         csv_text: str | None = None
         csv_key = layout.artifact_key(env.job, env.run_id, layout.RESULTS_CSV)
@@ -540,16 +617,89 @@ class TrainerRun:
         checkpoint.restore_results(
             save_dir / layout.RESULTS_CSV, csv_text, info.finished, checkpoint=ckpt_path
         )
-        return True
+        return info
+
+    def _validate_finished(
+        self, ckpt_path: Path, data_yaml: Path, save_dir: Path, info: checkpoint.ResumeInfo
+    ) -> TrainResult:
+        """Training of this run is over (an earlier attempt was lost in its final validation or
+        upload): finish as Ultralytics does after the last epoch, without training again. Strip
+        the optimizer from last.pt and best.pt, validate best.pt, report."""
+        from ultralytics import YOLO
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        self.finishing.set()
+        assert self.channel is not None
+        channel = self.channel
+        weights = save_dir / "weights"
+        last, best = weights / layout.LAST, weights / layout.BEST
+        weights.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ckpt_path, last)
+        if not best.is_file():  # a checkpoint from before best.pt was kept with it
+            log.warning("no best.pt kept with the checkpoint: publishing the last epoch's weights as best.pt")
+            shutil.copyfile(ckpt_path, best)
+        train_args = checkpoint.train_args(ckpt_path)
+        ckpt = strip_optimizer(last)
+        strip_optimizer(best, updates={"train_results": ckpt.get("train_results")})
+        log.info(
+            "training is over (%d/%d epochs): validating best.pt and reporting, without training",
+            info.finished,
+            info.epochs,
+        )
+        model = YOLO(str(best))
+        model.add_callback("on_val_batch_end", lambda _validator: channel.heartbeat())
+        self._add_extra_callbacks(model)
+        val_args = {k: train_args[k] for k in VAL_ARGS if train_args.get(k) is not None}
+        batch = train_args.get("batch")
+        if isinstance(batch, int) and batch > 0:
+            val_args["batch"] = batch
+        started = time.monotonic()
+        metrics = model.val(
+            data=str(data_yaml),
+            split="val",
+            project=str(save_dir.parent),
+            name=save_dir.name,
+            exist_ok=True,
+            **val_args,
+        )
+        values = dict(getattr(metrics, "results_dict", None) or {})
+        return self._report(
+            save_dir,
+            best,
+            last,
+            values,
+            best_epoch=info.best_epoch or info.finished,
+            epochs=info.finished,
+            seconds=time.monotonic() - started,
+        )
 
     def _finish(self, model: Any, metrics: Any, seconds: float) -> TrainResult:
         trainer = model.trainer
+        return self._report(
+            Path(trainer.save_dir),
+            Path(trainer.best),
+            Path(trainer.last),
+            dict(getattr(metrics, "results_dict", None) or {}),
+            best_epoch=int(getattr(trainer.stopper, "best_epoch", 0) or trainer.epoch + 1),
+            epochs=int(trainer.epoch) + 1,
+            seconds=seconds,
+        )
+
+    def _report(
+        self,
+        save_dir: Path,
+        best: Path,
+        last: Path,
+        values: dict[str, Any],
+        *,
+        best_epoch: int,
+        epochs: int,
+        seconds: float,
+    ) -> TrainResult:
+        """Write metrics.json, upload the artifacts (metrics.json last: it says they are all
+        there) and make the result to send."""
         env, s3 = self.env, self.clients.s3
-        save_dir = Path(trainer.save_dir)
-        values = dict(getattr(metrics, "results_dict", None) or {})
         short = short_metrics(values)
-        best_epoch = int(getattr(trainer.stopper, "best_epoch", 0) or trainer.epoch + 1)
-        epochs = int(trainer.epoch) + 1
         summary = {
             "job": env.job,
             "run_id": env.run_id,
@@ -562,13 +712,14 @@ class TrainerRun:
         }
         (save_dir / layout.METRICS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
         files: dict[str, Path] = {
-            layout.BEST: Path(trainer.best),
-            layout.LAST: Path(trainer.last),
+            layout.BEST: best,
+            layout.LAST: last,
             layout.RESULTS_CSV: save_dir / layout.RESULTS_CSV,
             layout.METRICS_JSON: save_dir / layout.METRICS_JSON,
         }
         for plot in sorted(save_dir.glob("*.png")) + sorted(save_dir.glob("*.jpg")):
             files[plot.name] = plot
+        files[layout.METRICS_JSON] = files.pop(layout.METRICS_JSON)  # last: the set is complete
         artifacts: dict[str, str] = {}
         for name, path in files.items():
             if path.is_file():

@@ -58,31 +58,63 @@ def short_metrics(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of ``path``: tells a rewritten best.pt apart without reading it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class CheckpointUploader:
-    """Uploads each epoch's last.pt + results.csv while the next epoch trains.
+    """Uploads each epoch's best.pt (when it changed), last.pt and results.csv while the next
+    epoch trains.
 
     One upload in flight at most: a new one first waits for the previous one, so S3 always
     receives them in order. The files are staged (copied) first, because Ultralytics
     rewrites last.pt in place at the next save. A PUT is atomic: an upload cut short leaves
-    the previous checkpoint in S3. An upload error is raised by the next ``submit``/``wait``.
+    the previous checkpoint in S3. best.pt goes first: a checkpoint in S3 never names a best
+    fitness whose weights are not there (``checkpoint.rewrite_paths`` handles the other way).
+    An upload error is raised by the next ``submit``/``wait``.
     """
 
-    def __init__(self, s3: S3Client, bucket: str, checkpoint_key: str, results_key: str) -> None:
+    def __init__(
+        self, s3: S3Client, bucket: str, checkpoint_key: str, results_key: str, best_key: str | None = None
+    ) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.checkpoint_key = checkpoint_key
         self.results_key = results_key
+        self.best_key = best_key
         self.uploads = 0
+        self.best_uploads = 0
+        self._best_stamp: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stage: Path | None = None
 
-    def submit(self, last: Path, csv: Path) -> None:
+    def known_best(self, best: Path) -> None:
+        """``best`` is already in S3 as it is (put back from the checkpoint): do not upload it again."""
+        self._best_stamp = _stamp(best)
+
+    def _stage_best(self, best: Path | None, stage: Path) -> tuple[Path, tuple[int, int]] | None:
+        if best is None or self.best_key is None:
+            return None
+        stamp = _stamp(best)
+        if stamp is None or stamp == self._best_stamp:
+            return None
+        staged = stage / layout.BEST
+        shutil.copyfile(best, staged)
+        return staged, stamp
+
+    def submit(self, last: Path, csv: Path, best: Path | None = None) -> None:
         self.wait()
         if not last.is_file():
             return
         stage = last.parent / ".upload"
         stage.mkdir(exist_ok=True)
+        staged_best = self._stage_best(best, stage)
         staged_last, staged_csv = stage / layout.LAST, stage / layout.RESULTS_CSV
         shutil.copyfile(last, staged_last)
         has_csv = csv.is_file()
@@ -92,13 +124,18 @@ class CheckpointUploader:
         def run() -> None:
             try:
                 start = time.monotonic()
+                if staged_best is not None and self.best_key is not None:
+                    self.s3.upload_file(str(staged_best[0]), self.bucket, self.best_key, Config=SINGLE_PUT)
+                    self._best_stamp = staged_best[1]
+                    self.best_uploads += 1
                 self.s3.upload_file(str(staged_last), self.bucket, self.checkpoint_key, Config=SINGLE_PUT)
                 if has_csv:  # after the checkpoint: results may run one epoch ahead, never behind
                     self.s3.upload_file(str(staged_csv), self.bucket, self.results_key)
                 self.uploads += 1
                 log.info(
-                    "checkpoint uploaded (%.1f MiB in %.2f s)",
+                    "checkpoint uploaded (%.1f MiB%s in %.2f s)",
                     staged_last.stat().st_size / 2**20,
+                    " and best.pt" if staged_best is not None else "",
                     time.monotonic() - start,
                 )
             except BaseException as err:
@@ -106,6 +143,15 @@ class CheckpointUploader:
 
         self._thread = threading.Thread(target=run, name="checkpoint-upload", daemon=True)
         self._thread.start()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the upload in flight, from any thread; True when none is
+        left (its error, if any, stays for ``wait``)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the upload in flight (if any) is done; raise its error."""
@@ -138,6 +184,7 @@ class TrainingMonitor:
         table: JobTable,
         channel: TaskChannel,
         notice: Callable[[], Notice | None] = lambda: None,
+        finishing: threading.Event | None = None,
     ) -> None:
         self.ref = ref
         self.s3 = s3
@@ -150,12 +197,14 @@ class TrainingMonitor:
         self.batch = 0
         #: set once the training thread has started handling an interruption notice
         self.interrupt_started = threading.Event()
-        self.finishing = False
+        #: set once the last epoch has ended: only the final validation and the upload are left
+        self.finishing = finishing if finishing is not None else threading.Event()
         self.uploader = CheckpointUploader(
             s3,
             ref.bucket,
             layout.checkpoint_key(ref.job, ref.run_id),
             layout.artifact_key(ref.job, ref.run_id, layout.RESULTS_CSV),
+            best_key=layout.checkpoint_key(ref.job, ref.run_id, layout.BEST),
         )
 
     def attach(self, model: Any) -> None:
@@ -240,12 +289,12 @@ class TrainingMonitor:
                 "progress not recorded: attempt %d is no longer the job's current attempt", self.ref.attempt
             )
         self.channel.heartbeat()
+        if trainer.epoch + 1 >= trainer.epochs or trainer.stop:
+            self.finishing.set()  # only the final validation and the upload are left
         notice = self._notice()
         if notice is not None:
-            final = trainer.epoch + 1 >= trainer.epochs or trainer.stop
-            if final:  # only the final validation is left: finishing beats a retry
+            if self.finishing.is_set():  # finishing beats a retry; the watcher keeps the time
                 log.warning("interruption notice after the last epoch: finishing instead of stopping")
-                self.finishing = True
                 return
             self.interrupt_started.set()
             self.uploader.wait()
@@ -259,8 +308,9 @@ class TrainingMonitor:
     # ------------------------------------------------------------ actions
 
     def upload_checkpoint(self, trainer: Any, *, wait: bool = False) -> None:
-        """Upload last.pt and results.csv of the epoch just saved (in the background unless ``wait``)."""
-        self.uploader.submit(Path(trainer.last), Path(trainer.csv))
+        """Upload last.pt, results.csv and a changed best.pt of the epoch just saved (in the
+        background unless ``wait``)."""
+        self.uploader.submit(Path(trainer.last), Path(trainer.csv), Path(trainer.best))
         if wait:
             self.uploader.wait()
 

@@ -8,10 +8,12 @@ recommendation is logged (it is an early warning, not a deadline).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,7 +29,16 @@ TOKEN_TTL = 21600
 @dataclass(frozen=True)
 class Notice:
     action: str
+    #: when EC2 acts, as IMDS writes it (``2026-11-29T23:04:32Z``)
     time: str
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Seconds until the action (negative once past), or None when ``time`` is unreadable."""
+        try:
+            when = dt.datetime.strptime(self.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        except ValueError:
+            return None
+        return when.timestamp() - (time.time() if now is None else now)
 
 
 class MetadataClient:

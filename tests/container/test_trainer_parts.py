@@ -123,6 +123,80 @@ def test_results_restore_keeps_each_finished_epoch_once(tmp_path: Path):
     assert out.read_text().splitlines() == ["epoch,time,train/box_loss", "1,1.0,2.5", "2,2.0,2.1"]
 
 
+def _ckpt(path: Path, epoch: int, epochs: int, *, best_epoch: int = 0, patience: int = 100, **extra) -> Path:
+    import torch
+
+    doc = {
+        "epoch": epoch,
+        "optimizer": {"state": {}},
+        "best_fitness": 0.5,
+        "stopper": {"best_fitness": 0.5, "best_epoch": best_epoch},
+        "train_args": {"epochs": epochs, "patience": patience},
+        **extra,
+    }
+    torch.save(doc, path)
+    return path
+
+
+def test_a_checkpoint_of_the_last_epoch_or_an_early_stop_is_a_finished_run(tmp_path: Path):
+    """Issue 9, hole 2: such a checkpoint is validated and reported, never trained from 0 again."""
+    middle = checkpoint.inspect(_ckpt(tmp_path / "a.pt", 0, 3, best_epoch=1))
+    assert middle == checkpoint.ResumeInfo(finished=1, epochs=3, done=False, best_epoch=1)
+    last = checkpoint.inspect(_ckpt(tmp_path / "b.pt", 2, 3, best_epoch=2))
+    assert last is not None and last.done and last.finished == 3
+    stopped = checkpoint.inspect(_ckpt(tmp_path / "c.pt", 5, 10, best_epoch=3, patience=3))
+    assert stopped is not None and stopped.done and stopped.finished == 6
+    assert checkpoint.inspect(_ckpt(tmp_path / "d.pt", -1, 3, optimizer=None)) is None  # stripped
+
+
+def test_a_best_pt_ahead_of_last_pt_keeps_its_fitness(tmp_path: Path):
+    """best.pt goes up before last.pt: cut between the two, the resume must not replace it."""
+    import torch
+
+    last = _ckpt(tmp_path / "last.pt", 3, 10)
+    best = _ckpt(tmp_path / "best.pt", 4, 10, best_fitness=0.8)
+    checkpoint.rewrite_paths(last, data=tmp_path / "data.yaml", save_dir=tmp_path / "train", best=best)
+    assert torch.load(last, weights_only=False)["best_fitness"] == 0.8
+    _ckpt(best, 2, 10, best_fitness=0.1)  # an older best: the checkpoint's own stays
+    _ckpt(last, 3, 10)
+    checkpoint.rewrite_paths(last, data=tmp_path / "data.yaml", save_dir=tmp_path / "train", best=best)
+    assert torch.load(last, weights_only=False)["best_fitness"] == 0.5
+
+
+def test_best_pt_is_uploaded_before_last_pt_and_only_when_it_changed(tmp_path: Path):
+    import os
+
+    from spotyolo.trainer.monitor import CheckpointUploader
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="ckpt")
+        puts: list[str] = []
+        s3.meta.events.register(
+            "before-parameter-build.s3.PutObject", lambda params, **_: puts.append(params["Key"])
+        )
+        uploader = CheckpointUploader(s3, "ckpt", "ck/last.pt", "art/results.csv", best_key="ck/best.pt")
+        weights = tmp_path / "weights"
+        weights.mkdir()
+        last, best, csv = weights / "last.pt", weights / "best.pt", tmp_path / "results.csv"
+        for path in (last, best, csv):
+            path.write_text(path.name)
+        uploader.submit(last, csv, best)
+        uploader.submit(last, csv, best)  # best.pt unchanged: not again
+        os.utime(best, ns=(1, 1))  # rewritten by a better epoch
+        uploader.submit(last, csv, best)
+        uploader.wait()
+        first, unchanged, rewritten = puts[:3], puts[3:5], puts[5:]
+        assert first == ["ck/best.pt", "ck/last.pt", "art/results.csv"]
+        assert unchanged == ["ck/last.pt", "art/results.csv"]
+        assert rewritten == first
+        uploader.known_best(best)  # put back from S3 on a resume: already there
+        uploader.submit(last, csv, best)
+        uploader.wait()
+        assert puts[-2:] == ["ck/last.pt", "art/results.csv"] and len(puts) == 10
+        assert s3.get_object(Bucket="ckpt", Key="ck/best.pt")["Body"].read() == b"best.pt"
+
+
 def test_environment_contract_errors_name_the_variable(tmp_path: Path):
     env = {
         "JOB": "shapes",

@@ -7,10 +7,12 @@ are module fixtures, so the resume tests reuse them instead of training again.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -372,3 +374,187 @@ def test_attempt_without_token_does_nothing(world: World, shapes_job: Path, tmp_
     sfn = RecordingSfn(world.sfn)
     code = TrainerRun(env, Clients(world.s3, world.ddb, sfn)).run()
     assert code == ExitCode.NO_TOKEN and sfn.calls == []
+
+
+# ---------------------------------------------------------------- best.pt across a resume (issue 9, hole 1)
+
+
+def _epoch_one_scores(fitness: float) -> Callable[[Any], None]:
+    """on_pretrain_routine_end: epoch 1 validates at ``fitness`` (a tiny run scores 0; a long
+    run's early peak does not), so later epochs of the run cannot beat it."""
+
+    def patch(trainer: Any) -> None:
+        validate = trainer.validate
+
+        def scored() -> tuple[Any, Any]:
+            metrics, value = validate()
+            if trainer.epoch == 0:
+                value = trainer.best_fitness = fitness
+            return metrics, value
+
+        trainer.validate = scored
+
+    return patch
+
+
+def _notice_at_end_of_epoch(imds: FakeMetadataService, holder: dict[str, TrainerRun], epoch: int) -> Any:
+    """on_train_epoch_end: a spot notice, seen by the watcher before the epoch's checkpoint."""
+
+    def announce(trainer: Any) -> None:
+        if trainer.epoch == epoch:
+            imds.announce_interruption()
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5), "the watcher did not see the notice"
+
+    return announce
+
+
+def test_a_resumed_run_that_never_beats_its_best_still_publishes_best_pt(
+    world: World, train: Callable[..., Run], imds: FakeMetadataService, shapes_job: Path, tmp_path: Path
+):
+    spec = world.upload_job("keepbest", shapes_job, "r1")
+    holder: dict[str, TrainerRun] = {}
+    first = train(
+        spec,
+        1,
+        {
+            "on_pretrain_routine_end": [_epoch_one_scores(0.9)],
+            "on_train_epoch_end": [_notice_at_end_of_epoch(imds, holder, 0)],
+        },
+        setup=lambda a: holder.update(attempt=a),
+    )
+    imds.clear()
+    assert first.code == ExitCode.SPOT_INTERRUPTED, first.log()
+    assert _checkpoint(world, spec, tmp_path)["best_fitness"] == pytest.approx(0.9)
+    shutil.rmtree(first.workdir)  # the instance is gone with its disk, best.pt included
+
+    second = train(spec, 2)
+    assert second.code == ExitCode.SUCCESS, second.log()
+    assert second.epochs_started == [1]
+    result = TrainResult.model_validate_json(second.outcome["output"])
+    assert "best.pt" in result.artifacts, "the resumed run published no best.pt: Check result would fail"
+    best = tmp_path / "best.pt"
+    world.s3.download_file(BUCKET, result.artifacts["best.pt"], str(best))
+    kept = torch.load(best, map_location="cpu", weights_only=False)
+    assert kept["train_metrics"]["fitness"] == pytest.approx(0.9), "best.pt is not the run's best epoch"
+    assert result.best_epoch == 1
+
+
+# ---------------------------------------------------------------- finishing (issue 9, hole 2)
+
+
+def _final_validation(validator: Any) -> bool:
+    """True in the validation of best.pt after the last epoch (not an epoch's own validation)."""
+    return not validator.training
+
+
+@pytest.fixture(scope="module")
+def lost_in_final_validation(
+    world: World, train: Callable[..., Run], imds: FakeMetadataService, shapes_job: Path
+) -> Iterator[tuple[Any, Run, dict[str, Any]]]:
+    """A notice with a few seconds left comes during the final validation, which is slow: the
+    trainer answers SpotInterrupted before the instance goes, and the instance goes."""
+    spec = world.upload_job("lastval", shapes_job, "r1")
+    seen: dict[str, Any] = {}
+    holder: dict[str, TrainerRun] = {}
+    gone = threading.Event()
+
+    class InstanceGone(BaseException):
+        """The process is gone: nothing after the hard exit may run."""
+
+    def lose_instance(code: int) -> None:
+        seen["exit"], seen["exit_at"] = code, time.time()
+        gone.set()
+
+    def notice(validator: Any) -> None:
+        if _final_validation(validator) and "notice" not in seen:
+            imds.announce_interruption(in_seconds=4)
+            seen["notice"] = time.time()
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5)
+            seen["action"] = watcher.notice.time if watcher.notice else ""
+
+    def slow(validator: Any) -> None:
+        if _final_validation(validator):
+            gone.wait(15)  # a long validation: the instance is lost before it ends
+            raise InstanceGone
+
+    def setup(attempt: TrainerRun) -> None:
+        holder["attempt"] = attempt
+        attempt.hard_exit = lose_instance
+
+    try:
+        run = train(spec, 1, {"on_val_start": [notice], "on_val_batch_end": [slow]}, setup=setup)
+    finally:
+        imds.clear()
+    yield spec, run, seen
+
+
+def test_a_notice_during_final_validation_is_answered_before_the_instance_goes(
+    world: World, lost_in_final_validation: tuple[Any, Run, dict[str, Any]], tmp_path: Path
+):
+    spec, run, seen = lost_in_final_validation
+    assert seen.get("exit") == ExitCode.SPOT_INTERRUPTED, run.log()
+    action = dt.datetime.strptime(seen["action"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    sent_at = [t for t, _ in run.sfn.named("send_task_failure")]
+    assert len(sent_at) == 1 and run.failure["error"] == "SpotInterrupted"
+    assert seen["exit_at"] < action, "the answer came after the instance was gone"
+    assert "validates" in run.failure["cause"]
+    ckpt = _checkpoint(world, spec, tmp_path)
+    assert ckpt["epoch"] == 1 and ckpt["train_args"]["epochs"] == 2  # the final epoch's checkpoint
+    assert run.epochs_started == [0, 1]
+
+
+def test_a_checkpoint_of_the_final_epoch_is_validated_and_reported_without_training(
+    world: World, lost_in_final_validation: tuple[Any, Run, dict[str, Any]], train: Callable[..., Run]
+):
+    spec, first, _ = lost_in_final_validation
+    shutil.rmtree(first.workdir)
+    run = train(spec, 2)
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert run.epochs_started == [], "a finished run was trained again"
+    result = TrainResult.model_validate_json(run.outcome["output"])
+    assert result.epochs == 2 and result.attempt == 2 and 1 <= result.best_epoch <= 2
+    assert set(result.metrics) == {"precision", "recall", "mAP50", "mAP50-95", "fitness"}
+    for name in layout.WEIGHT_FILES:
+        assert result.artifacts[name] == layout.artifact_key(spec.name, spec.run_id, name)
+        world.s3.head_object(Bucket=BUCKET, Key=result.artifacts[name])
+    assert _results_epochs(world, spec) == [1, 2]
+    metrics_json = _s3_json(world, result.artifacts["metrics.json"])
+    assert metrics_json["run_id"] == spec.run_id and metrics_json["metrics"] == result.metrics
+
+
+def test_a_notice_during_a_slow_final_validation_uses_the_time_left_to_finish(
+    world: World, train: Callable[..., Run], imds: FakeMetadataService, shapes_job: Path
+):
+    """The watcher's grace period (30 s on AWS, 1 s here) is for a stuck epoch; a run that is
+    finishing has until the notice's action time (2 minutes) less a margin for the upload."""
+    spec = world.upload_job("slowval", shapes_job, "r1")
+    holder: dict[str, TrainerRun] = {}
+    noticed: list[float] = []
+    grace = 1.0
+
+    def notice_then_slow(validator: Any) -> None:
+        if _final_validation(validator) and not noticed:
+            imds.announce_interruption(in_seconds=120)
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5)
+            noticed.append(time.monotonic())
+            time.sleep(grace * 3)  # a final validation longer than the grace period
+
+    try:
+        run = train(
+            spec,
+            1,
+            {"on_val_batch_end": [notice_then_slow]},
+            setup=lambda a: holder.update(attempt=a),
+            environ={"SPOTYOLO_INTERRUPT_GRACE_SECONDS": str(grace)},
+        )
+    finally:
+        imds.clear()
+    assert noticed, "the final validation never ran"
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert run.outcome["status"] == "SUCCEEDED", run.sfn.calls
+    assert not run.sfn.named("send_task_failure")
+    result = TrainResult.model_validate_json(run.outcome["output"])
+    assert result.epochs == 2 and "best.pt" in result.artifacts
