@@ -66,6 +66,7 @@ class SpotYoloStack(cdk.Stack):
         )
         fns: dict[LambdaName, lambda_.IFunction] = dict(functions.functions)
         pipeline = StateMachineConstruct(self, "Pipeline", cfg=cfg, functions=fns, topic=notifications.topic)
+        functions.grant_executions(pipeline.state_machine)
         EventsConstruct(
             self,
             "Events",

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from cdk_testing import ACCOUNT, REGION, REPO_ROOT, Synth, render, synthesize
 from moto.events.models import EventPattern
+from packaging.utils import canonicalize_name
 
-from cdk.config import POWERTOOLS_VERSION
+from cdk import lambda_bundle
 from spotyolo.contract import asl
 from spotyolo.contract.lambdas import LambdaName
 
@@ -20,7 +21,6 @@ SETTINGS_ENV = [
     "BUCKET",
     "JOB_TABLE",
     "TOPIC_ARN",
-    "STATE_MACHINE_ARN",
     "TRAINER_IMAGE",
     "LAUNCH_TEMPLATE_ID",
     "LAUNCH_TEMPLATE_VERSION",
@@ -132,44 +132,75 @@ def test_state_machine_logs_all_traces_and_may_invoke_exactly_its_five_lambdas(s
     } in stmts
 
 
-def test_lambdas_get_the_state_machine_arn_without_a_cycle(synth: Synth) -> None:
+def test_cloudformation_names_the_state_machine_and_the_lambdas_reach_its_executions(synth: Synth) -> None:
+    """No fixed name (a replacement of the state machine would fail on it): the Lambdas that
+    describe or stop executions get them from the state machine's Name attribute, in policies
+    of their own (no cycle: the state machine depends on the functions, not the other way)."""
     sm_id, machine = synth.one("AWS::StepFunctions::StateMachine")
-    name = machine["Properties"]["StateMachineName"]
+    assert "StateMachineName" not in machine["Properties"]
     for fn in synth.of_type("AWS::Lambda::Function").values():
-        env = fn["Properties"]["Environment"]["Variables"]
-        assert (
-            render(env["STATE_MACHINE_ARN"], synth.resources)
-            == f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
-        )
-        assert sm_id not in json.dumps(env)
+        assert sm_id not in json.dumps(fn), "a Lambda that depends on the state machine: a cycle"
+        assert "STATE_MACHINE_ARN" not in fn["Properties"]["Environment"]["Variables"]
+    executions = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":states:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":execution:",
+                {"Fn::GetAtt": [sm_id, "Name"]},
+                ":*",
+            ],
+        ]
+    }
+    for name, action in (("validate", "states:DescribeExecution"), ("cancel", "states:StopExecution")):
+        stmts = [st for st in role_statements(synth, function_role(synth, name)) if st["Action"] == action]
+        assert [st["Resource"] for st in stmts] == [executions], name
+    deploy = (REPO_ROOT / "README.md").read_text().split("## Deploy to AWS", 1)[1].split("\n## ", 1)[0]
+    assert "-training-pipeline" not in deploy and "StateMachineArn" in deploy
 
 
 # --- the Lambdas
 
 
-def test_lambdas_runtime_layer_handlers_and_environment(synth: Synth) -> None:
+def test_lambdas_runtime_handlers_and_environment(synth: Synth) -> None:
     functions = synth.of_type("AWS::Lambda::Function")
     assert set(synth.function_ids()) == LAMBDAS
-    parameters = synth.template["Parameters"]
     for logical_id, fn in functions.items():
         props = fn["Properties"]
         assert props["Runtime"] == "python3.14" and props["Architectures"] == ["x86_64"], logical_id
         assert props["TracingConfig"] == {"Mode": "Active"}
-        (layer,) = props["Layers"]
-        ssm_name = parameters[layer["Ref"]]["Default"]
-        # the layer must match runtime + architecture + the Powertools version the code was tested with
-        assert ssm_name == f"/aws/service/powertools/python/x86_64/python3.14/{POWERTOOLS_VERSION}"
         env = props["Environment"]["Variables"]
         assert set(SETTINGS_ENV) <= set(env), set(SETTINGS_ENV) - set(env)
         assert env["DEFAULT_INSTANCE_TYPES"] == "g6.xlarge,g5.xlarge"
         assert env["ROOT_VOLUME_BASE_GB"] == "80"
         assert env["POWERTOOLS_SERVICE_NAME"] == "spotyolo"
         assert "ProvisionedConcurrencyConfig" not in props
-    from importlib.metadata import version
 
-    assert version("aws-lambda-powertools") == POWERTOOLS_VERSION, "bump cdk/config.py POWERTOOLS_VERSION"
-    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    assert f"aws-lambda-powertools[parser,tracer]=={POWERTOOLS_VERSION}" in pyproject
+
+def test_powertools_is_bundled_in_the_code_asset_so_every_region_works(synth: Synth) -> None:
+    """No layer and no regional SSM lookup: the one asset carries Powertools and its dependencies,
+    built for the runtime (CPython 3.14 x86_64), within Lambda's 250 MB unzipped."""
+    functions = synth.of_type("AWS::Lambda::Function").values()
+    assert not [fn for fn in functions if "Layers" in fn["Properties"]]
+    parameters = json.dumps(synth.template.get("Parameters", {}))
+    assert "/aws/service/powertools" not in parameters and "powertools" not in parameters.lower()
+    (key,) = {fn["Properties"]["Code"]["S3Key"] for fn in functions}
+    asset = synth.outdir / f"asset.{key.removesuffix('.zip')}"
+    assert (asset / "aws_lambda_powertools/__init__.py").is_file()
+    assert (asset / "aws_lambda_powertools/utilities/parser/__init__.py").is_file()
+    assert list(asset.glob("pydantic_core/_pydantic_core.cpython-314-x86_64-linux-gnu.so"))
+    assert not list(asset.rglob("*cpython-311*")), "a compiled module of the venv's Python"
+    for requirement in lambda_bundle.LAMBDA_REQUIREMENTS:
+        name, _, pinned = requirement.partition("==")
+        dist = f"{canonicalize_name(name).replace('-', '_')}-{pinned}.dist-info"
+        assert [p for p in asset.iterdir() if p.name.lower() == dist], requirement
+    size = lambda_bundle.tree_bytes(asset)
+    assert size < lambda_bundle.MAX_UNZIPPED_BYTES / 5, f"{size / 2**20:.0f} MB"
 
 
 def test_event_invoked_lambdas_have_a_dead_letter_queue(synth: Synth) -> None:
@@ -680,6 +711,4 @@ def test_synth_with_existing_subnets_sms_and_builtin_validation(tmp_path: Path, 
     assert env["SUBNET_IDS"] == "subnet-0123456789abcdef0,subnet-0fedcba987654321f"
     _, sub = other.one("AWS::SNS::Subscription")
     assert (sub["Properties"]["Protocol"], sub["Properties"]["Endpoint"]) == ("sms", "+14155550100")
-    _, machine = other.one("AWS::StepFunctions::StateMachine")
-    assert machine["Properties"]["StateMachineName"] == "SpotYolo-team-b-training-pipeline"
     assert all(r["conclusion"] == "success" for r in other.report["pluginReports"]), other.report
