@@ -617,6 +617,7 @@ FREE_WHILE_IDLE = {
     "AWS::EC2::VPCEndpoint",
     "AWS::EC2::FlowLog",
     "AWS::CDK::Metadata",
+    "AWS::FIS::ExperimentTemplate",  # bills per action-minute of an experiment, nothing while idle
 }
 
 
@@ -630,6 +631,71 @@ def test_nothing_costs_money_while_idle(synth: Synth) -> None:
     _, table = synth.one("AWS::DynamoDB::Table")
     assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
     assert "ProvisionedThroughput" not in table["Properties"]
+
+
+# --- the FIS experiment: rehearse a spot interruption on AWS
+
+
+def _allows(statement: dict[str, Any], action: str, resource: str, tags: dict[str, str]) -> bool:
+    """Does an Allow statement (rendered) grant ``action`` on ``resource`` with these tags?
+    (Only what the FIS role uses: exact actions, ``*`` suffixes, StringEquals on resource tags.)"""
+    actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+    resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+    if action not in actions or not any(re.fullmatch(r.replace("*", ".*"), resource) for r in resources):
+        return False
+    for operator, conditions in statement.get("Condition", {}).items():
+        assert operator == "StringEquals", operator
+        for key, value in conditions.items():
+            if tags.get(key.removeprefix("aws:ResourceTag/")) != value:
+                return False
+    return True
+
+
+def test_fis_template_interrupts_only_the_trainer_the_user_marked(synth: Synth) -> None:
+    """The stack's FIS template sends a real spot interruption notice (2 minutes ahead) to the one
+    running spotyolo spot instance tagged interrupt=yes; its role can do nothing else."""
+    from spotyolo.core.fleet import APP, APP_TAG, INTERRUPT, INTERRUPT_TAG, instance_tags
+    from spotyolo.core.models import Attempt, JobSpec
+
+    template_id, template = synth.one("AWS::FIS::ExperimentTemplate")
+    props = template["Properties"]
+    (action,) = props["Actions"].values()
+    assert action["ActionId"] == "aws:ec2:send-spot-instance-interruptions"
+    assert action["Parameters"] == {"durationBeforeInterruption": "PT2M"}
+    ((role_in_action, target_name),) = action["Targets"].items()
+    assert role_in_action == "SpotInstances"
+    target = props["Targets"][target_name]
+    marked = {APP_TAG: APP, INTERRUPT_TAG: INTERRUPT}
+    assert target["ResourceType"] == "aws:ec2:spot-instance" and target["ResourceTags"] == marked
+    assert target["Filters"] == [{"Path": "State.Name", "Values": ["running"]}]
+    assert target["SelectionMode"] == "COUNT(1)"
+    assert props["StopConditions"] == [{"Source": "none"}]
+    # the launch never sets the mark: only a user's create-tags makes an instance a target
+    examples = REPO_ROOT / "stepfunctions/examples"
+    job = JobSpec.model_validate_json((examples / "job.json").read_text())
+    tags = instance_tags(job, Attempt.model_validate_json((examples / "attempt.json").read_text()), "img")
+    assert tags[APP_TAG] == APP and INTERRUPT_TAG not in tags
+
+    role_id = props["RoleArn"]["Fn::GetAtt"][0]
+    (trust,) = synth.resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "fis.amazonaws.com"}
+    assert set(trust["Condition"]) == {"StringEquals", "ArnLike"}  # this account's experiments only
+    stmts = render(role_statements(synth, role_id), synth.resources)
+    assert actions_of(stmts) == {"ec2:SendSpotInstanceInterruptions", "ec2:DescribeInstances"}
+    instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+
+    def may_interrupt(instance_tags: dict[str, str]) -> bool:
+        return any(_allows(st, "ec2:SendSpotInstanceInterruptions", instance, instance_tags) for st in stmts)
+
+    assert may_interrupt({**tags, INTERRUPT_TAG: INTERRUPT})
+    assert not may_interrupt(tags), "an unmarked trainer"
+    assert not may_interrupt({"Name": "someone-else", INTERRUPT_TAG: INTERRUPT}), "not ours"
+
+    outputs = synth.template["Outputs"]
+    assert outputs["InterruptTemplateId"]["Value"] == {"Fn::GetAtt": [template_id, "Id"]}
+    command = render(outputs["InterruptCommand"]["Value"], synth.resources)
+    assert "Name=tag:job,Values=myjob" in command and f"Key={INTERRUPT_TAG},Value={INTERRUPT}" in command
+    assert f"aws fis start-experiment --region {REGION} --experiment-template-id " in command
 
 
 # --- cdk-nag, outputs, cfn-lint, the other network choice
