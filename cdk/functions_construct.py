@@ -18,12 +18,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct, IConstruct
+from constructs import Construct
 
 from cdk import lambda_bundle
 from cdk.common import retention
 from cdk.config import DeployConfig
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, as_finding
 from cdk.trainer_construct import TrainerConstruct
 from spotyolo.contract.env import Settings
 from spotyolo.contract.lambdas import LAMBDAS, LambdaName
@@ -214,9 +214,6 @@ class FunctionsConstruct(Construct):
             resource_name=f"{state_machine.state_machine_name}:*",
             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )
-        machine = stack.get_logical_id(_default_child(state_machine))
-        arn = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
-        finding = f"Resource::{arn}:execution:<{machine}.Name>:*"
         for name, action, why in (
             (LambdaName.VALIDATE, "states:DescribeExecution", "is the lock holder still running?"),
             (LambdaName.CANCEL, "states:StopExecution", "stop the job's running execution"),
@@ -234,7 +231,7 @@ class FunctionsConstruct(Construct):
                 "IAM5",
                 f"{action} on this one state machine's executions ({why}); execution names are "
                 "generated per job.",
-                finding,
+                f"Resource::{as_finding(self, executions)}",
             )
 
     def _grant(
@@ -313,7 +310,9 @@ class FunctionsConstruct(Construct):
     def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket) -> None:
         """One acknowledgement per (role, finding), each saying why that wildcard is needed."""
         objects = f"Resource::<{stack.get_logical_id(_default_child(bucket))}.Arn>"
-        arn = "Resource::arn:<AWS::Partition>:{svc}:<AWS::Region>:<AWS::AccountId>:{rest}"
+        # known account/region when the CLI passes them, <AWS::...> otherwise (cdk/nag.py)
+        where = f"{stack.region}:{stack.account}"
+        arn = "Resource::" + as_finding(self, f"arn:{stack.partition}:{{svc}}:{where}:{{rest}}")
         xray = "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
         per_job = "the job (and run) name is only known per execution, so access is scoped by prefix"
         created = {
@@ -326,7 +325,8 @@ class FunctionsConstruct(Construct):
             )
             for kind in ("instance", "volume", "network-interface", "spot-instances-request", "fleet")
         }
-        slr = "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/aws-service-role/{svc}/*"
+        images = "Resource::" + as_finding(self, f"arn:{stack.partition}:ec2:{stack.region}::image/*")
+        slr = as_finding(self, f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/{{svc}}/*")
         slr_reason = (
             "The first spot launch of an account creates EC2's service-linked role for {svc} "
             "(restricted by iam:AWSServiceName)."
@@ -348,8 +348,8 @@ class FunctionsConstruct(Construct):
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
                 "running?) and ec2:DescribeSubnets (the AZ of the subnet EC2 chose) have no resource type.",
                 **{arn.format(svc="ec2", rest=f"{kind}/*"): reason for kind, reason in created.items()},
-                "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": "The AMI id comes from the "
-                "public ECS GPU AMI SSM parameter and changes with each release.",
+                images: "The AMI id comes from the public ECS GPU AMI SSM parameter and changes with "
+                "each release.",
                 **{f"Resource::{slr.format(svc=svc)}": slr_reason.format(svc=svc) for svc in services},
             },
             LambdaName.PREPARE_RETRY: {
@@ -389,8 +389,8 @@ def _ec2_arn(stack: cdk.Stack, resource: str) -> str:
     return f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:{resource}"
 
 
-def _default_child(scope: IConstruct) -> cdk.CfnElement:
-    child = scope.node.default_child
+def _default_child(bucket: s3.IBucket) -> cdk.CfnElement:
+    child = bucket.node.default_child
     assert isinstance(child, cdk.CfnElement)
     return child
 

@@ -19,7 +19,6 @@ from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trainer_construct import TrainerConstruct
 from spotyolo.contract.lambdas import LambdaName
-from spotyolo.core.fleet import APP, APP_TAG, INTERRUPT, INTERRUPT_TAG, JOB_TAG
 
 
 class SpotYoloStack(cdk.Stack):
@@ -78,7 +77,14 @@ class SpotYoloStack(cdk.Stack):
             dlq=self.dlq,
         )
 
-        fis = FisConstruct(self, "Fis")
+        if FisConstruct.available(self):
+            FisConstruct(self, "Fis")
+        else:
+            cdk.Annotations.of(self).add_warning_v2(
+                "spotyolo:noFis",
+                f"AWS FIS is not available in {self.region}: the stack has no spot interruption "
+                "experiment (README, 'Interrupt your own job'); everything else works.",
+            )
 
         self.bucket, self.table, self.topic = storage.bucket, storage.table, notifications.topic
         self.state_machine, self.functions, self.trainer = pipeline.state_machine, functions, trainer
@@ -103,19 +109,6 @@ class SpotYoloStack(cdk.Stack):
                 "train job myjob again (its config and dataset as uploaded)",
             ),
             "CancelCommand": (f"aws s3 rm s3://{bucket}/jobs/myjob/config.yaml{region}", "cancel job myjob"),
-            "InterruptTemplateId": (
-                fis.template.attr_id,
-                "FIS: spot interruption notice to a marked trainer",
-            ),
-            "InterruptCommand": (
-                f"I=$(aws ec2 describe-instances{region} --filters Name=tag:{APP_TAG},Values={APP} "
-                f"Name=tag:{JOB_TAG},Values=myjob Name=instance-state-name,Values=running "
-                "--query 'Reservations[].Instances[].InstanceId' --output text) && "
-                f"aws ec2 create-tags{region} --resources $I --tags Key={INTERRUPT_TAG},Value={INTERRUPT} && "
-                f"aws fis start-experiment{region} --experiment-template-id {fis.template.attr_id} "
-                "--tags Name=interrupt-myjob",
-                "rehearse a spot interruption of job myjob's trainer: it checkpoints, a new instance resumes",
-            ),
         }
         for name, (value, description) in outputs.items():
             cdk.CfnOutput(self, name, value=value, description=description)

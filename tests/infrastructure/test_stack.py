@@ -698,6 +698,46 @@ def test_fis_template_interrupts_only_the_trainer_the_user_marked(synth: Synth) 
     assert f"aws fis start-experiment --region {REGION} --experiment-template-id " in command
 
 
+def _condition_regions(expression: dict[str, Any]) -> set[str]:
+    """The regions an Fn::Or / Fn::Equals region condition accepts."""
+    if "Fn::Or" in expression:
+        return set().union(*(_condition_regions(e) for e in expression["Fn::Or"]))
+    ref, region = expression["Fn::Equals"]
+    assert ref == {"Ref": "AWS::Region"}
+    return {region}
+
+
+def test_fis_exists_only_where_aws_has_it_and_the_stack_deploys_everywhere(synth: Synth) -> None:
+    """A region unknown at synth: the FIS resources and outputs carry a condition on exactly the
+    regions that have AWS::FIS::ExperimentTemplate (cfn-lint's region schemas)."""
+    from cfnlint.helpers import REGIONS
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+    from cfnlint.schema._exceptions import ResourceNotFoundError
+
+    from cdk.fis_construct import FIS_REGIONS
+
+    def has_fis(region: str) -> bool:
+        try:
+            PROVIDER_SCHEMA_MANAGER.get_resource_schema(region, "AWS::FIS::ExperimentTemplate")
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    assert sorted(FIS_REGIONS) == sorted(r for r in REGIONS if has_fis(r))
+    assert "ap-southeast-4" not in FIS_REGIONS and "us-east-1" in FIS_REGIONS
+    (name,) = synth.template["Conditions"]
+    assert _condition_regions(synth.template["Conditions"][name]) == set(FIS_REGIONS)
+    template_id, template = synth.one("AWS::FIS::ExperimentTemplate")
+    role_id = template["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    fis = [k for k, r in synth.resources.items() if r.get("Condition") == name]
+    assert {template_id, role_id} <= set(fis) and len(fis) == 3  # + the role's policy
+    outputs = synth.template["Outputs"]
+    assert {k for k, o in outputs.items() if o.get("Condition") == name} == {
+        "InterruptTemplateId",
+        "InterruptCommand",
+    }
+
+
 # --- cdk-nag, outputs, cfn-lint, the other network choice
 
 
@@ -756,8 +796,14 @@ def test_cfn_lint_is_clean_with_the_rendered_definition(synth: Synth, tmp_path: 
     assert problems == [], "\n".join(problems)
 
 
-def test_synth_with_existing_subnets_sms_and_builtin_validation(tmp_path: Path, wheels_dir: Path) -> None:
-    """The other branch (existing VPC + subnets, SMS) with CDK's built-in validation on."""
+def test_synth_with_existing_subnets_sms_and_builtin_validation(
+    tmp_path: Path, wheels_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other branch (existing VPC + subnets, SMS) with CDK's built-in validation on, for a
+    known account and region, as `cdk deploy` synthesizes it (the CLI sets CDK_DEFAULT_ACCOUNT
+    and CDK_DEFAULT_REGION from the profile): cdk-nag must stay clean with literal ARNs too."""
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "210987654321")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "ap-southeast-4")
     context: dict[str, Any] = {
         "vpc_id": "vpc-0123456789abcdef0",
         "subnet_ids": "subnet-0123456789abcdef0,subnet-0fedcba987654321f",
@@ -778,3 +824,10 @@ def test_synth_with_existing_subnets_sms_and_builtin_validation(tmp_path: Path, 
     _, sub = other.one("AWS::SNS::Subscription")
     assert (sub["Properties"]["Protocol"], sub["Properties"]["Endpoint"]) == ("sms", "+14155550100")
     assert all(r["conclusion"] == "success" for r in other.report["pluginReports"]), other.report
+    assert "arn:aws:ec2:ap-southeast-4:210987654321:instance/*" in json.dumps(other.template)
+    # FIS does not exist in ap-southeast-4: no template, no outputs for it, a warning, a deploy
+    assert (
+        not other.of_type("AWS::FIS::ExperimentTemplate")
+        and "InterruptCommand" not in other.template["Outputs"]
+    )
+    assert "AWS FIS is not available in ap-southeast-4" in json.dumps(other.metadata)
