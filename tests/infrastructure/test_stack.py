@@ -778,6 +778,21 @@ def test_outputs_give_the_exact_upload_and_retrain_commands(synth: Synth) -> Non
     assert json.loads(retrain.split("--input ")[1].strip("'")) == {"job": "myjob", "force": True}
 
 
+def test_readme_deploy_section_uses_real_outputs_and_tags(synth: Synth) -> None:
+    """A new user copies these commands: every output they name exists, the FIS steps use the
+    tags the stack's template and the launch use."""
+    from spotyolo.core.fleet import APP, APP_TAG, INTERRUPT, INTERRUPT_TAG, JOB_TAG
+
+    deploy = (REPO_ROOT / "README.md").read_text().split("## Deploy to AWS", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"OutputKey=='(\w+)'", deploy)) | set(re.findall(r"`(\w+)` output", deploy))
+    named |= set(re.findall(r"output `(\w+)`", deploy))
+    assert {"BucketName", "InterruptTemplateId", "StateMachineArn", "TrainerLogGroup"} <= named
+    assert named <= set(synth.template["Outputs"]), named - set(synth.template["Outputs"])
+    assert f"Name=tag:{APP_TAG},Values={APP}" in deploy and f"Name=tag:{JOB_TAG},Values=myjob" in deploy
+    assert f"--tags Key={INTERRUPT_TAG},Value={INTERRUPT}" in deploy
+    assert "aws fis start-experiment --experiment-template-id $TEMPLATE" in deploy
+
+
 def test_cfn_lint_is_clean_with_the_rendered_definition(synth: Synth, tmp_path: Path) -> None:
     from cfnlint.api import ManualArgs, lint
 
