@@ -147,8 +147,11 @@ def test_requirements_are_the_dependency_closure_at_the_tested_versions() -> Non
     assert lambda_bundle.REPO_ROOT == REPO_ROOT
 
 
-def test_the_wheel_cache_fills_itself_once_and_is_reused_offline(tmp_path: Path, wheels_dir: Path) -> None:
-    """``python -m cdk.lambda_bundle`` (make venv) fills an empty cache; later runs stay offline."""
+def test_a_filled_wheel_cache_needs_no_network_and_a_gap_names_the_fix(
+    tmp_path: Path, wheels_dir: Path
+) -> None:
+    """``python -m cdk.lambda_bundle`` (make venv) with the cache filled touches no index; with a
+    wheel missing and no index it fails naming the wheel and the offline fix."""
     cache = tmp_path / "cache"
     folder = cache / f"cp314-{lambda_bundle.PLATFORM}"
     folder.mkdir(parents=True)
