@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	$(PY) -m cdk.lambda_bundle   # the Lambda's CPython 3.14 wheels, once: synth and tests then run offline
 	touch $(STAMP)
 
 venv: $(STAMP)

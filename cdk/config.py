@@ -14,11 +14,6 @@ from typing import Any
 
 from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
 
-#: the Powertools for AWS Lambda (Python) version of the Lambda layer; equal to the version the
-#: project pins in pyproject.toml (a test keeps them in step), so the code runs against what it
-#: was tested with.
-POWERTOOLS_VERSION = "3.37.0"
-
 #: context keys a user may set, with what they do (shown in errors and the README)
 CONTEXT_KEYS: dict[str, str] = {
     "stack_name": "CloudFormation stack name (default SpotYolo)",
@@ -32,7 +27,6 @@ CONTEXT_KEYS: dict[str, str] = {
     "settle_seconds": "an upload is complete when its newest object is this old (default 30)",
     "log_retention_days": "retention of every log group in days (default 30)",
     "trainer_image": "a prebuilt trainer image URI to use instead of building container/Dockerfile",
-    "powertools_layer_arn": "a Powertools layer ARN to use instead of the pinned SSM parameter",
     "lambda_wheels": "a folder of manylinux wheels for the Lambda asset (offline synth)",
 }
 
@@ -124,13 +118,7 @@ class DeployConfig:
     settle_seconds: int = 30
     log_retention_days: int = 30
     trainer_image: str | None = None
-    powertools_layer_arn: str | None = None
     lambda_wheels: str | None = None
-
-    @property
-    def state_machine_name(self) -> str:
-        """Fixed, so Lambdas can be given the ARN before the state machine exists (no cycle)."""
-        return f"{self.stack_name}-training-pipeline"
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> DeployConfig:
@@ -187,13 +175,6 @@ class DeployConfig:
                 f"context log_retention_days={retention}: CloudWatch accepts only "
                 f"{', '.join(map(str, _RETENTION_DAYS))}"
             )
-        layer = value("powertools_layer_arn") or None
-        if layer and not re.match(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[\w-]+:\d+$", layer):
-            raise ConfigError(
-                f"context powertools_layer_arn={layer!r}: expected "
-                "arn:aws:lambda:<region>:017000801446:layer:AWSLambdaPowertoolsPythonV3-"
-                "python314-x86_64:<version>"
-            )
         return cls(
             stack_name=stack_name,
             emails=emails,
@@ -206,6 +187,5 @@ class DeployConfig:
             settle_seconds=_int("settle_seconds", value("settle_seconds"), 30, 0, 3600),
             log_retention_days=retention,
             trainer_image=value("trainer_image") or None,
-            powertools_layer_arn=layer,
             lambda_wheels=value("lambda_wheels") or None,
         )

@@ -1,8 +1,8 @@
 """The seven Lambdas (docs/ARCHITECTURE.md, "The steps"), each with its own role granting only
 what its logic does.
 
-One code asset (``cdk/lambda_bundle.py``: functions/ + spotyolo/ + PyYAML), the pinned
-Powertools layer for this runtime and architecture, X-Ray tracing, one log group each.
+One code asset (``cdk/lambda_bundle.py``: functions/ + spotyolo/ + Powertools, pydantic, PyYAML;
+no layer, so the stack deploys in every region), X-Ray tracing, one log group each.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cdk import lambda_bundle
 from cdk.common import retention
-from cdk.config import POWERTOOLS_VERSION, DeployConfig
-from cdk.nag import acknowledge
+from cdk.config import DeployConfig
+from cdk.nag import acknowledge, as_finding
 from cdk.trainer_construct import TrainerConstruct
 from spotyolo.contract.env import Settings
 from spotyolo.contract.lambdas import LAMBDAS, LambdaName
@@ -30,16 +31,6 @@ from spotyolo.contract.lambdas import LAMBDAS, LambdaName
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.X86_64
 assert RUNTIME.name == f"python{lambda_bundle.PYTHON_VERSION}", "wheels and runtime must match"
-
-
-def powertools_layer_parameter(
-    runtime: lambda_.Runtime = RUNTIME,
-    architecture: lambda_.Architecture = ARCHITECTURE,
-    version: str = POWERTOOLS_VERSION,
-) -> str:
-    """The public SSM parameter holding the Powertools v3 layer ARN of exactly this version
-    for this runtime and architecture (published by the Powertools team in every region)."""
-    return f"/aws/service/powertools/python/{architecture.name}/{runtime.name}/{version}"
 
 
 @dataclass(frozen=True)
@@ -98,30 +89,12 @@ class FunctionsConstruct(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
-        self.state_machine_arn = stack.format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=cfg.state_machine_name,
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-        executions_arn = stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{cfg.state_machine_name}:*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-
-        layer_arn = cfg.powertools_layer_arn or cdk.aws_ssm.StringParameter.value_for_string_parameter(
-            self, powertools_layer_parameter()
-        )
-        self.layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)
         code = lambda_.Code.from_asset(str(lambda_bundle.lambda_asset(cfg.lambda_wheels)))
 
         settings = Settings(
             bucket=bucket.bucket_name,
             job_table=table_name,
             topic_arn=topic_arn,
-            state_machine_arn=self.state_machine_arn,
             trainer_image=trainer.image_uri,
             launch_template_id=trainer.launch_template.launch_template_id or "",
             launch_template_version=trainer.launch_template.latest_version_number,
@@ -165,7 +138,6 @@ class FunctionsConstruct(Construct):
                 architecture=ARCHITECTURE,
                 handler=LAMBDAS[spec.name].handler,
                 code=code,
-                layers=[self.layer],
                 role=role,
                 log_group=log_group,
                 description=spec.description,
@@ -197,7 +169,7 @@ class FunctionsConstruct(Construct):
         p(LambdaName.VALIDATE, ["s3:ListBucketMultipartUploads"], [bucket.bucket_arn])
         p(LambdaName.VALIDATE, ["s3:PutObject"], [objects("runs/*/job.json")])
         p(LambdaName.VALIDATE, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
-        p(LambdaName.VALIDATE, ["states:DescribeExecution"], [executions_arn])
+        # (states:DescribeExecution: grant_executions, once the state machine exists)
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
         # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
@@ -222,13 +194,45 @@ class FunctionsConstruct(Construct):
             p(name, ["ec2:TerminateInstances"], instances, ours)
             p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
             p(name, ["sns:Publish"], [topic_arn])
-        p(LambdaName.CANCEL, ["states:StopExecution"], [executions_arn])
+        # (cancel's states:StopExecution: grant_executions)
         # instance_lost: whose instance is it (tags), fail its pending task
         p(LambdaName.INSTANCE_LOST, ["ec2:DescribeInstances"], ["*"])
         p(LambdaName.INSTANCE_LOST, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         p(LambdaName.INSTANCE_LOST, ["states:SendTaskFailure"], ["*"])
 
-        self._acknowledge_wildcards(stack, bucket, cfg.state_machine_name)
+        self._acknowledge_wildcards(stack, bucket)
+
+    def grant_executions(self, state_machine: sfn.StateMachine) -> None:
+        """Validate may describe and cancel may stop the pipeline's executions. A policy of its
+        own, created after the state machine: the state machine needs the functions' ARNs, so
+        the functions (and their roles' default policies) cannot wait for it, and a fixed state
+        machine name, which would break the cycle, blocks every replacement of it."""
+        stack = cdk.Stack.of(self)
+        executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name, action, why in (
+            (LambdaName.VALIDATE, "states:DescribeExecution", "is the lock holder still running?"),
+            (LambdaName.CANCEL, "states:StopExecution", "stop the job's running execution"),
+        ):
+            role = self.functions[name].role
+            assert role is not None
+            policy = iam.Policy(
+                self,
+                f"{_camel(name)}Executions",
+                roles=[role],
+                statements=[iam.PolicyStatement(actions=[action], resources=[executions])],
+            )
+            acknowledge(
+                policy,
+                "IAM5",
+                f"{action} on this one state machine's executions ({why}); execution names are "
+                "generated per job.",
+                f"Resource::{as_finding(self, executions)}",
+            )
 
     def _grant(
         self,
@@ -303,11 +307,12 @@ class FunctionsConstruct(Construct):
         p(LambdaName.LAUNCH, ["ec2:DescribeInstances", "ec2:DescribeSubnets"], ["*"])
         p(LambdaName.LAUNCH, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
 
-    def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket, state_machine_name: str) -> None:
+    def _acknowledge_wildcards(self, stack: cdk.Stack, bucket: s3.IBucket) -> None:
         """One acknowledgement per (role, finding), each saying why that wildcard is needed."""
         objects = f"Resource::<{stack.get_logical_id(_default_child(bucket))}.Arn>"
-        arn = "Resource::arn:<AWS::Partition>:{svc}:<AWS::Region>:<AWS::AccountId>:{rest}"
-        executions = arn.format(svc="states", rest=f"execution:{state_machine_name}:*")
+        # known account/region when the CLI passes them, <AWS::...> otherwise (cdk/nag.py)
+        where = f"{stack.region}:{stack.account}"
+        arn = "Resource::" + as_finding(self, f"arn:{stack.partition}:{{svc}}:{where}:{{rest}}")
         xray = "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
         per_job = "the job (and run) name is only known per execution, so access is scoped by prefix"
         created = {
@@ -320,7 +325,8 @@ class FunctionsConstruct(Construct):
             )
             for kind in ("instance", "volume", "network-interface", "spot-instances-request", "fleet")
         }
-        slr = "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/aws-service-role/{svc}/*"
+        images = "Resource::" + as_finding(self, f"arn:{stack.partition}:ec2:{stack.region}::image/*")
+        slr = as_finding(self, f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/{{svc}}/*")
         slr_reason = (
             "The first spot launch of an account creates EC2's service-linked role for {svc} "
             "(restricted by iam:AWSServiceName)."
@@ -337,15 +343,13 @@ class FunctionsConstruct(Construct):
                 f"{objects}/weights/*": f"Checks whether weights/<job>/ exists (already trained): {per_job}.",
                 f"{objects}/runs/*/job.json": "Writes runs/<job>/<run>/job.json, nothing else there: "
                 f"{per_job}.",
-                executions: "DescribeExecution of this one state machine's executions (is the lock holder "
-                "still running?); execution names are generated.",
             },
             LambdaName.LAUNCH: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
                 "running?) and ec2:DescribeSubnets (the AZ of the subnet EC2 chose) have no resource type.",
                 **{arn.format(svc="ec2", rest=f"{kind}/*"): reason for kind, reason in created.items()},
-                "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": "The AMI id comes from the "
-                "public ECS GPU AMI SSM parameter and changes with each release.",
+                images: "The AMI id comes from the public ECS GPU AMI SSM parameter and changes with "
+                "each release.",
                 **{f"Resource::{slr.format(svc=svc)}": slr_reason.format(svc=svc) for svc in services},
             },
             LambdaName.PREPARE_RETRY: {
@@ -372,8 +376,6 @@ class FunctionsConstruct(Construct):
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (cancel cleans up "
                 "the run's instances and reports its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
-                executions: "StopExecution of this one state machine's executions; execution names are "
-                "generated.",
             },
         }
         for name, reasons in findings.items():

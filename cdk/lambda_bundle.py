@@ -1,15 +1,20 @@
 """The Lambda code asset, built locally without Docker: ``functions/`` + ``spotyolo/`` + the
-unpacked manylinux wheels of the few third-party packages the Lambda runtime and the
-Powertools layer do not provide.
+unpacked manylinux wheels of every third-party package the handlers import that the Lambda
+runtime does not provide.
 
 What each source provides on Lambda:
-- the python3.14 runtime: boto3/botocore;
-- the Powertools v3 layer (pinned version): aws_lambda_powertools, pydantic v2, aws-xray-sdk;
-- this asset: our code and ``LAMBDA_REQUIREMENTS`` (PyYAML: not in the layer).
+- the python3.14 runtime: boto3 and its dependencies (``RUNTIME_PROVIDES``);
+- this asset: our code and ``LAMBDA_REQUIREMENTS``: Powertools (with its parser and tracer
+  extras: pydantic, pydantic-core, aws-xray-sdk, wrapt, ...) and PyYAML. No Lambda layer: the
+  public Powertools layers (and their SSM parameters) exist in about 30 regions, a bundled
+  Powertools deploys in every one.
 
-Wheels come from a cache folder, filled once by ``pip download`` (PyPI) and reused by every
-later synth; ``-c lambda_wheels=DIR`` points at a folder of wheels instead and never touches
-the network (air-gapped synth; the tests do this). The built asset is content-addressed under
+Wheels come from a cache folder, filled once by ``pip download`` (PyPI; ``make venv`` does it
+with ``python -m cdk.lambda_bundle``, so later synths and test runs are offline) and reused by
+every later synth; ``-c lambda_wheels=DIR`` points at a folder of wheels instead and never
+touches the network (air-gapped synth). Two of the wheels are compiled (pydantic-core, and
+the optional speedups of PyYAML and wrapt), so they must be the CPython 3.14 manylinux x86_64
+builds, never the build installed in the venv. The built asset is content-addressed under
 ``build/lambda/<hash>``: an unchanged tree is not copied again, and the asset hash CDK computes
 changes exactly when code or wheels change.
 """
@@ -31,8 +36,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the Lambda runtime these wheels are for (cdk/functions_construct.py uses the same)
 PYTHON_VERSION = "3.14"
 PLATFORM = "manylinux2014_x86_64"
-#: third-party packages of the Lambda code that neither the runtime nor the layer holds
-LAMBDA_REQUIREMENTS = ("PyYAML==6.0.4",)
+#: third-party packages of the Lambda code that the runtime lacks: the closure of
+#: ``aws-lambda-powertools[parser,tracer]``, ``pydantic`` and ``PyYAML`` less ``RUNTIME_PROVIDES``
+#: (a test derives it from the installed metadata and keeps the versions equal to the venv's)
+LAMBDA_REQUIREMENTS = (
+    "aws-lambda-powertools==3.37.0",
+    "aws-xray-sdk==2.15.0",
+    "wrapt==2.5.2",
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "annotated-types==0.8.0",
+    "typing-extensions==4.16.0",
+    "typing-inspection==0.4.5",
+    "PyYAML==6.0.4",
+)
+#: what every python3.x Lambda runtime holds already: boto3 and its dependencies
+RUNTIME_PROVIDES = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+#: an unzipped function (code and layers) may be at most 250 MB
+MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
 SOURCE_PACKAGES = ("functions", "spotyolo")
 _SKIP_NAMES = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _KEEP_BUILDS = 3
@@ -47,9 +68,9 @@ def default_cache_dir() -> Path:
     return Path(base) / f"cp{PYTHON_VERSION.replace('.', '')}-{PLATFORM}"
 
 
-def _wheel_fits(path: Path) -> bool:
-    """True if the wheel installs on CPython ``PYTHON_VERSION`` / manylinux x86_64."""
-    cp = f"cp{PYTHON_VERSION.replace('.', '')}"
+def _wheel_fits(path: Path, python_version: str = PYTHON_VERSION) -> bool:
+    """True if the wheel installs on CPython ``python_version`` / manylinux x86_64."""
+    cp = f"cp{python_version.replace('.', '')}"
     _, _, _, tags = parse_wheel_filename(path.name)
     for tag in tags:
         platform_ok = tag.platform == "any" or (
@@ -66,7 +87,9 @@ def _wheel_fits(path: Path) -> bool:
     return False
 
 
-def find_wheels(folder: Path, requirements: tuple[str, ...] = LAMBDA_REQUIREMENTS) -> dict[str, Path | None]:
+def find_wheels(
+    folder: Path, requirements: tuple[str, ...] = LAMBDA_REQUIREMENTS, python_version: str = PYTHON_VERSION
+) -> dict[str, Path | None]:
     """Requirement -> a fitting wheel in ``folder`` (None where there is none)."""
     found: dict[str, Path | None] = {}
     wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
@@ -78,7 +101,7 @@ def find_wheels(folder: Path, requirements: tuple[str, ...] = LAMBDA_REQUIREMENT
             if (
                 canonicalize_name(w_name) == canonicalize_name(name)
                 and str(w_version) == version
-                and _wheel_fits(wheel)
+                and _wheel_fits(wheel, python_version)
             ):
                 found[req] = wheel
                 break
@@ -164,11 +187,18 @@ def _source_files(repo_root: Path) -> list[Path]:
     return files
 
 
-def build_asset(wheels: list[Path], repo_root: Path = REPO_ROOT, out_root: Path | None = None) -> Path:
-    """Build (or reuse) the asset folder for this code + these wheels and return its path."""
+def build_asset(
+    wheels: list[Path],
+    repo_root: Path = REPO_ROOT,
+    out_root: Path | None = None,
+    python_version: str = PYTHON_VERSION,
+) -> Path:
+    """Build (or reuse) the asset folder for this code + these wheels and return its path
+    (``python_version`` only names the build: the tests build one for the interpreter they
+    import it with)."""
     out_root = out_root or repo_root / "build" / "lambda"
     sources = _source_files(repo_root)
-    digest = hashlib.sha256(f"{PYTHON_VERSION}/{PLATFORM}".encode())
+    digest = hashlib.sha256(f"{python_version}/{PLATFORM}".encode())
     for path in sources:
         digest.update(str(path.relative_to(repo_root)).encode() + b"\0" + path.read_bytes() + b"\0")
     for wheel in sorted(wheels):
@@ -186,6 +216,12 @@ def build_asset(wheels: list[Path], repo_root: Path = REPO_ROOT, out_root: Path 
             dest = tmp / path.relative_to(repo_root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+        size = tree_bytes(tmp)
+        if size > MAX_UNZIPPED_BYTES:
+            raise BundleError(
+                f"the Lambda asset would be {size / 2**20:.0f} MB unzipped; Lambda allows 250 MB. "
+                "Fix: drop a requirement from LAMBDA_REQUIREMENTS in cdk/lambda_bundle.py"
+            )
         try:
             os.rename(tmp, target)
         except OSError:  # another synth built the same tree at the same time
@@ -195,6 +231,10 @@ def build_asset(wheels: list[Path], repo_root: Path = REPO_ROOT, out_root: Path 
         shutil.rmtree(tmp, ignore_errors=True)
     _prune(out_root, keep=target)
     return target
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _prune(out_root: Path, keep: Path) -> None:
@@ -212,3 +252,7 @@ def _prune(out_root: Path, keep: Path) -> None:
 def lambda_asset(wheels_dir: str | Path | None = None, repo_root: Path = REPO_ROOT) -> Path:
     """The folder to give ``lambda.Code.from_asset``."""
     return build_asset(resolve_wheels(wheels_dir), repo_root=repo_root)
+
+
+if __name__ == "__main__":  # `python -m cdk.lambda_bundle`: fill the wheel cache (make venv does)
+    print(f"Lambda wheels: {resolve_wheels()[0].parent}")

@@ -11,6 +11,7 @@ from constructs import Construct
 
 from cdk.config import DeployConfig
 from cdk.events_construct import EventsConstruct
+from cdk.fis_construct import FisConstruct
 from cdk.functions_construct import FunctionsConstruct
 from cdk.network_construct import NetworkConstruct
 from cdk.notifications_construct import NotificationsConstruct
@@ -66,6 +67,7 @@ class SpotYoloStack(cdk.Stack):
         )
         fns: dict[LambdaName, lambda_.IFunction] = dict(functions.functions)
         pipeline = StateMachineConstruct(self, "Pipeline", cfg=cfg, functions=fns, topic=notifications.topic)
+        functions.grant_executions(pipeline.state_machine)
         EventsConstruct(
             self,
             "Events",
@@ -74,6 +76,15 @@ class SpotYoloStack(cdk.Stack):
             functions=fns,
             dlq=self.dlq,
         )
+
+        if FisConstruct.available(self):
+            FisConstruct(self, "Fis")
+        else:
+            cdk.Annotations.of(self).add_warning_v2(
+                "spotyolo:noFis",
+                f"AWS FIS is not available in {self.region}: the stack has no spot interruption "
+                "experiment (README, 'Interrupt your own job'); everything else works.",
+            )
 
         self.bucket, self.table, self.topic = storage.bucket, storage.table, notifications.topic
         self.state_machine, self.functions, self.trainer = pipeline.state_machine, functions, trainer

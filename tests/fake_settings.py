@@ -12,7 +12,6 @@ def make_settings(**values: Any) -> Settings:
         "bucket": "test-bucket",
         "job_table": "test-jobs",
         "topic_arn": "arn:aws:sns:us-east-1:123456789012:test-topic",
-        "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:test",
         "trainer_image": "local",
         "launch_template_id": "lt-test",
         "subnet_ids": ["subnet-test"],

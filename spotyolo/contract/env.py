@@ -31,7 +31,6 @@ class Settings:
     bucket: str = field(metadata=_env("BUCKET", required=True))
     job_table: str = field(metadata=_env("JOB_TABLE", required=True))
     topic_arn: str = field(metadata=_env("TOPIC_ARN", required=True))
-    state_machine_arn: str = field(metadata=_env("STATE_MACHINE_ARN", required=True))
     trainer_image: str = field(metadata=_env("TRAINER_IMAGE", required=True))
     launch_template_id: str = field(metadata=_env("LAUNCH_TEMPLATE_ID", required=True))
     subnet_ids: list[str] = field(metadata=_env("SUBNET_IDS", required=True, kind="list"))

@@ -22,6 +22,9 @@ JOB_TAG = "job"
 RUN_TAG = "run"
 ATTEMPT_TAG = "attempt"
 IMAGE_TAG = "image"
+#: the user's mark on the one instance the stack's FIS experiment may interrupt (README, "Deploy")
+INTERRUPT_TAG = "interrupt"
+INTERRUPT = "yes"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 

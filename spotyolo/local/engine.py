@@ -326,7 +326,6 @@ class LocalEngine:
             bucket=r.bucket,
             job_table=r.table,
             topic_arn=r.topic_arn,
-            state_machine_arn=r.state_machine_arn,
             trainer_image="local",
             launch_template_id=r.launch_template_id,
             subnet_ids=r.subnet_ids,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
 import zipfile
-from base64 import urlsafe_b64encode
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,28 +24,39 @@ TEST_CONTEXT: dict[str, Any] = {
 }
 
 
-def make_pure_python_wheel(
-    folder: Path, name: str = "PyYAML", version: str = "6.0.4", tag: str = "py3-none-any"
-) -> Path:
-    """A real wheel of the installed PyYAML's pure-Python modules (its C extension is optional)."""
-    import yaml
+def repack_installed(requirement: str, folder: Path) -> Path:
+    """The wheel ``requirement`` was installed from, rebuilt from the venv's files (its tags from
+    the dist-info ``WHEEL``): the Lambda's packages for *this* interpreter, offline."""
+    from importlib.metadata import distribution
 
-    src = Path(yaml.__file__).parent
-    dist_info = f"{name}-{version}.dist-info"
-    files = {f"yaml/{p.name}": p.read_bytes() for p in sorted(src.glob("*.py"))}
-    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    files[f"{dist_info}/WHEEL"] = f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
-    record = [
-        f"{path},sha256={urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
-        for path, data in files.items()
+    name, _, version = requirement.partition("==")
+    dist = distribution(name)
+    assert dist.version == version, f"{requirement}: the venv has {dist.version}"
+    tags = [
+        t.split(":", 1)[1].strip()
+        for t in (dist.read_text("WHEEL") or "").splitlines()
+        if t.startswith("Tag:")
     ]
-    files[f"{dist_info}/RECORD"] = ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()
+    parts = [".".join(sorted({t.split("-")[i] for t in tags})) for i in range(3)]
     folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{name}-{version}-{tag}.whl"
+    wheel = folder / f"{name.replace('-', '_')}-{version}-{'-'.join(parts)}.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
+        for file in dist.files or []:
+            if file.parts[0] != ".." and "__pycache__" not in file.parts:
+                zf.write(Path(str(file.locate())), str(file))
     return wheel
+
+
+def top_level_modules(dist_name: str) -> set[str]:
+    """The importable top-level names an installed distribution provides."""
+    from importlib.metadata import distribution
+
+    names = set()
+    for file in distribution(dist_name).files or []:
+        first = file.parts[0]
+        if first != ".." and not first.endswith((".dist-info", ".pth")) and first != "__pycache__":
+            names.add(first)
+    return names
 
 
 @dataclass

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from cdk_testing import ACCOUNT, REGION, REPO_ROOT, Synth, render, synthesize
 from moto.events.models import EventPattern
+from packaging.utils import canonicalize_name
 
-from cdk.config import POWERTOOLS_VERSION
+from cdk import lambda_bundle
 from spotyolo.contract import asl
 from spotyolo.contract.lambdas import LambdaName
 
@@ -20,7 +21,6 @@ SETTINGS_ENV = [
     "BUCKET",
     "JOB_TABLE",
     "TOPIC_ARN",
-    "STATE_MACHINE_ARN",
     "TRAINER_IMAGE",
     "LAUNCH_TEMPLATE_ID",
     "LAUNCH_TEMPLATE_VERSION",
@@ -132,44 +132,75 @@ def test_state_machine_logs_all_traces_and_may_invoke_exactly_its_five_lambdas(s
     } in stmts
 
 
-def test_lambdas_get_the_state_machine_arn_without_a_cycle(synth: Synth) -> None:
+def test_cloudformation_names_the_state_machine_and_the_lambdas_reach_its_executions(synth: Synth) -> None:
+    """No fixed name (a replacement of the state machine would fail on it): the Lambdas that
+    describe or stop executions get them from the state machine's Name attribute, in policies
+    of their own (no cycle: the state machine depends on the functions, not the other way)."""
     sm_id, machine = synth.one("AWS::StepFunctions::StateMachine")
-    name = machine["Properties"]["StateMachineName"]
+    assert "StateMachineName" not in machine["Properties"]
     for fn in synth.of_type("AWS::Lambda::Function").values():
-        env = fn["Properties"]["Environment"]["Variables"]
-        assert (
-            render(env["STATE_MACHINE_ARN"], synth.resources)
-            == f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
-        )
-        assert sm_id not in json.dumps(env)
+        assert sm_id not in json.dumps(fn), "a Lambda that depends on the state machine: a cycle"
+        assert "STATE_MACHINE_ARN" not in fn["Properties"]["Environment"]["Variables"]
+    executions = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":states:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":execution:",
+                {"Fn::GetAtt": [sm_id, "Name"]},
+                ":*",
+            ],
+        ]
+    }
+    for name, action in (("validate", "states:DescribeExecution"), ("cancel", "states:StopExecution")):
+        stmts = [st for st in role_statements(synth, function_role(synth, name)) if st["Action"] == action]
+        assert [st["Resource"] for st in stmts] == [executions], name
+    deploy = (REPO_ROOT / "README.md").read_text().split("## Deploy to AWS", 1)[1].split("\n## ", 1)[0]
+    assert "-training-pipeline" not in deploy and "StateMachineArn" in deploy
 
 
 # --- the Lambdas
 
 
-def test_lambdas_runtime_layer_handlers_and_environment(synth: Synth) -> None:
+def test_lambdas_runtime_handlers_and_environment(synth: Synth) -> None:
     functions = synth.of_type("AWS::Lambda::Function")
     assert set(synth.function_ids()) == LAMBDAS
-    parameters = synth.template["Parameters"]
     for logical_id, fn in functions.items():
         props = fn["Properties"]
         assert props["Runtime"] == "python3.14" and props["Architectures"] == ["x86_64"], logical_id
         assert props["TracingConfig"] == {"Mode": "Active"}
-        (layer,) = props["Layers"]
-        ssm_name = parameters[layer["Ref"]]["Default"]
-        # the layer must match runtime + architecture + the Powertools version the code was tested with
-        assert ssm_name == f"/aws/service/powertools/python/x86_64/python3.14/{POWERTOOLS_VERSION}"
         env = props["Environment"]["Variables"]
         assert set(SETTINGS_ENV) <= set(env), set(SETTINGS_ENV) - set(env)
         assert env["DEFAULT_INSTANCE_TYPES"] == "g6.xlarge,g5.xlarge"
         assert env["ROOT_VOLUME_BASE_GB"] == "80"
         assert env["POWERTOOLS_SERVICE_NAME"] == "spotyolo"
         assert "ProvisionedConcurrencyConfig" not in props
-    from importlib.metadata import version
 
-    assert version("aws-lambda-powertools") == POWERTOOLS_VERSION, "bump cdk/config.py POWERTOOLS_VERSION"
-    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    assert f"aws-lambda-powertools[parser,tracer]=={POWERTOOLS_VERSION}" in pyproject
+
+def test_powertools_is_bundled_in_the_code_asset_so_every_region_works(synth: Synth) -> None:
+    """No layer and no regional SSM lookup: the one asset carries Powertools and its dependencies,
+    built for the runtime (CPython 3.14 x86_64), within Lambda's 250 MB unzipped."""
+    functions = synth.of_type("AWS::Lambda::Function").values()
+    assert not [fn for fn in functions if "Layers" in fn["Properties"]]
+    parameters = json.dumps(synth.template.get("Parameters", {}))
+    assert "/aws/service/powertools" not in parameters and "powertools" not in parameters.lower()
+    (key,) = {fn["Properties"]["Code"]["S3Key"] for fn in functions}
+    asset = synth.outdir / f"asset.{key.removesuffix('.zip')}"
+    assert (asset / "aws_lambda_powertools/__init__.py").is_file()
+    assert (asset / "aws_lambda_powertools/utilities/parser/__init__.py").is_file()
+    assert list(asset.glob("pydantic_core/_pydantic_core.cpython-314-x86_64-linux-gnu.so"))
+    assert not list(asset.rglob("*cpython-311*")), "a compiled module of the venv's Python"
+    for requirement in lambda_bundle.LAMBDA_REQUIREMENTS:
+        name, _, pinned = requirement.partition("==")
+        dist = f"{canonicalize_name(name).replace('-', '_')}-{pinned}.dist-info"
+        assert [p for p in asset.iterdir() if p.name.lower() == dist], requirement
+    size = lambda_bundle.tree_bytes(asset)
+    assert size < lambda_bundle.MAX_UNZIPPED_BYTES / 5, f"{size / 2**20:.0f} MB"
 
 
 def test_event_invoked_lambdas_have_a_dead_letter_queue(synth: Synth) -> None:
@@ -586,6 +617,7 @@ FREE_WHILE_IDLE = {
     "AWS::EC2::VPCEndpoint",
     "AWS::EC2::FlowLog",
     "AWS::CDK::Metadata",
+    "AWS::FIS::ExperimentTemplate",  # bills per action-minute of an experiment, nothing while idle
 }
 
 
@@ -599,6 +631,111 @@ def test_nothing_costs_money_while_idle(synth: Synth) -> None:
     _, table = synth.one("AWS::DynamoDB::Table")
     assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
     assert "ProvisionedThroughput" not in table["Properties"]
+
+
+# --- the FIS experiment: rehearse a spot interruption on AWS
+
+
+def _allows(statement: dict[str, Any], action: str, resource: str, tags: dict[str, str]) -> bool:
+    """Does an Allow statement (rendered) grant ``action`` on ``resource`` with these tags?
+    (Only what the FIS role uses: exact actions, ``*`` suffixes, StringEquals on resource tags.)"""
+    actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+    resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+    if action not in actions or not any(re.fullmatch(r.replace("*", ".*"), resource) for r in resources):
+        return False
+    for operator, conditions in statement.get("Condition", {}).items():
+        assert operator == "StringEquals", operator
+        for key, value in conditions.items():
+            if tags.get(key.removeprefix("aws:ResourceTag/")) != value:
+                return False
+    return True
+
+
+def test_fis_template_interrupts_only_the_trainer_the_user_marked(synth: Synth) -> None:
+    """The stack's FIS template sends a real spot interruption notice (2 minutes ahead) to the one
+    running spotyolo spot instance tagged interrupt=yes; its role can do nothing else."""
+    from spotyolo.core.fleet import APP, APP_TAG, INTERRUPT, INTERRUPT_TAG, instance_tags
+    from spotyolo.core.models import Attempt, JobSpec
+
+    template_id, template = synth.one("AWS::FIS::ExperimentTemplate")
+    props = template["Properties"]
+    (action,) = props["Actions"].values()
+    assert action["ActionId"] == "aws:ec2:send-spot-instance-interruptions"
+    assert action["Parameters"] == {"durationBeforeInterruption": "PT2M"}
+    ((role_in_action, target_name),) = action["Targets"].items()
+    assert role_in_action == "SpotInstances"
+    target = props["Targets"][target_name]
+    marked = {APP_TAG: APP, INTERRUPT_TAG: INTERRUPT}
+    assert target["ResourceType"] == "aws:ec2:spot-instance" and target["ResourceTags"] == marked
+    assert target["Filters"] == [{"Path": "State.Name", "Values": ["running"]}]
+    assert target["SelectionMode"] == "COUNT(1)"
+    assert props["StopConditions"] == [{"Source": "none"}]
+    # the launch never sets the mark: only a user's create-tags makes an instance a target
+    examples = REPO_ROOT / "stepfunctions/examples"
+    job = JobSpec.model_validate_json((examples / "job.json").read_text())
+    tags = instance_tags(job, Attempt.model_validate_json((examples / "attempt.json").read_text()), "img")
+    assert tags[APP_TAG] == APP and INTERRUPT_TAG not in tags
+
+    role_id = props["RoleArn"]["Fn::GetAtt"][0]
+    (trust,) = synth.resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "fis.amazonaws.com"}
+    assert set(trust["Condition"]) == {"StringEquals", "ArnLike"}  # this account's experiments only
+    stmts = render(role_statements(synth, role_id), synth.resources)
+    assert actions_of(stmts) == {"ec2:SendSpotInstanceInterruptions", "ec2:DescribeInstances"}
+    instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+
+    def may_interrupt(instance_tags: dict[str, str]) -> bool:
+        return any(_allows(st, "ec2:SendSpotInstanceInterruptions", instance, instance_tags) for st in stmts)
+
+    assert may_interrupt({**tags, INTERRUPT_TAG: INTERRUPT})
+    assert not may_interrupt(tags), "an unmarked trainer"
+    assert not may_interrupt({"Name": "someone-else", INTERRUPT_TAG: INTERRUPT}), "not ours"
+
+    outputs = synth.template["Outputs"]
+    assert outputs["InterruptTemplateId"]["Value"] == {"Fn::GetAtt": [template_id, "Id"]}
+    command = render(outputs["InterruptCommand"]["Value"], synth.resources)
+    assert "Name=tag:job,Values=myjob" in command and f"Key={INTERRUPT_TAG},Value={INTERRUPT}" in command
+    assert f"aws fis start-experiment --region {REGION} --experiment-template-id " in command
+
+
+def _condition_regions(expression: dict[str, Any]) -> set[str]:
+    """The regions an Fn::Or / Fn::Equals region condition accepts."""
+    if "Fn::Or" in expression:
+        return set().union(*(_condition_regions(e) for e in expression["Fn::Or"]))
+    ref, region = expression["Fn::Equals"]
+    assert ref == {"Ref": "AWS::Region"}
+    return {region}
+
+
+def test_fis_exists_only_where_aws_has_it_and_the_stack_deploys_everywhere(synth: Synth) -> None:
+    """A region unknown at synth: the FIS resources and outputs carry a condition on exactly the
+    regions that have AWS::FIS::ExperimentTemplate (cfn-lint's region schemas)."""
+    from cfnlint.helpers import REGIONS
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+    from cfnlint.schema._exceptions import ResourceNotFoundError
+
+    from cdk.fis_construct import FIS_REGIONS
+
+    def has_fis(region: str) -> bool:
+        try:
+            PROVIDER_SCHEMA_MANAGER.get_resource_schema(region, "AWS::FIS::ExperimentTemplate")
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    assert sorted(FIS_REGIONS) == sorted(r for r in REGIONS if has_fis(r))
+    assert "ap-southeast-4" not in FIS_REGIONS and "us-east-1" in FIS_REGIONS
+    (name,) = synth.template["Conditions"]
+    assert _condition_regions(synth.template["Conditions"][name]) == set(FIS_REGIONS)
+    template_id, template = synth.one("AWS::FIS::ExperimentTemplate")
+    role_id = template["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    fis = [k for k, r in synth.resources.items() if r.get("Condition") == name]
+    assert {template_id, role_id} <= set(fis) and len(fis) == 3  # + the role's policy
+    outputs = synth.template["Outputs"]
+    assert {k for k, o in outputs.items() if o.get("Condition") == name} == {
+        "InterruptTemplateId",
+        "InterruptCommand",
+    }
 
 
 # --- cdk-nag, outputs, cfn-lint, the other network choice
@@ -641,6 +778,21 @@ def test_outputs_give_the_exact_upload_and_retrain_commands(synth: Synth) -> Non
     assert json.loads(retrain.split("--input ")[1].strip("'")) == {"job": "myjob", "force": True}
 
 
+def test_readme_deploy_section_uses_real_outputs_and_tags(synth: Synth) -> None:
+    """A new user copies these commands: every output they name exists, the FIS steps use the
+    tags the stack's template and the launch use."""
+    from spotyolo.core.fleet import APP, APP_TAG, INTERRUPT, INTERRUPT_TAG, JOB_TAG
+
+    deploy = (REPO_ROOT / "README.md").read_text().split("## Deploy to AWS", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"OutputKey=='(\w+)'", deploy)) | set(re.findall(r"`(\w+)` output", deploy))
+    named |= set(re.findall(r"output `(\w+)`", deploy))
+    assert {"BucketName", "InterruptTemplateId", "StateMachineArn", "TrainerLogGroup"} <= named
+    assert named <= set(synth.template["Outputs"]), named - set(synth.template["Outputs"])
+    assert f"Name=tag:{APP_TAG},Values={APP}" in deploy and f"Name=tag:{JOB_TAG},Values=myjob" in deploy
+    assert f"--tags Key={INTERRUPT_TAG},Value={INTERRUPT}" in deploy
+    assert "aws fis start-experiment --experiment-template-id $TEMPLATE" in deploy
+
+
 def test_cfn_lint_is_clean_with_the_rendered_definition(synth: Synth, tmp_path: Path) -> None:
     from cfnlint.api import ManualArgs, lint
 
@@ -659,8 +811,14 @@ def test_cfn_lint_is_clean_with_the_rendered_definition(synth: Synth, tmp_path: 
     assert problems == [], "\n".join(problems)
 
 
-def test_synth_with_existing_subnets_sms_and_builtin_validation(tmp_path: Path, wheels_dir: Path) -> None:
-    """The other branch (existing VPC + subnets, SMS) with CDK's built-in validation on."""
+def test_synth_with_existing_subnets_sms_and_builtin_validation(
+    tmp_path: Path, wheels_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other branch (existing VPC + subnets, SMS) with CDK's built-in validation on, for a
+    known account and region, as `cdk deploy` synthesizes it (the CLI sets CDK_DEFAULT_ACCOUNT
+    and CDK_DEFAULT_REGION from the profile): cdk-nag must stay clean with literal ARNs too."""
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "210987654321")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "ap-southeast-4")
     context: dict[str, Any] = {
         "vpc_id": "vpc-0123456789abcdef0",
         "subnet_ids": "subnet-0123456789abcdef0,subnet-0fedcba987654321f",
@@ -680,6 +838,11 @@ def test_synth_with_existing_subnets_sms_and_builtin_validation(tmp_path: Path, 
     assert env["SUBNET_IDS"] == "subnet-0123456789abcdef0,subnet-0fedcba987654321f"
     _, sub = other.one("AWS::SNS::Subscription")
     assert (sub["Properties"]["Protocol"], sub["Properties"]["Endpoint"]) == ("sms", "+14155550100")
-    _, machine = other.one("AWS::StepFunctions::StateMachine")
-    assert machine["Properties"]["StateMachineName"] == "SpotYolo-team-b-training-pipeline"
     assert all(r["conclusion"] == "success" for r in other.report["pluginReports"]), other.report
+    assert "arn:aws:ec2:ap-southeast-4:210987654321:instance/*" in json.dumps(other.template)
+    # FIS does not exist in ap-southeast-4: no template, no outputs for it, a warning, a deploy
+    assert (
+        not other.of_type("AWS::FIS::ExperimentTemplate")
+        and "InterruptCommand" not in other.template["Outputs"]
+    )
+    assert "AWS FIS is not available in ap-southeast-4" in json.dumps(other.metadata)

@@ -285,7 +285,6 @@ def _deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         machine = sfn.create_state_machine(name="training-pipeline", definition=definition, roleArn=role)[
             "stateMachineArn"
         ]
-        monkeypatch.setenv("STATE_MACHINE_ARN", machine)
         subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
         monkeypatch.setenv("SUBNET_IDS", ",".join(sorted(s["SubnetId"] for s in subnets)))
         w = World(
