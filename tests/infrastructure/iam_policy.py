@@ -19,7 +19,7 @@ https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-si
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,7 @@ def matches(pattern: str, value: str, *, case: bool = True) -> bool:
     return bool(_wildcard(pattern, case=case).match(value))
 
 
-def _listed(value: Any) -> list[Any]:
+def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
@@ -102,13 +102,13 @@ def _lookup(context: Context, key: str) -> list[str] | None:
     """Context keys are case-insensitive; a missing key is None."""
     for k, v in context.items():
         if k.lower() == key.lower():
-            return [str(x) for x in _listed(v)]
+            return [str(x) for x in listed(v)]
     return None
 
 
 def condition_holds(operator: str, key: str, policy_values: Any, context: Context) -> bool:
     """One operator/key pair of a Condition block (the values of one key are ORed)."""
-    wanted = [str(v) if not isinstance(v, bool) else str(v).lower() for v in _listed(policy_values)]
+    wanted = [str(v) if not isinstance(v, bool) else str(v).lower() for v in listed(policy_values)]
     values = _lookup(context, key)
     qualifier, _, op = operator.rpartition(":")
     if_exists = op.endswith("IfExists")
@@ -133,15 +133,15 @@ def condition_holds(operator: str, key: str, policy_values: Any, context: Contex
 
 def statement_applies(st: Mapping[str, Any], request: Request) -> bool:
     if "Action" in st:
-        ok = any(matches(a, request.action, case=False) for a in _listed(st["Action"]))
+        ok = any(matches(a, request.action, case=False) for a in listed(st["Action"]))
     else:
-        ok = not any(matches(a, request.action, case=False) for a in _listed(st["NotAction"]))
+        ok = not any(matches(a, request.action, case=False) for a in listed(st["NotAction"]))
     if not ok:
         return False
     if "Resource" in st:
-        ok = any(matches(r, request.resource) for r in _listed(st["Resource"]))
+        ok = any(matches(r, request.resource) for r in listed(st["Resource"]))
     else:
-        ok = not any(matches(r, request.resource) for r in _listed(st["NotResource"]))
+        ok = not any(matches(r, request.resource) for r in listed(st["NotResource"]))
     if not ok:
         return False
     return all(
@@ -159,7 +159,7 @@ def decide(statements: Iterable[Mapping[str, Any]], request: Request) -> str:
     return "Allow" if any(st["Effect"] == "Allow" for st in applying) else "ImplicitDeny"
 
 
-def refused(statements: list[Mapping[str, Any]], requests: Iterable[Request]) -> list[str]:
+def refused(statements: Sequence[Mapping[str, Any]], requests: Iterable[Request]) -> list[str]:
     """Each request the statements do not allow, with the decision (empty: all allowed)."""
     return [f"{decision}: {r}" for r in requests if (decision := decide(statements, r)) != "Allow"]
 
