@@ -105,6 +105,38 @@ RESOURCE_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "ecr:BatchCheckLayerAvailability": (("repository",), ECR_PAGE),
 }
 
+#: action -> the condition keys the SAR lists for it (the ones a policy here may use; global
+#: aws:* keys other than the tag keys apply to every action). A policy conditioning an action
+#: on a key not listed here names a key the request never carries: the statement never matches.
+CONDITION_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ec2:CreateFleet": (("aws:RequestTag/${TagKey}", "aws:TagKeys", "ec2:ResourceTag/${TagKey}"), EC2_PAGE),
+    "ec2:RunInstances": (("aws:RequestTag/${TagKey}", "aws:TagKeys", "ec2:ResourceTag/${TagKey}"), EC2_PAGE),
+    "ec2:CreateTags": (
+        ("aws:RequestTag/${TagKey}", "aws:TagKeys", "ec2:CreateAction", "ec2:ResourceTag/${TagKey}"),
+        EC2_PAGE,
+    ),
+    "ec2:TerminateInstances": (("aws:ResourceTag/${TagKey}", "ec2:ResourceTag/${TagKey}"), EC2_PAGE),
+    "iam:PassRole": (("iam:AssociatedResourceArn", "iam:PassedToService"), IAM_PAGE),
+    "iam:CreateServiceLinkedRole": (("iam:AWSServiceName",), IAM_PAGE),
+    "s3:ListBucket": (("s3:delimiter", "s3:max-keys", "s3:prefix"), S3_PAGE),
+    "s3:ListBucketMultipartUploads": (("s3:prefix",), S3_PAGE),
+}
+SERVICE_SPECIFIC_GLOBALS = ("aws:requesttag/", "aws:resourcetag/", "aws:tagkeys")
+
+
+def key_is_listed(action: str, key: str) -> bool:
+    """Whether the SAR lists condition ``key`` for ``action`` (global keys always apply)."""
+    lowered = key.lower()
+    if lowered.startswith("aws:") and not lowered.startswith(SERVICE_SPECIFIC_GLOBALS):
+        return True
+    keys, _ = CONDITION_KEYS.get(action, ((), ""))
+    return any(
+        lowered == k.lower()
+        or (k.endswith("${TagKey}") and lowered.startswith(k[: -len("${TagKey}")].lower()))
+        for k in keys
+    )
+
+
 #: resource type -> ARN format (from the "Resource types" table of each page)
 ARN_FORMATS: dict[str, str] = {
     "ec2:fleet": "arn:{partition}:ec2:{region}:{account}:fleet/{id}",

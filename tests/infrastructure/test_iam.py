@@ -23,10 +23,12 @@ import pytest
 from cdk_testing import Synth
 from iam_policy import Deployed, Request, condition_holds, decide, listed, refused
 from iam_reference import (
+    CONDITION_KEYS,
     FLEET_USERS_PAGE,
     TAG_ON_CREATE_PAGE,
     authorizations,
     create_fleet_requests,
+    key_is_listed,
     request,
 )
 from moto import mock_aws
@@ -154,6 +156,24 @@ def test_a_launch_template_that_tags_volumes_needs_a_tag_on_create_grant(synth: 
     ), denied
 
 
+def test_every_condition_key_a_role_uses_is_one_aws_sends_for_that_action(synth: Synth) -> None:
+    """A condition on a key the Service Authorization Reference does not list for the action
+    (a typo, aws:RequestTag on a call that creates nothing) never holds: an Allow that never
+    allows, or a Deny that never denies."""
+    deployed = Deployed(synth.template)
+    wrong = []
+    for role in synth.of_type("AWS::IAM::Role"):
+        for st in deployed.statements_of_role(role):
+            for block in st.get("Condition", {}).values():
+                for key in block:
+                    wrong += [
+                        f"{role}: {action} with {key} ({CONDITION_KEYS.get(action, ((), 'add it'))[1]})"
+                        for action in listed(st.get("Action", []))
+                        if not key_is_listed(action, key)
+                    ]
+    assert not wrong, "\n".join(wrong)
+
+
 # --- the evaluator itself
 
 
@@ -180,6 +200,10 @@ def test_the_evaluator_follows_iams_rules() -> None:
         "ArnLike", "aws:SourceArn", "arn:aws:s3:::b*", {"aws:SourceArn": "arn:aws:s3:::bkt"}
     )
     assert condition_holds("Bool", "aws:SecureTransport", False, {"aws:SecureTransport": "false"})
+    assert key_is_listed("ec2:CreateTags", "ec2:CreateAction")
+    assert key_is_listed("ec2:TerminateInstances", "ec2:ResourceTag/app")
+    assert not key_is_listed("ec2:TerminateInstances", "aws:RequestTag/app")  # it creates nothing
+    assert not key_is_listed("ec2:CreateFleet", "ec2:CreateAction")
     with pytest.raises(NotImplementedError):
         condition_holds("DateLessThan", "aws:CurrentTime", "2030-01-01", {})
 
