@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
-from cdk_testing import Synth
+from cdk_testing import REPO_ROOT, Synth
 from iam_policy import Deployed, Request, condition_holds, decide, listed, refused
 from iam_reference import (
     CONDITION_KEYS,
@@ -34,6 +35,7 @@ from iam_reference import (
 from moto import mock_aws
 from test_stack import LAMBDAS, _calls
 
+from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobConfig, JobSpec, TrainResult
@@ -289,6 +291,7 @@ class Recorded:
     calls: dict[str, list[tuple[str, list[Request]]]]
     unknown: list[str]
     roles: dict[str, str]
+    job: JobSpec
 
 
 def upload(s3: Any, bucket: str, folder: Path, job: str) -> None:
@@ -457,7 +460,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     roles = {name: role_id(synth, name) for name in LAMBDAS}
     _, profile = synth.one("AWS::IAM::InstanceProfile")
     roles["trainer"] = profile["Properties"]["Roles"][0]["Ref"]
-    return Recorded(deployed, rec.calls, rec.unknown, roles)
+    return Recorded(deployed, rec.calls, rec.unknown, roles, job)
 
 
 class SurplusFleet:
@@ -506,18 +509,31 @@ def _train(rec: Recorder, job: JobSpec, attempt: Attempt, cfg: Settings, workdir
     assert code == 0, f"the trainer exited {code}: see its log in {workdir}"
 
 
-def runtime_requests(synth: Synth, deployed: Deployed, owner: str) -> list[Request]:
+def runtime_requests(synth: Synth, recorded: Recorded, owner: str) -> list[Request]:
     """What runs beside the code with the same role: a Lambda's runtime writes its log stream
     and (tracing active) X-Ray segments; on the instance, the user data pulls the image from
     ECR and Docker's awslogs driver writes the trainer's stream (stream name from the boot
-    script: <job>/<run>/attempt-<n>)."""
+    script: <job>/<run>/attempt-<n>). And the trainer's calls on paths a successful run does
+    not take, with the values the code would send."""
+    deployed, job = recorded.deployed, recorded.job
     if owner == "trainer":
         (logs_id,) = [k for k in synth.of_type("AWS::Logs::LogGroup") if k.startswith("TrainerLogs")]
         group = deployed.ref(logs_id)
-        image = settings_of(synth, deployed, "launch").trainer_image
+        cfg = settings_of(synth, deployed, "launch")
+        image = cfg.trainer_image
         repository = image.split("/", 1)[1].split(":")[0].split("@")[0]
-        stream = f"{group}:log-stream:shapes/run-a/attempt-2"
+        stream = f"{group}:log-stream:{job.name}/{job.run_id}/attempt-2"
+        checkpoint = f"{cfg.bucket}/{layout.checkpoint_key(job.name, job.run_id)}"
         return [
+            request("states:SendTaskFailure", None, why="the failure path: the attempt's error"),
+            request(
+                "s3:ListBucket",
+                "s3:bucket",
+                cfg.bucket,
+                {"s3:prefix": layout.artifacts_prefix(job.name, job.run_id)},
+                why="an attempt after one that finished training reports its artifacts",
+            ),
+            request("s3:AbortMultipartUpload", "s3:object", checkpoint, why="a failed multipart upload"),
             request("logs:CreateLogStream", "logs:log-stream", stream, why="docker awslogs driver"),
             request("logs:PutLogEvents", "logs:log-stream", stream, why="docker awslogs driver"),
             request("ecr:GetAuthorizationToken", None, why="aws ecr get-login-password"),
@@ -557,7 +573,7 @@ def test_each_part_may_make_every_aws_call_it_made_with_the_resources_and_condit
     assert calls, f"{owner} made no AWS call in the recorded run"
     statements = recorded.deployed.statements_of_role(recorded.roles[owner])
     denied = [f"{call}: {line}" for call, requests in calls for line in refused(statements, requests)]
-    denied += refused(statements, runtime_requests(synth, recorded.deployed, owner))
+    denied += refused(statements, runtime_requests(synth, recorded, owner))
     where = (
         "cdk/trainer_construct.py (the instance role)" if owner == "trainer" else "cdk/functions_construct.py"
     )
@@ -602,3 +618,30 @@ def test_the_per_call_check_sees_resources_and_conditions(recorded: Recorded) ->
     (listing, *_) = [r for _, rs in recorded.calls["validate"] for r in rs if r.action == "s3:ListBucket"]
     assert listing.context == {"s3:prefix": "jobs/shapes/"}
     assert refused(validate_role, [Request(listing.action, listing.resource, {"s3:prefix": "runs/"})])
+
+
+#: the trainer's boto3 methods (and the Step Functions calls it sends by name) -> IAM action
+TRAINER_ACTIONS = {
+    "get_object": "s3:GetObject",
+    "head_object": "s3:GetObject",
+    "download_file": "s3:GetObject",
+    "upload_file": "s3:PutObject",
+    "put_object": "s3:PutObject",
+    "list_objects_v2": "s3:ListBucket",
+    "get_item": "dynamodb:GetItem",
+    "update_item": "dynamodb:UpdateItem",
+    "send_task_heartbeat": "states:SendTaskHeartbeat",
+    "send_task_success": "states:SendTaskSuccess",
+    "send_task_failure": "states:SendTaskFailure",
+}
+
+
+def test_the_trainer_check_covers_every_call_its_code_can_make(synth: Synth, recorded: Recorded) -> None:
+    sources = [*sorted((REPO_ROOT / "spotyolo/trainer").glob("*.py"))]
+    sources += [REPO_ROOT / "spotyolo/core/jobtable.py", REPO_ROOT / "spotyolo/core/s3objects.py"]
+    text = "\n".join(p.read_text() for p in sources)
+    methods = set(re.findall(r"\.(\w+)\(", text)) | set(re.findall(r'"(send_task_\w+)"', text))
+    calls = {TRAINER_ACTIONS[m] for m in methods if m in TRAINER_ACTIONS}
+    checked = {r.action for _, rs in recorded.calls["trainer"] for r in rs}
+    checked |= {r.action for r in runtime_requests(synth, recorded, "trainer")}
+    assert calls and not calls - checked, sorted(calls - checked)
