@@ -307,7 +307,7 @@ def recorded(
     synth: Synth, shapes_job: Path, ultralytics_offline: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Recorded]:
     """One pipeline run, part by part: validate, launch, instance_lost, prepare_retry, launch,
-    the trainer (a real two-epoch training), check_result, cleanup, cancel."""
+    the trainer (a real one-epoch training), check_result, cleanup, cancel."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield _run_the_pipeline(synth, shapes_job, tmp_path_factory)
 
@@ -358,6 +358,9 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     rec = Recorder(derive)
     execution = cfg.state_machine_arn.replace(":stateMachine:", ":execution:") + ":run-1"
     upload(plain["s3"], cfg.bucket, shapes_job, "shapes")
+    one_epoch = (shapes_job / "config.yaml").read_text().replace("epochs: 2", "epochs: 1")
+    assert "epochs: 1" in one_epoch
+    plain["s3"].put_object(Bucket=cfg.bucket, Key="jobs/shapes/config.yaml", Body=one_epoch.encode())
 
     # validate: the lock is held by an execution that no longer exists (DescribeExecution)
     s3, ddb, sfn = rec.clients("validate", "s3", "dynamodb", "stepfunctions")
@@ -409,7 +412,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
 
     # check_result promotes; the execution-status rule cleans up and notifies; cancel
     s3_c, ec2_c, ddb_c = rec.clients("check_result", "s3", "ec2", "dynamodb")
-    result = TrainResult(metrics={"recall": 0.9}, best_epoch=1, epochs=2, seconds=9, attempt=second.number)
+    result = TrainResult(metrics={"recall": 0.9}, best_epoch=1, epochs=1, seconds=9, attempt=second.number)
     check_result.check_result(
         check_result.CheckEvent(job=job, attempt=second, result=result, execution=execution),
         s3=s3_c,
