@@ -138,6 +138,9 @@ def statement_applies(st: Mapping[str, Any], request: Request) -> bool:
         ok = not any(matches(a, request.action, case=False) for a in listed(st["NotAction"]))
     if not ok:
         return False
+    patterns = listed(st.get("Resource", st.get("NotResource")))
+    if any("${" in str(r) for r in patterns):
+        raise NotImplementedError(f"policy variables are not modelled: {patterns}")
     if "Resource" in st:
         ok = any(matches(r, request.resource) for r in listed(st["Resource"]))
     else:
