@@ -221,6 +221,10 @@ class TrainerConstruct(Construct):
             instance_initiated_shutdown_behavior=ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
             version_description="spotyolo trainer",
         )
+        # No tags from the template (CDK adds Name on instances and volumes): tagging a resource
+        # at creation is an ec2:CreateTags authorization per resource type, and the launch
+        # role tags only what the launch request names (tests/infrastructure/test_iam.py)
+        cdk.Tags.of(self.launch_template).remove("Name")
 
     def _user_data(self, bucket_name: str, table_name: str) -> ec2.UserData:
         user_data = ec2.UserData.for_linux(shebang="#!/bin/bash")
