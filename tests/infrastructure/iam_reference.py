@@ -116,6 +116,11 @@ CONDITION_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
         EC2_PAGE,
     ),
     "ec2:TerminateInstances": (("aws:ResourceTag/${TagKey}", "ec2:ResourceTag/${TagKey}"), EC2_PAGE),
+    # the FIS experiment role (cdk/fis_construct.py): an instance-level action like TerminateInstances
+    "ec2:SendSpotInstanceInterruptions": (
+        ("aws:ResourceTag/${TagKey}", "ec2:ResourceTag/${TagKey}"),
+        EC2_PAGE,
+    ),
     "iam:PassRole": (("iam:AssociatedResourceArn", "iam:PassedToService"), IAM_PAGE),
     "iam:CreateServiceLinkedRole": (("iam:AWSServiceName",), IAM_PAGE),
     "s3:ListBucket": (("s3:delimiter", "s3:max-keys", "s3:prefix"), S3_PAGE),

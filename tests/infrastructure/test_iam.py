@@ -356,7 +356,9 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         return authorizations(service, operation, params, tags_of)
 
     rec = Recorder(derive)
-    execution = cfg.state_machine_arn.replace(":stateMachine:", ":execution:") + ":run-1"
+    (sm_logical,) = [k for k, v in synth.resources.items() if v["Type"] == "AWS::StepFunctions::StateMachine"]
+    state_machine_arn = deployed.get_att(sm_logical, "Arn")
+    execution = state_machine_arn.replace(":stateMachine:", ":execution:") + ":run-1"
     upload(plain["s3"], cfg.bucket, shapes_job, "shapes")
     one_epoch = (shapes_job / "config.yaml").read_text().replace("epochs: 2", "epochs: 1")
     assert "epochs: 1" in one_epoch
@@ -607,7 +609,7 @@ def test_the_per_call_check_sees_resources_and_conditions(recorded: Recorded) ->
     ]
     uploads = [r for call, rs in recorded.calls["trainer"] for r in rs if r.action == "s3:PutObject"]
     denied = refused(narrowed, uploads)
-    assert denied and all("/checkpoints/last.pt" in d for d in denied), denied
+    assert denied and all("/checkpoints/" in d for d in denied), denied
 
     cleanup_role = recorded.deployed.statements_of_role(recorded.roles["cleanup"])
     (terminate, *_) = [
