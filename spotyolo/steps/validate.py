@@ -25,7 +25,7 @@ from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
 from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
 from spotyolo.core.config import inspect_job
-from spotyolo.core.dataset import Entry, S3Source
+from spotyolo.core.dataset import Entry, S3Source, bounded_listing
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
@@ -175,7 +175,9 @@ def validate_job(
     bucket, job, force, overrides, from_event = _parse_input(event["input"], settings)
 
     source = S3Source(s3, bucket, layout.job_prefix(job))
-    entries = list(source.list())
+    entries, too_many = bounded_listing(source)
+    if too_many:
+        raise problems_error([too_many], f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
     settle = settings.settle_seconds
     # files still arriving: wait before reading every label (a big dataset is read only once)
     if from_event and (unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=False)):
