@@ -37,7 +37,7 @@ def escaping_key(rel: str) -> str | None:
     dataset folder on the instance (the trainer refuses them, after the instance is paid for).
     """
     if rel.startswith("/"):
-        return "key is absolute after dataset/ (an empty segment, '//'): rename it to a path inside dataset/"
+        return "key has an empty segment ('dataset//...'), which leads to / on the instance: rename it"
     if "\\" in rel:
         return "key has a backslash: S3 keys use '/' between folders; upload it again with '/'"
     segments = rel.split("/")
