@@ -30,8 +30,11 @@ from spotyolo.core.yamlsafe import Problem, ProblemList, YamlRefused, load_mappi
 
 #: parallel label reads (S3 GETs) at most
 MAX_WORKERS = 32
+#: label files handed to the thread pool at a time
+CHECK_CHUNK = 1024
 #: files in a job at most: Validate reads every label file within its Lambda's 5 minutes
-#: (32 GETs at a time, ~1 000 a second), and the listing must fit its 512 MB
+#: (32 GETs at a time: ~1 000 a second at S3's usual 10-30 ms, an estimate), and the check must
+#: fit its 512 MB (bench/validate_memory.py: ~300 MiB traced at this limit, every label bad)
 MAX_JOB_FILES = 300_000
 #: a .txt image list: 32 MiB is about 500 000 image paths
 MAX_LIST_BYTES = 32 * 1024 * 1024
@@ -292,10 +295,14 @@ def _check_labels(ds: _Dataset, paths: list[str], spec: DataSpec, max_workers: i
         except Exception as err:  # a vanished or unreadable object is a problem of that file
             return LabelCheck(problems=[(None, f"could not be read: {err}")])
 
+    checks: dict[str, LabelCheck] = {}
     if not paths:
-        return {}
+        return checks
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(paths)))) as pool:
-        return dict(zip(paths, pool.map(check, paths), strict=True))
+        for start in range(0, len(paths), CHECK_CHUNK):  # not 100 000 futures at once
+            chunk = paths[start : start + CHECK_CHUNK]
+            checks.update(zip(chunk, pool.map(check, chunk), strict=True))
+    return checks
 
 
 def _split_summary(

@@ -15,7 +15,7 @@ MAX_LABEL_BYTES = 2 * 1024 * 1024
 MAX_FILE_PROBLEMS = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class LabelCheck:
     """What one label file holds: instances per class id, and the problems by line."""
 
