@@ -29,11 +29,13 @@ MAX_SHOWN_CHARS = 60
 #: one listed problem; a file name (an S3 key, up to 1024 bytes) is cut in its middle
 MAX_PROBLEM_CHARS = 300
 MAX_WHERE_CHARS = 120
-#: the whole refusal. It travels as a Lambda error (the runtime JSON-encodes it, \\uXXXX for
-#: non-ASCII: up to 6 characters each) into a Step Functions cause (32 768 characters), then
-#: into an SNS message (256 KB) and a Fail state's cause: ASCII-escaped, it must stay < 16 KB
+#: the whole refusal. It travels as a Lambda error into a Step Functions cause (32 768
+#: characters), JSON-encoded twice (Validate's {"subject", "message"}, then the Lambda runtime's
+#: error object, \\uXXXX for non-ASCII): encoded once it must stay under 12 000 characters, so
+#: twice (at most double again) it fits with room for the stack trace. Then an SNS message
+#: (256 KB) and a Fail state's cause.
 MAX_REFUSAL_CHARS = 8000
-MAX_REFUSAL_ESCAPED = 16_000
+MAX_REFUSAL_ESCAPED = 12_000
 #: problems kept whole while checking; past this they are only counted (memory stays bounded)
 MAX_KEPT = 200
 

@@ -23,6 +23,7 @@ from spotyolo.core.config import check_job, inspect_job
 from spotyolo.core.dataset import Entry, LocalSource
 from spotyolo.core.models import JobSpec
 from spotyolo.core.yamlsafe import MAX_REFUSAL_CHARS, Problem, problems_error, shown
+from spotyolo.steps.validate import refusal as lambda_refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Step Functions' limit on an error's cause; SNS's on a message and a subject
@@ -84,14 +85,22 @@ def test_thousands_of_problems_make_a_short_refusal_that_counts_them(tmp_path: P
     fits_everywhere(message)
 
 
-def test_worst_case_refusal_fits_a_step_functions_cause() -> None:
-    """Long non-ASCII paths and messages (each character \\uXXXX-escaped in the cause)."""
+@pytest.mark.parametrize("char", ["é", '"', "\\", "\n", "\U0001f600"])
+def test_worst_case_refusal_fits_a_step_functions_cause(char: str) -> None:
+    """Long paths and messages of the characters JSON escapes the most, encoded twice (Validate's
+    {"subject", "message"}, then the Lambda runtime's error object) as the cause carries them."""
     problems = [
-        Problem("jobs/" + "é" * 900 + f"/{i}.txt", "ü" * 5000 + f" {i}", line=i, column=3) for i in range(500)
+        Problem("jobs/" + char * 900 + f"/{i}.txt", char * 5000 + f" {i}", line=i, column=3)
+        for i in range(500)
     ]
-    message = str(problems_error(problems, "job " + "ß" * 2000))
+    err = problems_error(problems, "job " + char * 2000)
+    message = str(err)
     assert "500 problems" in message and "more in" in message
     fits_everywhere(message)
+    words = str(lambda_refusal({"key": "jobs/" + char * 2000 + "/config.yaml"}, err))
+    assert len(json.loads(words)["subject"]) < SUBJECT_LIMIT
+    cause = json.dumps({"errorMessage": words, "errorType": "JobInvalid", "stackTrace": ["x" * 2000]})
+    assert len(cause) <= CAUSE_LIMIT, len(cause)
 
 
 # ---------------------------------------------------------------- classes

@@ -34,7 +34,7 @@ MAX_WORKERS = 32
 CHECK_CHUNK = 1024
 #: files in a job at most: Validate reads every label file within its Lambda's 5 minutes
 #: (32 GETs at a time: ~1 000 a second at S3's usual 10-30 ms, an estimate), and the check must
-#: fit its 512 MB (bench/validate_memory.py: ~300 MiB traced at this limit, every label bad)
+#: fit its 512 MB (bench/validate_memory.py: 159 MiB traced at this limit, every label bad)
 MAX_JOB_FILES = 300_000
 #: a .txt image list: 32 MiB is about 500 000 image paths
 MAX_LIST_BYTES = 32 * 1024 * 1024

@@ -67,7 +67,7 @@ def lines(text: str) -> Iterator[str]:
 
 
 def too_large(size: int) -> str:
-    return f"{size} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): is it a label?"
+    return f"{size} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): is it a label? Remove it"
 
 
 def _label_text(raw: bytes, problems: list[tuple[int | None, str]]) -> str | None:
