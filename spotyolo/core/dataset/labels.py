@@ -67,7 +67,10 @@ def lines(text: str) -> Iterator[str]:
 
 
 def too_large(size: int) -> str:
-    return f"{size} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): is it a label? Remove it"
+    return (
+        f"{size} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): "
+        "is it a label? Remove it, or split its objects"
+    )
 
 
 def _label_text(raw: bytes, problems: list[tuple[int | None, str]]) -> str | None:
