@@ -71,6 +71,12 @@ class SplitSummary(_Model):
     #: boxes/polygons of the split, all classes together (per class: ``DatasetSummary.per_class``)
     instances: int = 0
 
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _total(cls, value: Any) -> Any:
+        """A job.json written before the state document dropped per-class counts: their sum."""
+        return sum(value.values()) if isinstance(value, dict) else value
+
 
 class DatasetSummary(_Model):
     """What Validate found in the dataset. The state document carries no per-class data (a

@@ -294,3 +294,12 @@ def test_spotyolo_validate_memory_is_bounded_on_a_hostile_dataset(tmp_path: Path
     rss_mb, rc, err = _peak_rss_mb(job)
     assert rc == 1 and "dataset/data.yaml" in err and len(err) < 2000, err[-3000:]
     assert rss_mb - base_mb < 200, (rss_mb, base_mb)
+
+
+def test_a_job_json_of_an_earlier_version_still_reads() -> None:
+    """A run in flight across an upgrade: its job.json has class names and per-class counts."""
+    from spotyolo.core.models import DatasetSummary
+
+    old = {"splits": {"train": {"images": 2, "instances": {"cat": 1, "dog": 2}}}, "names": ["cat", "dog"]}
+    summary = DatasetSummary.model_validate(old)
+    assert summary.splits["train"].instances == 3 and "names" not in summary.model_dump()
