@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 
-from spotyolo.contract.errors import SpotyoloError
+from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, SpotyoloError
 from spotyolo.core.dataset import MAX_WORKERS
 from spotyolo.steps import validate as step
 from spotyolo.steps.common import dynamodb_client, logger, metrics, s3_client, settings, sfn_client, tracer
@@ -32,6 +32,8 @@ def handler(event: step.ValidateEvent, context: Any) -> dict[str, Any]:
     except SpotyoloError as err:
         metrics.add_metric(name=err.error_name, unit=MetricUnit.Count, value=1)
         logger.info("validate refused", extra={"error": err.error_name, "reason": str(err)})
+        if isinstance(err, JobInvalid | JobAlreadyRunning):  # "Explain refusal" reads its words
+            raise step.refusal(event.input, err) from None
         raise
     metrics.add_metric(
         name="AlreadyTrained" if result["job"]["already_trained"] else "JobValidated",

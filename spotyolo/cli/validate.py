@@ -17,12 +17,19 @@ from spotyolo.core.dataset import LocalSource
 from spotyolo.core.models import DatasetSummary
 from spotyolo.core.yamlsafe import problems_error
 
+#: classes named per split in the table; the rest are summed
+TABLE_CLASSES = 12
+
 
 def summary_table(summary: DatasetSummary) -> str:
     """Per-split counts as a small text table."""
     rows = [("split", "images", "labels", "backgrounds", "instances per class")]
     for split, counts in summary.splits.items():
-        per_class = ", ".join(f"{name} {n}" for name, n in counts.instances.items())
+        items = list(summary.per_class.get(split, {}).items())
+        per_class = ", ".join(f"{name} {n}" for name, n in items[:TABLE_CLASSES])
+        if len(items) > TABLE_CLASSES:
+            rest = sum(n for _, n in items[TABLE_CLASSES:])
+            per_class += f", ... {len(items) - TABLE_CLASSES} more classes {rest}"
         rows.append((split, str(counts.images), str(counts.labels), str(counts.backgrounds), per_class))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
@@ -43,7 +50,16 @@ def run_validate(args: argparse.Namespace) -> int:
         return 1
     if getattr(args, "json", False):
         print(
-            json.dumps({"config": config.model_dump(mode="json"), "dataset": summary.model_dump(mode="json")})
+            json.dumps(
+                {
+                    "config": config.model_dump(mode="json"),
+                    "dataset": {
+                        **summary.model_dump(mode="json"),
+                        "names": summary.names,
+                        "per_class": summary.per_class,
+                    },
+                }
+            )
         )
         return 0
     name = job_dir.resolve().name

@@ -17,6 +17,7 @@ class ErrorName(StrEnum):
     JOB_INVALID = "JobInvalid"
     JOB_ALREADY_RUNNING = "JobAlreadyRunning"
     UPLOAD_IN_PROGRESS = "UploadInProgress"
+    NOT_A_TRIGGER = "NotATrigger"
     NO_CAPACITY = "NoCapacity"
     QUOTA_EXCEEDED = "QuotaExceeded"
     LAUNCH_FAILED = "LaunchFailed"
@@ -61,6 +62,11 @@ class JobAlreadyRunning(SpotyoloError):
 
 class UploadInProgress(SpotyoloError):
     """The job's files are still arriving; the state machine waits and validates again."""
+
+
+class NotATrigger(SpotyoloError):
+    """The upload that started the execution is not ``jobs/<job>/config.yaml`` (the rule's
+    wildcard also matches a config.yaml deeper in a job): the execution ends quietly."""
 
 
 class NoCapacity(SpotyoloError):
@@ -114,6 +120,7 @@ ERROR_NAMES: tuple[str, ...] = tuple(
         JobInvalid,
         JobAlreadyRunning,
         UploadInProgress,
+        NotATrigger,
         NoCapacity,
         QuotaExceeded,
         LaunchFailed,

@@ -15,6 +15,11 @@ from typing import Any
 from spotyolo.contract.lambdas import LambdaName
 from spotyolo.contract.layout import CONFIG_NAME
 
+#: EventBridge's ``*`` matches any characters, ``/`` included, so this also matches a
+#: config.yaml deeper in a job (``jobs/x/dataset/config.yaml``). No pattern can leave those out:
+#: the matchers listed for one field are OR-ed (a key cannot be required to match this and
+#: not ``jobs/*/*/config.yaml``). Validate names such a key ``NotATrigger`` and the execution
+#: ends quietly, without a notification; ``cancel`` ignores its deletion the same way.
 CONFIG_KEY_WILDCARD = f"jobs/*/{CONFIG_NAME}"
 
 S3_SOURCE = "aws.s3"

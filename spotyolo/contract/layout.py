@@ -24,7 +24,7 @@ def check_job_name(job: str) -> str:
     """Return ``job`` if it is a valid job name, else raise ``JobInvalid`` saying how to fix it."""
     if not isinstance(job, str) or not JOB_NAME_RE.match(job):
         raise JobInvalid(
-            f"job name {job!r} is not allowed: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
+            f"job name {str(job)[:100]!r} is not allowed: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
             "starting with a letter or digit (e.g. 'shapes' or 'pcb-defects.v2')"
         )
     return job
@@ -46,12 +46,17 @@ def data_yaml_key(job: str) -> str:
     return f"jobs/{job}/{DATASET_DIR}/{DATA_YAML}"
 
 
+def is_config_key_shape(key: str) -> bool:
+    """``jobs/<one segment>/config.yaml``: the trigger's shape (the name is checked apart)."""
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == "jobs" and parts[2] == CONFIG_NAME
+
+
 def job_from_config_key(key: str) -> str:
     """``jobs/<job>/config.yaml`` -> ``<job>``; anything else is ``JobInvalid``."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "jobs" or parts[2] != CONFIG_NAME:
-        raise JobInvalid(f"s3 key {key!r} is not a job trigger: upload jobs/<job>/{CONFIG_NAME}")
-    return check_job_name(parts[1])
+    if not is_config_key_shape(key):
+        raise JobInvalid(f"s3 key {key[:200]!r} is not a job trigger: upload jobs/<job>/{CONFIG_NAME}")
+    return check_job_name(key.split("/")[1])
 
 
 def run_prefix(job: str, run_id: str) -> str:

@@ -23,15 +23,37 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from spotyolo.contract.layout import CONFIG_NAME
-from spotyolo.core.dataset import Entry, Source, inspect_dataset, rules
+from spotyolo.core.dataset import Entry, Source, bounded_listing, inspect_dataset, rules
 from spotyolo.core.models import CapacityPlan, DatasetSummary, JobConfig, MetricName
-from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
+from spotyolo.core.yamlsafe import Problem, ProblemList, YamlRefused, load_mapping, problems_error, shown
 
 MAX_CONFIG_BYTES = 64 * 1024
 #: Step Functions standard executions last at most a year
 MAX_HOURS_LIMIT = 365 * 24
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+
+#: upper bounds of values that could only fail (or never end) on the instance, with the reason.
+#: The GPUs on offer: T4 16 GB (g4dn), A10G / L4 24 GB (g5, g6), L40S 48 GB (g6e), A100 40/80 GB
+#: (p4d/p4de), H100 80 GB (p5).
+MAX_IMGSZ = 4096
+_IMGSZ_REASON = (
+    "Ultralytics trains square images of imgsz pixels; at 4096 one image already takes 41 times the "
+    "memory of one at 640, which a batch of 1 of the larger models fills on an 80 GB GPU"
+)
+#: images of 640x640 per batch that the largest GPU on offer (80 GB) holds: YOLO11n takes ~2.5 GB
+#: for a batch of 16 at 640 (Ultralytics' AutoBatch measures ~0.15 GB an image), so ~500 fit
+MAX_BATCH_AT_640 = 512
+MAX_BATCH = 4096
+INT_MAX: dict[str, tuple[int, str]] = {
+    "epochs": (
+        10_000,
+        "COCO from scratch is 600 epochs; max_hours ends a run anyway: train longer with a new job",
+    ),
+    "workers": (192, "the largest GPU instance on offer (p5.48xlarge) has 192 vCPUs"),
+}
+#: any other whole number: beyond this it is not a setting but a typo (and a C int overflows)
+INT_LIMIT = 2**31 - 1
 
 PIPELINE_KEYS: tuple[str, ...] = JobConfig.PIPELINE_KEYS
 _DATASET_REASON = "the dataset is the job's dataset/ folder (dataset/data.yaml): remove it"
@@ -112,13 +134,13 @@ class _Checker:
     def number(self, key: str, value: Any, *, integer: bool = False) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             kind = "an integer" if integer else "a number"
-            self.add(key, f"{key}: {value!r} must be {kind} (e.g. {key}: {default_cfg().get(key) or 1})")
+            self.add(key, f"{key}: {shown(value)} must be {kind} (e.g. {key}: {default_cfg().get(key) or 1})")
             return None
         if not math.isfinite(value):
-            self.add(key, f"{key}: {value!r} must be a finite number")
+            self.add(key, f"{key}: {shown(value)} must be a finite number")
             return None
         if integer and not float(value).is_integer():
-            self.add(key, f"{key}: {value!r} must be a whole number")
+            self.add(key, f"{key}: {shown(value)} must be a whole number")
             return None
         return float(value)
 
@@ -134,8 +156,8 @@ class _Checker:
         if suffix not in (".pt", ".yaml", ".yml"):
             self.add(
                 key,
-                f"{key}: {name!r} is not a model training can start from: use a .pt (pretrained weights, "
-                "e.g. yolo11n.pt) or a .yaml (architecture, from scratch, e.g. yolo11n.yaml)",
+                f"{key}: {shown(name)} is not a model training can start from: use a .pt (pretrained "
+                "weights, e.g. yolo11n.pt) or a .yaml (architecture, from scratch, e.g. yolo11n.yaml)",
             )
             return
         known = rules()["pretrained_models"] if suffix == ".pt" else rules()["scratch_models"]
@@ -155,8 +177,8 @@ class _Checker:
         where = "a file in the job folder" if not outside else "a path inside the job folder"
         self.add(
             key,
-            f"{key}: {name!r} is neither a detection model Ultralytics can download ({examples}, ...){hint} "
-            f"nor {where} (put the file next to config.yaml and write its name)",
+            f"{key}: {shown(name)} is neither a detection model Ultralytics can download "
+            f"({examples}, ...){hint} nor {where} (put the file next to config.yaml and write its name)",
         )
 
     def train_key(self, key: str, value: Any, out: dict[str, Any]) -> None:
@@ -165,7 +187,9 @@ class _Checker:
             if _needs_value(key):
                 default = default_cfg().get(key)
                 self.add(
-                    key, f"{key}: must have a value (default {default!r}); remove the line to use the default"
+                    key,
+                    f"{key}: must have a value (default {shown(default)}); "
+                    "remove the line to use the default",
                 )
             return
         train_rules().get(key, _by_default_type)(self, key, value, out)
@@ -198,26 +222,59 @@ def _batch(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not (n == -1 or (n >= 1 and n.is_integer()) or 0 < n < 1):
         c.add(
             key,
-            f"batch: {value!r} is not a batch size: use a whole number >= 1 (e.g. 16), -1 for "
+            f"batch: {shown(value)} is not a batch size: use a whole number >= 1 (e.g. 16), -1 for "
             "AutoBatch, or a fraction in (0, 1) of GPU memory",
         )
-    if n >= 1:
-        out[key] = int(n)
+        return
+    if n < 1:
+        return
+    imgsz = _largest_side(out.get("imgsz", default_cfg().get("imgsz", 640)))
+    fits = max(1, int(MAX_BATCH_AT_640 * (640 / imgsz) ** 2)) if imgsz else MAX_BATCH
+    limit = min(MAX_BATCH, fits)
+    if n > limit:
+        c.add(
+            key,
+            f"batch: {shown(value)} is more than {limit} images of {imgsz or 640} px, which no GPU on offer "
+            f"holds (about {MAX_BATCH_AT_640} of 640 px fit in 80 GB, fewer as imgsz grows): "
+            "lower batch, or use batch: -1 (AutoBatch picks what the GPU holds)",
+        )
+        return
+    out[key] = int(n)
+
+
+def _largest_side(value: Any) -> int | None:
+    """The larger side of an imgsz that passed (or will fail) its own rule; None if not a size."""
+    sizes = value if isinstance(value, list) else [value]
+    numbers = [
+        s for s in sizes if isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s)
+    ]
+    return int(max(numbers)) if numbers and max(numbers) >= 32 else None
 
 
 def _imgsz(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     sizes = value if isinstance(value, list) else [value]
     if not 1 <= len(sizes) <= 2 or any(
-        isinstance(s, bool) or not isinstance(s, int | float) or s < 32 or not float(s).is_integer()
+        isinstance(s, bool)
+        or not isinstance(s, int | float)
+        or not math.isfinite(s)
+        or s < 32
+        or not float(s).is_integer()
         for s in sizes
     ):
-        c.add(key, f"imgsz: {value!r} must be a whole number of pixels >= 32 (e.g. imgsz: 640)")
+        c.add(key, f"imgsz: {shown(value)} must be a whole number of pixels >= 32 (e.g. imgsz: 640)")
+    elif max(sizes) > MAX_IMGSZ:
+        c.add(key, f"imgsz: {shown(value)} is larger than {MAX_IMGSZ}: {_IMGSZ_REASON}")
 
 
 def _time(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     n = c.number(key, value)
     if n is not None and n <= 0:
         c.add(key, "time: the training time limit in hours must be > 0 (or remove it)")
+    elif n is not None and n > MAX_HOURS_LIMIT:
+        c.add(
+            key,
+            f"time: {shown(value)} is more than {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)",
+        )
 
 
 def _float(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
@@ -227,11 +284,11 @@ def _float(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
 def _scale(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, list):
         if len(value) != 2 or any(isinstance(x, bool) or not isinstance(x, int | float) for x in value):
-            c.add(key, f"scale: {value!r} must be a number in [0, 1] or a pair [min, max]")
+            c.add(key, f"scale: {shown(value)} must be a number in [0, 1] or a pair [min, max]")
         return
     n = c.number(key, value)
     if n is not None and not 0.0 <= n <= 1.0:
-        c.add(key, f"scale: {value!r} is out of range: allowed 0.0 to 1.0")
+        c.add(key, f"scale: {shown(value)} is out of range: allowed 0.0 to 1.0")
 
 
 def _fraction(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
@@ -240,18 +297,18 @@ def _fraction(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
         ok = len(value) in (2, 3) and all(value[:2])
         ok = ok and all((type(x) is int and x >= 0) or (type(x) is float and 0.0 <= x <= 1.0) for x in value)
         if not ok:
-            c.add(key, f"fraction: {value!r}: use [train, val] or [train, val, test] counts or ratios")
+            c.add(key, f"fraction: {shown(value)}: use [train, val] or [train, val, test] counts or ratios")
         return
     n = c.number(key, value)
     if n is not None and not (0.0 < n <= 1.0 or (isinstance(value, int) and value > 1)):
-        c.add(key, f"fraction: {value!r}: use a ratio in (0, 1] or a whole count > 1 of images")
+        c.add(key, f"fraction: {shown(value)}: use a ratio in (0, 1] or a whole count > 1 of images")
 
 
 def _fraction_key(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     n = c.number(key, value)
     if n is not None and not 0.0 <= n <= 1.0:
         default = default_cfg().get(key)
-        c.add(key, f"{key}: {value!r} is out of range: allowed 0.0 to 1.0 (default {default!r})")
+        c.add(key, f"{key}: {shown(value)} is out of range: allowed 0.0 to 1.0 (default {shown(default)})")
 
 
 def _int(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
@@ -260,14 +317,18 @@ def _int(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
         return
     minimum = rules()["int_min"].get(key)
     if minimum is not None and n < minimum:
-        c.add(key, f"{key}: {value!r} is too small: it must be >= {minimum}")
+        c.add(key, f"{key}: {shown(value)} is too small: it must be >= {minimum}")
+        return
+    maximum, reason = INT_MAX.get(key, (INT_LIMIT, "no setting needs a larger number"))
+    if n > maximum:
+        c.add(key, f"{key}: {shown(value)} is more than {maximum}: {reason}")
         return
     out[key] = int(n)
 
 
 def _bool(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not isinstance(value, bool):
-        c.add(key, f"{key}: {value!r} must be true or false")
+        c.add(key, f"{key}: {shown(value)} must be true or false")
     elif key == "save" and value is False:
         c.add(key, "save: false would keep no checkpoints, which the pipeline needs: remove it")
 
@@ -275,33 +336,33 @@ def _bool(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
 def _optimizer(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     names = {o.lower() for o in OPTIMIZERS}
     if not isinstance(value, str) or value.lower() not in names:
-        c.add(key, f"optimizer: {value!r} is not one of {', '.join(OPTIMIZERS)}")
+        c.add(key, f"optimizer: {shown(value)} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def _text(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not isinstance(value, str):
-        c.add(key, f"{key}: {value!r} must be text (default {default_cfg().get(key)!r})")
+        c.add(key, f"{key}: {shown(value)} must be text (default {shown(default_cfg().get(key))})")
 
 
 def _compile(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not isinstance(value, bool | str):
-        c.add(key, f"compile: {value!r} must be true, false or a torch.compile mode name")
+        c.add(key, f"compile: {shown(value)} must be true, false or a torch.compile mode name")
 
 
 def _amp(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not isinstance(value, bool) and str(value).lower() not in {"fp16", "bf16", "fp32"}:
-        c.add(key, f"amp: {value!r}: allowed true, false, 'fp16', 'bf16' or 'fp32'")
+        c.add(key, f"amp: {shown(value)}: allowed true, false, 'fp16', 'bf16' or 'fp32'")
 
 
 def _quantize(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     allowed = rules()["quantize_values"]
     if str(value).lower() not in {v.lower() for v in allowed}:
-        c.add(key, f"quantize: {value!r}: allowed {', '.join(allowed)} (or remove it)")
+        c.add(key, f"quantize: {shown(value)}: allowed {', '.join(allowed)} (or remove it)")
 
 
 def _cache(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if not (isinstance(value, bool) or value in ("ram", "disk")):
-        c.add(key, f"cache: {value!r}: allowed true, false, 'ram' or 'disk'")
+        c.add(key, f"cache: {shown(value)}: allowed true, false, 'ram' or 'disk'")
 
 
 def _pretrained(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
@@ -316,33 +377,36 @@ def _distill_model(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> No
 
 def _mode(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if value != "train":
-        c.add(key, f"mode: {value!r}: a job trains; only 'mode: train' is accepted (or remove it)")
+        c.add(key, f"mode: {shown(value)}: a job trains; only 'mode: train' is accepted (or remove it)")
 
 
 def _task(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     if value != "detect":
-        c.add(key, f"task: {value!r}: this pipeline trains detection models; use 'task: detect' or remove it")
+        c.add(
+            key,
+            f"task: {shown(value)}: this pipeline trains detection models; use 'task: detect' or remove it",
+        )
 
 
 def _classes(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in items):
-        c.add(key, f"classes: {value!r} must be a class id or a list of class ids (e.g. [0, 2])")
+        c.add(key, f"classes: {shown(value)} must be a class id or a list of class ids (e.g. [0, 2])")
 
 
 def _freeze(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(x, int | str) and not isinstance(x, bool) for x in items):
-        c.add(key, f"freeze: {value!r} must be a number of layers or a list of layer indices/names")
+        c.add(key, f"freeze: {shown(value)} must be a number of layers or a list of layer indices/names")
 
 
 def _by_default_type(c: _Checker, key: str, value: Any, out: dict[str, Any]) -> None:
     """A key without a rule keeps its default's type where it has one."""
     default = default_cfg().get(key)
     if isinstance(default, bool) and not isinstance(value, bool):
-        c.add(key, f"{key}: {value!r} must be true or false")
+        c.add(key, f"{key}: {shown(value)} must be true or false")
     elif isinstance(default, str) and not isinstance(value, str):
-        c.add(key, f"{key}: {value!r} must be text (default {default!r})")
+        c.add(key, f"{key}: {shown(value)} must be text (default {shown(default)})")
 
 
 @cache
@@ -388,7 +452,7 @@ PipelineRule = Callable[[_Checker, str, Any, Mapping[str, Any]], None]
 
 def _instance_type(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
     if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
-        c.add(key, f"instance_type: {value!r} is not an EC2 instance type (e.g. g5.xlarge)")
+        c.add(key, f"instance_type: {shown(value)} is not an EC2 instance type (e.g. g5.xlarge)")
 
 
 def _instance_types(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
@@ -397,7 +461,7 @@ def _instance_types(c: _Checker, key: str, value: Any, values: Mapping[str, Any]
         return
     bad = [v for v in value if not isinstance(v, str) or not INSTANCE_TYPE_RE.match(v)]
     if bad:
-        c.add(key, f"instance_types: {bad[0]!r} is not an EC2 instance type (e.g. g5.xlarge)")
+        c.add(key, f"instance_types: {shown(bad[0])} is not an EC2 instance type (e.g. g5.xlarge)")
     elif len(set(value)) != len(value):
         c.add(key, "instance_types: lists a type twice: keep each once")
 
@@ -405,7 +469,7 @@ def _instance_types(c: _Checker, key: str, value: Any, values: Mapping[str, Any]
 def _capacity(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
     allowed = get_args(CapacityPlan)
     if value not in allowed:
-        c.add(key, f"capacity: {value!r}: allowed {', '.join(allowed)}")
+        c.add(key, f"capacity: {shown(value)}: allowed {', '.join(allowed)}")
 
 
 def _max_interruptions(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
@@ -423,7 +487,9 @@ def _hours(c: _Checker, key: str, value: Any) -> float | None:
         c.add(key, f"{key}: must be more than 0 hours")
         return None
     if n > MAX_HOURS_LIMIT:
-        c.add(key, f"{key}: {value!r} is over {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)")
+        c.add(
+            key, f"{key}: {shown(value)} is over {MAX_HOURS_LIMIT} hours (a Step Functions execution's limit)"
+        )
         return None
     return n
 
@@ -440,7 +506,7 @@ def _stall_hours(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -
     if n * 3600 < 1:
         c.add(key, "stall_hours: must be at least one second (0.0003 hours)")
     elif isinstance(limit, int | float) and n > float(limit):
-        c.add(key, f"stall_hours: {value!r} is longer than max_hours ({limit})")
+        c.add(key, f"stall_hours: {shown(value)} is longer than max_hours ({limit})")
 
 
 def _max_cost_usd(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
@@ -466,13 +532,13 @@ def _target(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> Non
     for sub in value:
         if sub not in ("metric", "min"):
             close = difflib.get_close_matches(str(sub), ["metric", "min"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            c.add(f"target.{sub}", f"target: unknown key {sub!r}{hint}; target has metric and min")
+            hint = f" (did you mean {shown(close[0])}?)" if close else ""
+            c.add(f"target.{sub}", f"target: unknown key {shown(sub)}{hint}; target has metric and min")
     if value.get("metric") not in metrics:
-        c.add("target.metric", f"target.metric: {value.get('metric')!r}: allowed {', '.join(metrics)}")
+        c.add("target.metric", f"target.metric: {shown(value.get('metric'))}: allowed {', '.join(metrics)}")
     threshold = value.get("min")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        c.add("target.min", f"target.min: {threshold!r} must be a number from 0 to 1 (e.g. 0.8)")
+        c.add("target.min", f"target.min: {shown(threshold)} must be a number from 0 to 1 (e.g. 0.8)")
 
 
 PIPELINE_RULES: dict[str, PipelineRule] = {
@@ -507,10 +573,10 @@ def check_values(
             checker.train_key(key, value, out)
         else:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {shown(close[0])}?" if close else ""
             checker.add(
                 key,
-                f"unknown key {key!r}{hint} (valid keys: Ultralytics train arguments and "
+                f"unknown key {shown(key)}{hint} (valid keys: Ultralytics train arguments and "
                 f"{', '.join(PIPELINE_KEYS)})",
             )
             out.pop(key, None)
@@ -601,12 +667,25 @@ def inspect_job(
     ``entries`` is the source's listing when the caller already has it (it is needed once for
     both the dataset and a model file named in config.yaml).
     """
-    listing = list(entries) if entries is not None else list(source.list())
+    problems = ProblemList()
+    if entries is None:
+        entries, too_many = bounded_listing(source)
+        if too_many:
+            return None, DatasetSummary(), ProblemList([too_many])
+    listing = list(entries)
     paths = {e.path for e in listing}
-    problems: list[Problem] = []
     config: JobConfig | None = None
     config_where = source.where(CONFIG_NAME)
-    if CONFIG_NAME in paths:
+    config_size = next((e.size for e in listing if e.path == CONFIG_NAME), 0)
+    if config_size > MAX_CONFIG_BYTES:  # refused from the listing: never read
+        problems.append(
+            Problem(
+                config_where,
+                f"file is {config_size} bytes; the limit is {MAX_CONFIG_BYTES} bytes: "
+                "is this the right file?",
+            )
+        )
+    elif CONFIG_NAME in paths:
         config, config_problems = inspect_config(
             source.read(CONFIG_NAME), config_where, overrides=overrides, file_exists=paths.__contains__
         )

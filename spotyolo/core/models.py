@@ -68,18 +68,31 @@ class SplitSummary(_Model):
     images: int = 0
     labels: int = 0
     backgrounds: int = 0
-    #: instances per class name
-    instances: dict[str, int] = Field(default_factory=dict)
+    #: boxes/polygons of the split, all classes together (per class: ``DatasetSummary.per_class``)
+    instances: int = 0
+
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _total(cls, value: Any) -> Any:
+        """A job.json written before the state document dropped per-class counts: their sum."""
+        return sum(value.values()) if isinstance(value, dict) else value
 
 
 class DatasetSummary(_Model):
+    """What Validate found in the dataset. The state document carries no per-class data (a
+    dataset may have thousands of classes; the payload limit is 256 KB): ``names`` and
+    ``per_class`` are kept for ``spotyolo validate`` and left out of every dump."""
+
     #: split name (train / val / test) -> counts
     splits: dict[str, SplitSummary] = Field(default_factory=dict)
-    names: list[str] = Field(default_factory=list)
+    classes: int = 0
     files: int = 0
     bytes: int = 0
     #: things worth knowing that do not stop the job (e.g. a test split that is not there)
     warnings: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list, exclude=True)
+    #: split -> class name -> instances
+    per_class: dict[str, dict[str, int]] = Field(default_factory=dict, exclude=True)
 
 
 class JobConfig(BaseModel):

@@ -11,7 +11,9 @@ raises one ``JobInvalid`` that shows the first 20 and the total.
 
 from __future__ import annotations
 
+import json
 import re
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,50 @@ import yaml
 
 from spotyolo.contract.errors import JobInvalid
 
+#: problems listed in a refusal; the rest are counted ("... and 12 more in 3 files")
 MAX_SHOWN = 20
+#: a user's value echoed in a message (a 300 KB token is shown as its start and its length)
+MAX_SHOWN_CHARS = 60
+#: one listed problem; a file name (an S3 key, up to 1024 bytes) is cut in its middle
+MAX_PROBLEM_CHARS = 300
+MAX_WHERE_CHARS = 120
+#: the whole refusal. It travels as a Lambda error into a Step Functions cause (32 768
+#: characters), JSON-encoded twice (Validate's {"subject", "message"}, then the Lambda runtime's
+#: error object, \\uXXXX for non-ASCII): encoded once it must stay under 12 000 characters, so
+#: twice (at most double again) it fits with room for the stack trace. Then an SNS message
+#: (256 KB) and a Fail state's cause.
+MAX_REFUSAL_CHARS = 8000
+MAX_REFUSAL_ESCAPED = 12_000
+#: problems kept whole while checking; past this they are only counted (memory stays bounded)
+MAX_KEPT = 200
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its start, an ellipsis and its length when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(0, limit - 20)]}… ({len(text)} chars)"
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A user's value as a message echoes it: its repr, at most about ``limit`` characters.
+
+    Text is cut before ``repr`` (a 300 KB token costs nothing); containers go through
+    ``reprlib`` so a million-item list is never rendered whole.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} chars)"
+    text = _SHORT_REPR.repr(value)
+    return _cut(text, limit + 20)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = MAX_SHOWN_CHARS
+_SHORT_REPR.maxother = MAX_SHOWN_CHARS
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxset = _SHORT_REPR.maxdict = 6
+_SHORT_REPR.maxlevel = 2
 
 
 @dataclass(frozen=True)
@@ -34,26 +79,83 @@ class Problem:
 
     def __str__(self) -> str:
         loc = self.where
+        if len(loc) > MAX_WHERE_CHARS:
+            half = MAX_WHERE_CHARS // 2
+            loc = f"{loc[:half]}…{loc[-half:]}"
         if self.line is not None:
             loc += f":{self.line}"
             if self.column is not None:
                 loc += f":{self.column}"
-        return f"{loc}: {self.message}"
+        return _cut(f"{loc}: {self.message}", MAX_PROBLEM_CHARS)
+
+
+class ProblemList(list[Problem]):
+    """Problems as a check finds them: the first :data:`MAX_KEPT` kept, the rest only counted.
+
+    A dataset with a million bad lines costs a counter, not a million messages. ``total`` and
+    ``files`` count every problem added, kept or not.
+    """
+
+    def __init__(self, items: Iterable[Problem] = ()) -> None:
+        super().__init__()
+        self.omitted = 0
+        self.omitted_files: set[str] = set()
+        self.extend(items)
+
+    def append(self, problem: Problem) -> None:
+        if len(self) < MAX_KEPT:
+            super().append(problem)
+        else:
+            self.omitted += 1
+            self.omitted_files.add(problem.where)
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:
+            self.append(problem)
+        if isinstance(problems, ProblemList):
+            self.omitted += problems.omitted
+            self.omitted_files |= problems.omitted_files
+
+    def tally(self, n: int, where: str) -> None:
+        """``n`` more problems in ``where`` that a check counted without keeping them."""
+        if n > 0:
+            self.omitted += n
+            self.omitted_files.add(where)
+
+    @property
+    def total(self) -> int:
+        return len(self) + self.omitted
 
 
 def problems_error(problems: Iterable[Problem], subject: str) -> JobInvalid:
-    """One ``JobInvalid`` listing the first :data:`MAX_SHOWN` problems and how many there are."""
-    items = list(problems)
-    count = len(items)
-    lines = [f"{subject} is invalid ({count} problem{'s' if count != 1 else ''}):"]
-    lines += [f"  - {p}" for p in items[:MAX_SHOWN]]
-    if count > MAX_SHOWN:
-        lines.append(
-            f"  ... and {count - MAX_SHOWN} more ({count} in total; the first {MAX_SHOWN} are shown)"
-        )
-    err = JobInvalid("\n".join(lines))
+    """One ``JobInvalid``: the first :data:`MAX_SHOWN` problems, then how many more in how many files.
+
+    Bounded by construction: each problem is at most :data:`MAX_PROBLEM_CHARS` characters, the
+    subject is cut, and fewer problems are listed if the whole would not fit
+    :data:`MAX_REFUSAL_CHARS` (or :data:`MAX_REFUSAL_ESCAPED` once JSON-escaped).
+    """
+    items = problems if isinstance(problems, ProblemList) else ProblemList(problems)
+    count = items.total
+    head = f"{_cut(subject, 200)} is invalid ({count} problem{'s' if count != 1 else ''}):"
+    lines = [f"  - {p}" for p in items[:MAX_SHOWN]]
+    while True:
+        message = "\n".join([head, *lines, *_more(items, len(lines))])
+        if len(message) <= MAX_REFUSAL_CHARS and len(json.dumps(message)) <= MAX_REFUSAL_ESCAPED:
+            break
+        lines.pop()  # 20 lines of 300 characters always fit; only non-ASCII text gets here
+    err = JobInvalid(message)
     err.problems = items  # type: ignore[attr-defined]
     return err
+
+
+def _more(items: ProblemList, shown_count: int) -> list[str]:
+    """ "... and 12 more in 3 files (32 in total)" for the problems not listed."""
+    rest = items.total - shown_count
+    if rest <= 0:
+        return []
+    files = {p.where for p in items[shown_count:]} | items.omitted_files
+    where = f" in {len(files)} file{'s' if len(files) != 1 else ''}"
+    return [f"  ... and {rest} more{where} ({items.total} in total; the first {shown_count} are shown)"]
 
 
 class YamlRefused(Exception):
@@ -205,13 +307,13 @@ def _key_problem(key_node: Any, marks: dict[str, tuple[int, int]], filename: str
     """A top-level key must be a plain string, written once."""
     line, column = _mark(key_node)
     if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-        shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a complex key"
+        text = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a complex key"
         return Problem(
-            filename, f"key {shown!r} is not a name (quote it, or fix the indentation)", line, column
+            filename, f"key {shown(text)} is not a name (quote it, or fix the indentation)", line, column
         )
     key = str(key_node.value)
     if key in marks:
         return Problem(
-            filename, f"duplicate key {key!r} (first on line {marks[key][0]}): keep one", line, column
+            filename, f"duplicate key {shown(key)} (first on line {marks[key][0]}): keep one", line, column
         )
     return None

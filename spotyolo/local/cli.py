@@ -178,6 +178,9 @@ def _short(text: str, limit: int = 300) -> str:
         parsed = json.loads(text)
         if isinstance(parsed, dict) and parsed.get("errorMessage"):
             text = parsed["errorMessage"]
+            words = json.loads(text) if text.startswith("{") else None  # Validate's refusal
+            if isinstance(words, dict) and words.get("message"):
+                text = words["message"]
     except (TypeError, ValueError):
         pass
     text = " ".join(str(text).split())

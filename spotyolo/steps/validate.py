@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,15 +24,21 @@ from pydantic import BaseModel, ValidationError
 
 from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
+from spotyolo.contract.errors import (
+    JobAlreadyRunning,
+    JobInvalid,
+    NotATrigger,
+    SpotyoloError,
+    UploadInProgress,
+)
 from spotyolo.core.config import inspect_job
-from spotyolo.core.dataset import Entry, S3Source
+from spotyolo.core.dataset import Entry, S3Source, bounded_listing
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.text import duration
-from spotyolo.core.yamlsafe import problems_error
+from spotyolo.core.yamlsafe import problems_error, shown
 from spotyolo.steps.common import logger
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -44,6 +51,9 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
 #: from the trigger's upload (the execution's start) at the latest, and the lifecycle rule would
 #: only abort the upload after a day, looping Validate and Wait all that time
 ABANDONED_UPLOAD_SECONDS = 3600
+#: SNS: a subject is one line of less than 100 characters
+MAX_SUBJECT_CHARS = 99
+SUBJECT_PREFIX = "spotyolo: "
 
 
 class ValidateEvent(BaseModel):
@@ -65,6 +75,11 @@ def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, 
     try:
         if "key" in data or ("bucket" in data and "job" not in data):
             event = EventInput.model_validate(data)
+            if not layout.is_config_key_shape(event.key):
+                raise NotATrigger(
+                    f"s3 key {shown(event.key)} is not a job trigger (jobs/<job>/{layout.CONFIG_NAME}): "
+                    "nothing to do"
+                )
             job = layout.job_from_config_key(event.key)
             bucket, force, overrides, from_event = event.bucket, False, {}, True
         else:
@@ -86,6 +101,30 @@ def _parse_input(raw: Mapping[str, Any], settings: Settings) -> tuple[str, str, 
             f"bucket {bucket!r} is not this deployment's bucket ({settings.bucket!r}): upload the job there"
         )
     return bucket, job, force, overrides, from_event
+
+
+def refusal(event_input: Mapping[str, Any], err: SpotyoloError) -> SpotyoloError:
+    """The refusal as the state machine reads it: the same error, its message a JSON object
+    ``{"subject", "message"}`` that "Explain refusal" puts into the notification.
+
+    The subject names the job and is cut to SNS's limit (under 100 characters, one line) here:
+    the state machine cannot cut a string, and a key's job segment may be 1000 characters.
+    """
+    job = _job_hint(event_input)
+    tail = f" not started ({err.error_name})"
+    room = MAX_SUBJECT_CHARS - len(SUBJECT_PREFIX) - len(tail)
+    name = job if len(job) <= room else job[: room - 3] + "..."
+    words = {"subject": f"{SUBJECT_PREFIX}{name}{tail}", "message": str(err)}
+    return type(err)(json.dumps(words, ensure_ascii=False))
+
+
+def _job_hint(event_input: Mapping[str, Any]) -> str:
+    """The job an input names, as well as it can be read (printable ASCII, for a subject)."""
+    job, key = event_input.get("job"), event_input.get("key")
+    if not isinstance(job, str) and isinstance(key, str) and key.startswith("jobs/"):
+        job = key.split("/")[1]
+    text = job if isinstance(job, str) and job.strip() else "a job"
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[: MAX_SUBJECT_CHARS + 1])
 
 
 def _unsettled(
@@ -175,7 +214,9 @@ def validate_job(
     bucket, job, force, overrides, from_event = _parse_input(event["input"], settings)
 
     source = S3Source(s3, bucket, layout.job_prefix(job))
-    entries = list(source.list())
+    entries, too_many = bounded_listing(source)
+    if too_many:
+        raise problems_error([too_many], f"job {job!r} (s3://{bucket}/{layout.job_prefix(job)})")
     settle = settings.settle_seconds
     # files still arriving: wait before reading every label (a big dataset is read only once)
     if from_event and (unsettled := _unsettled(s3, bucket, job, entries, now, settle, count_trigger=False)):

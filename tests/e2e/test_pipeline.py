@@ -144,6 +144,33 @@ def test_an_invalid_job_is_refused_before_any_instance(
     assert len(notes) == 1, engine.notifications()
     note = notes[0]
     assert "epochz" in note["message"] and "epochs" in note["message"]  # the key and the fix
+    assert note["subject"] == "spotyolo: e2e-invalid not started (JobInvalid)"
+
+
+def test_a_config_yaml_inside_the_dataset_starts_nothing_visible(
+    engine: LocalEngine, make_job: Callable[..., Path]
+) -> None:
+    """EventBridge's '*' matches '/': the rule starts an execution for jobs/x/dataset/config.yaml,
+    which ends at once without a lock, a job.json or a notification."""
+    folder = make_job("e2e-nested")
+    engine.upload_job(folder, trigger=False)
+    before = {e["executionArn"] for e in engine.executions("e2e-nested")}
+    s3 = engine.client("s3")
+    key = "jobs/e2e-nested/dataset/config.yaml"
+    s3.put_object(Bucket=engine.resources.bucket, Key=key, Body=b"model: yolo11n.yaml\n")
+    arn = engine.wait_for_execution("e2e-nested", timeout=30, exclude=before)
+    assert engine.wait_done(arn, timeout=60)["status"] == "SUCCEEDED"
+    assert [
+        e["stateEnteredEventDetails"]["name"] for e in engine.history(arn) if "stateEnteredEventDetails" in e
+    ] == [
+        "Validate job",
+        "Not a job trigger",
+    ]
+    time.sleep(2)  # a notification would have been published by now
+    assert [n for n in engine.notifications() if "e2e-nested" in f"{n.get('subject')}{n['message']}"] == []
+    assert engine.job_item("e2e-nested") is None
+    runs = s3.list_objects_v2(Bucket=engine.resources.bucket, Prefix="runs/e2e-nested/")
+    assert runs.get("KeyCount", 0) == 0
 
 
 def test_more_interruptions_than_allowed_fail_with_a_message(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,12 +19,12 @@ from fake_settings import make_settings
 from moto import mock_aws
 
 from spotyolo.contract.env import Settings, SettingsMissing
-from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, UploadInProgress
+from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, NotATrigger, UploadInProgress
 from spotyolo.contract.lambdas import LambdaName
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec
 from spotyolo.local.functions import load_handler
-from spotyolo.steps.validate import make_run_id, validate_job
+from spotyolo.steps.validate import make_run_id, refusal, validate_job
 
 _spec = importlib.util.spec_from_file_location(
     "bad_jobs", Path(__file__).parents[1] / "unit" / "bad_jobs" / "__init__.py"
@@ -254,7 +255,6 @@ def test_trained_job_is_skipped_without_lock_unless_forced(aws: Aws, job: str) -
     ("payload", "needle"),
     [
         ({"bucket": "other", "key": "jobs/pets/config.yaml"}, "not this deployment's bucket"),
-        ({"bucket": BUCKET, "key": "jobs/pets/dataset/data.yaml"}, "not a job trigger"),
         ({"bucket": BUCKET, "key": "jobs/Bad Name/config.yaml"}, "job name 'Bad Name' is not allowed"),
         ({"job": "pets", "bucket": "other"}, "not this deployment's bucket"),
         ({"job": "pets", "frce": True}, "execution input is not understood"),
@@ -265,6 +265,95 @@ def test_bad_inputs_are_refused(aws: Aws, job: str, payload: dict[str, Any], nee
     with pytest.raises(JobInvalid, match=needle):
         run(aws, payload, start(aws, "e1"))
     assert keys(aws, "runs/") == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "jobs/pets/dataset/config.yaml",
+        "jobs/pets/a/b/config.yaml",
+        "jobs/config.yaml",
+        "other/jobs/x/config.yaml",
+    ],
+)
+def test_a_key_that_is_not_a_trigger_ends_quietly(aws: Aws, job: str, key: str) -> None:
+    """EventBridge's '*' matches '/' too: a nested config.yaml reaches Validate, which says so by
+    name (NotATrigger: the state machine ends quietly, no notification) and touches nothing."""
+    with pytest.raises(NotATrigger, match="not a job trigger"):
+        run(aws, {"bucket": BUCKET, "key": key}, start(aws, "e1"))
+    assert keys(aws, "runs/") == [] and JobTable(aws.dynamodb, TABLE).get("pets") is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "subject"),
+    [
+        ({"bucket": BUCKET, "key": "jobs/bad/config.yaml"}, "spotyolo: bad not started (JobInvalid)"),
+        ({"job": "bad"}, "spotyolo: bad not started (JobInvalid)"),
+        (
+            {"bucket": BUCKET, "key": "jobs/Bad Name/config.yaml"},
+            "spotyolo: Bad Name not started (JobInvalid)",
+        ),
+    ],
+)
+def test_the_refusal_names_the_job_in_its_subject(
+    aws: Aws, tmp_path: Path, payload: dict, subject: str
+) -> None:
+    folder = bad_jobs.make_job(tmp_path / "job")
+    (folder / "config.yaml").write_text(bad_jobs.CONFIG + "epochz: 3\n")
+    upload(aws, folder, "bad")
+    with pytest.raises(JobInvalid) as caught:
+        run(aws, payload, start(aws, "e1"))
+    words = json.loads(str(refusal(payload, caught.value)))
+    assert words["subject"] == subject
+    assert words["message"] == str(caught.value)
+
+
+def test_a_refusal_subject_fits_sns_however_long_the_name() -> None:
+    key = "jobs/" + "x" * 900 + "é\n/config.yaml"
+    words = json.loads(str(refusal({"bucket": BUCKET, "key": key}, JobAlreadyRunning("busy"))))
+    assert len(words["subject"]) < 100 and words["subject"].endswith("x... not started (JobAlreadyRunning)")
+    assert words["subject"].isascii() and "\n" not in words["subject"]
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    ["dataset/../../other/x.txt", "dataset/images/../../../../etc/passwd", "dataset//root/x.jpg"],
+)
+def test_a_dataset_key_that_escapes_is_refused_by_name_before_spend(aws: Aws, job: str, bad_key: str) -> None:
+    aws.s3.put_object(Bucket=BUCKET, Key=f"jobs/pets/{bad_key}", Body=b"x")
+    with pytest.raises(JobInvalid) as caught:
+        run(aws, EVENT, start(aws, "e1"))
+    assert f"jobs/pets/{bad_key}: key has" in str(caught.value)
+    assert keys(aws, "runs/") == [] and JobTable(aws.dynamodb, TABLE).get("pets") is None
+
+
+def test_the_state_document_stays_small_with_lvis_many_classes(aws: Aws, tmp_path: Path) -> None:
+    folder = bad_jobs.make_job(tmp_path / "job")
+    names = ", ".join(f"a_rather_long_category_name_{i}" for i in range(1203))
+    (folder / "dataset/data.yaml").write_text(f"train: images/train\nval: images/val\nnames: [{names}]\n")
+    upload(aws, folder, "lvis")
+    out = run(aws, {"bucket": BUCKET, "key": "jobs/lvis/config.yaml"}, start(aws, "e1"))
+    state = json.dumps(out)
+    assert out["job"]["dataset"]["classes"] == 1203
+    assert "category_name" not in state and len(state) < 4000, len(state)
+
+
+def test_a_hostile_label_makes_a_refusal_of_a_few_kb(aws: Aws, tmp_path: Path) -> None:
+    folder = bad_jobs.make_job(tmp_path / "job")
+    (folder / "dataset/labels/train/a.txt").write_text("0 " + "9" * 300_000 + " 0.5 0.2 0.2\n")
+    for i in range(60):
+        (folder / f"dataset/images/train/x{i}.jpg").write_bytes(b"img")
+        (folder / f"dataset/labels/train/x{i}.txt").write_text("5 0.5 0.5 0.2 0.2\n" * 40)
+    upload(aws, folder, "bad")
+    with pytest.raises(JobInvalid) as caught:
+        run(aws, {"bucket": BUCKET, "key": "jobs/bad/config.yaml"}, start(aws, "e1"))
+    message = str(caught.value)
+    assert "(300000 chars)" in message and len(message) < 8000
+    assert re.search(r"\.\.\. and \d+ more in \d+ files \(2401 in total", message), message[-300:]
+    cause = json.dumps(
+        {"errorMessage": str(refusal({"job": "bad"}, caught.value)), "errorType": "JobInvalid"}
+    )
+    assert len(cause) < 32_768
 
 
 def test_invalid_job_still_uploading_waits_then_is_refused(aws: Aws, tmp_path: Path) -> None:

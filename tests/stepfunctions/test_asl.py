@@ -57,9 +57,13 @@ def test_the_graph_follows_the_design() -> None:
     # a refused job (or a duplicate) never reaches a clean up: it must not unlock the running one
     assert validate[("JobInvalid", "JobAlreadyRunning")] == "Read refusal"
     assert (
-        states["Read refusal"]["Next"] == "Explain refusal"
+        states["Read refusal"]["Next"] == "Read refusal words"
+        and states["Read refusal words"]["Next"] == "Explain refusal"
         and states["Explain refusal"]["Next"] == "Notify failure"
     )
+    # a config.yaml below jobs/<job>/ matches the rule's wildcard: it ends quietly, unnotified
+    assert validate[("NotATrigger",)] == "Not a job trigger"
+    assert states["Not a job trigger"]["Type"] == "Succeed"
     assert validate[("UploadInProgress",)] == "Wait for upload to finish"
     assert all(c["ResultPath"] == "$.error" for s in states.values() for c in s.get("Catch", []))
     # every error name of the contract that a step can raise is handled by a named route or States.ALL
@@ -68,6 +72,7 @@ def test_the_graph_follows_the_design() -> None:
         "JobInvalid",
         "JobAlreadyRunning",
         "UploadInProgress",
+        "NotATrigger",
         "SpotInterrupted",
         "InstanceLost",
         "NoCapacity",

@@ -510,11 +510,25 @@ def test_invalid_job_launches_nothing(world: World, shapes_dataset: Path) -> Non
     out = world.wait(world.start("invalid"))
     assert out["status"] == "FAILED" and out["error"] == "JobInvalid"
     (message,) = world.messages()
-    assert message["Subject"] == "spotyolo: job not started (JobInvalid)"
+    assert message["Subject"] == "spotyolo: shapes not started (JobInvalid)"
     assert "epochz" in message["Message"]
     assert "launch" not in [name for name, _ in world.calls]
     assert "cleanup" not in [name for name, _ in world.calls]
     assert world.live_instances() == []
+
+
+def test_a_config_yaml_below_the_job_folder_ends_quietly(world: World, shapes_dataset: Path) -> None:
+    """The start rule's wildcard (jobs/*/config.yaml) also matches jobs/x/dataset/config.yaml: the
+    execution it starts ends at once, with nothing locked, written or sent."""
+    world.upload_job(shapes_dataset, job="x")
+    out = world.wait(world.start("nested", {"bucket": BUCKET, "key": "jobs/x/dataset/config.yaml"}))
+    assert out["status"] == "SUCCEEDED"
+    assert world.states(out["executionArn"]) == ["Validate job", "Not a job trigger"]
+    assert world.messages() == []
+    assert world.table.get("x") is None
+    assert [
+        o["Key"] for o in world.s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/").get("Contents", [])
+    ] == []
 
 
 def test_refused_duplicate_leaves_the_running_job_alone(shapes: World, instances: FakeInstances) -> None:

@@ -49,7 +49,9 @@ def test_problems_are_reported_together_sorted_and_capped() -> None:
     lines = str(caught.value).splitlines()
     assert lines[0] == "jobs/x/config.yaml is invalid (30 problems):"
     assert lines[1].startswith("  - jobs/x/config.yaml:2:1: unknown key 'bogus_0'")
-    assert lines[-1] == "  ... and 10 more (30 in total; the first 20 are shown)" and len(lines) == 22
+    assert (
+        lines[-1] == "  ... and 10 more in 1 file (30 in total; the first 20 are shown)" and len(lines) == 22
+    )
 
 
 def test_alias_expansion_bomb_is_refused_quickly() -> None:

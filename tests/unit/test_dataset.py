@@ -69,8 +69,8 @@ def test_roboflow_export_is_accepted(tmp_path: Path) -> None:
     _, summary = check_job(LocalSource(roboflow_job(tmp_path / "job")))
     train = summary.splits["train"]
     assert (train.images, train.labels, train.backgrounds) == (3, 2, 2)
-    assert train.instances == {"crack": 1, "dent": 1}
-    assert summary.splits["val"].instances == {"crack": 0, "dent": 1}
+    assert train.instances == 2 and summary.per_class["train"] == {"crack": 1, "dent": 1}
+    assert summary.per_class["val"] == {"crack": 0, "dent": 1}
     assert summary.warnings and "test split is skipped" in summary.warnings[0]
     assert summary.files == 9 and summary.bytes > 0
 

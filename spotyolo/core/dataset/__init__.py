@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from spotyolo.contract.errors import JobInvalid
 from spotyolo.core.dataset.formats import label_path, rules
-from spotyolo.core.dataset.inspection import MAX_WORKERS, check_dataset, inspect_dataset
+from spotyolo.core.dataset.inspection import MAX_WORKERS, bounded_listing, check_dataset, inspect_dataset
 from spotyolo.core.dataset.labels import check_label_text
 from spotyolo.core.dataset.sources import Entry, LocalSource, S3Source, Source
 from spotyolo.core.dataset.spec import DataSpec, read_data_yaml, resolve_data_yaml, write_local_data_yaml
@@ -28,6 +28,7 @@ __all__ = [
     "LocalSource",
     "S3Source",
     "Source",
+    "bounded_listing",
     "check_dataset",
     "check_label_text",
     "inspect_dataset",

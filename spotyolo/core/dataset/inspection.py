@@ -6,6 +6,7 @@ returns a ``DatasetSummary`` plus the problems found (label lines named by file 
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -13,15 +14,30 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from spotyolo.core.dataset.formats import img_formats, is_image, label_path
-from spotyolo.core.dataset.labels import LabelCheck, check_label_text
-from spotyolo.core.dataset.paths import inside, is_absolute, norm, parents
+from spotyolo.core.dataset.labels import (
+    MAX_FILE_PROBLEMS,
+    MAX_LABEL_BYTES,
+    LabelCheck,
+    check_label_text,
+    lines,
+    too_large,
+)
+from spotyolo.core.dataset.paths import escaping_key, inside, is_absolute, norm, parents
 from spotyolo.core.dataset.sources import Entry, Source
 from spotyolo.core.dataset.spec import DATA_YAML, MAX_DATA_YAML_BYTES, DataSpec, resolve_spec
 from spotyolo.core.models import DatasetSummary, SplitSummary
-from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
+from spotyolo.core.yamlsafe import Problem, ProblemList, YamlRefused, load_mapping, problems_error, shown
 
 #: parallel label reads (S3 GETs) at most
 MAX_WORKERS = 32
+#: label files handed to the thread pool at a time
+CHECK_CHUNK = 1024
+#: files in a job at most: Validate reads every label file within its Lambda's 5 minutes
+#: (32 GETs at a time: ~1 000 a second at S3's usual 10-30 ms, an estimate), and the check must
+#: fit its 512 MB (bench/validate_memory.py: 159 MiB traced at this limit, every label bad)
+MAX_JOB_FILES = 300_000
+#: a .txt image list: 32 MiB is about 500 000 image paths
+MAX_LIST_BYTES = 32 * 1024 * 1024
 #: files some annotation tools leave in a labels folder; not labels of an image
 IGNORED_LABEL_FILES = frozenset({"classes.txt"})
 
@@ -64,10 +80,23 @@ def inspect_dataset(
     caller already has it. Label files are read in parallel, at most ``max_workers`` at a time.
     """
     base = dataset_dir.strip("/") + "/"
-    listing = list(entries) if entries is not None else list(source.list(base))
-    ds = _Dataset(source, base, {e.path[len(base) :]: e for e in listing if e.path.startswith(base)})
+    problems = ProblemList()
+    if entries is None:
+        entries, too_many = bounded_listing(source, base)
+        if too_many:
+            return DatasetSummary(), ProblemList([too_many])
+    listing = entries
+    ds = _Dataset(source, base, {})
+    for entry in listing:
+        if not entry.path.startswith(base) or entry.path.endswith("/"):  # S3 console folder markers
+            continue
+        rel = entry.path[len(base) :]
+        escape = escaping_key(rel)
+        if escape:
+            problems.append(Problem(source.where(entry.path), escape))
+        else:
+            ds.files[rel] = entry
     summary = DatasetSummary(files=len(ds.files), bytes=sum(e.size for e in ds.files.values()))
-    problems: list[Problem] = []
     spec = _load_spec(ds, summary, problems)
     if spec is None:
         return summary, problems
@@ -77,9 +106,22 @@ def inspect_dataset(
     checks = _check_labels(ds, sorted(p for p in expected if p in ds.files), spec, max_workers)
     for path, check in checks.items():
         problems.extend(Problem(ds.where(path), message, line) for line, message in check.problems)
+        problems.tally(check.more, ds.where(path))
     for split, images in split_images.items():
-        summary.splits[split] = _split_summary(images, checks, spec.names)
+        summary.splits[split], summary.per_class[split] = _split_summary(images, checks, spec.names)
     return summary, problems
+
+
+def bounded_listing(source: Source, prefix: str = "") -> tuple[list[Entry], Problem | None]:
+    """The source's files under ``prefix``, or the first :data:`MAX_JOB_FILES` and why not all."""
+    listing = list(itertools.islice(source.list(prefix), MAX_JOB_FILES + 1))
+    if len(listing) <= MAX_JOB_FILES:
+        return listing, None
+    return listing[:MAX_JOB_FILES], Problem(
+        source.where(prefix),
+        f"more than {MAX_JOB_FILES} files: Validate reads every label file before any spend and "
+        "cannot read more within its time; split the dataset or remove files training does not use",
+    )
 
 
 def check_dataset(
@@ -98,6 +140,15 @@ def _load_spec(ds: _Dataset, summary: DatasetSummary, problems: list[Problem]) -
     if DATA_YAML not in ds.files:
         problems.append(_missing_data_yaml(ds, yaml_where))
         return None
+    size = ds.files[DATA_YAML].size
+    if size > MAX_DATA_YAML_BYTES:  # refused from the listing: never read
+        problems.append(
+            Problem(
+                yaml_where,
+                f"file is {size} bytes; the limit is {MAX_DATA_YAML_BYTES} bytes: is this the right file?",
+            )
+        )
+        return None
     try:
         parsed = load_mapping(ds.read(DATA_YAML), yaml_where, max_bytes=MAX_DATA_YAML_BYTES)
     except YamlRefused as err:
@@ -107,6 +158,7 @@ def _load_spec(ds: _Dataset, summary: DatasetSummary, problems: list[Problem]) -
     spec, spec_problems = resolve_spec(parsed.values, ds.exists, where=yaml_where, marks=parsed.marks)
     problems.extend(spec_problems)
     summary.names = list(spec.names)
+    summary.classes = spec.nc
     summary.warnings.extend(spec.skipped.values())
     return None if spec_problems and not spec.names else spec
 
@@ -125,7 +177,7 @@ def _missing_data_yaml(ds: _Dataset, yaml_where: str) -> Problem:
 
 
 def _split_images(
-    ds: _Dataset, spec: DataSpec, problems: list[Problem]
+    ds: _Dataset, spec: DataSpec, problems: ProblemList
 ) -> tuple[dict[str, list[str]], set[str]]:
     """Each split's images (sorted, once each), and the folders their labels are in."""
     split_images: dict[str, list[str]] = {}
@@ -139,7 +191,7 @@ def _split_images(
 
 
 def _item_images(
-    ds: _Dataset, split: str, item: str, label_dirs: set[str], problems: list[Problem]
+    ds: _Dataset, split: str, item: str, label_dirs: set[str], problems: ProblemList
 ) -> list[str]:
     """The images of one entry of a split: a ``.txt`` list, or a folder (recursively)."""
     if item in ds.files:
@@ -161,9 +213,15 @@ def _item_images(
     return found
 
 
-def _images_from_list(ds: _Dataset, path: str, problems: list[Problem]) -> list[str]:
+def _images_from_list(ds: _Dataset, path: str, problems: ProblemList) -> list[str]:
     """Images named by a ``.txt`` list (``./x`` and plain relative paths: relative to the list's folder)."""
     where = ds.where(path)
+    if ds.files[path].size > MAX_LIST_BYTES:
+        size = ds.files[path].size
+        problems.append(
+            Problem(where, f"image list is {size} bytes; the limit is {MAX_LIST_BYTES}: list fewer images")
+        )
+        return []
     try:
         text = ds.read(path).decode("utf-8-sig")
     except (UnicodeDecodeError, OSError) as err:
@@ -171,29 +229,32 @@ def _images_from_list(ds: _Dataset, path: str, problems: list[Problem]) -> list[
         return []
     folder = posixpath.dirname(path)
     images: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    bad = 0
+    for number, line in enumerate(lines(text), start=1):
         item = line.strip().replace("\\", "/")
         if not item:
             continue
         image = norm(posixpath.join(folder, item[2:] if item.startswith("./") else item))
         problem = _listed_image_problem(ds, item, image)
-        if problem:
+        if not problem:
+            images.append(image)
+        elif (bad := bad + 1) <= MAX_FILE_PROBLEMS:
             problems.append(Problem(where, problem, number))
         else:
-            images.append(image)
+            problems.tally(1, where)  # counted, not kept: a bad list of a million lines
     return images
 
 
 def _listed_image_problem(ds: _Dataset, item: str, image: str) -> str | None:
     """What is wrong with one line of an image list (``image``: where it leads), if anything."""
     if is_absolute(item):
-        return f"{item!r} is absolute: list images relative to this file ('./images/a.jpg')"
+        return f"{shown(item)} is absolute: list images relative to this file ('./images/a.jpg')"
     if not inside(image):
-        return f"{item!r} leads outside the job's dataset folder"
+        return f"{shown(item)} leads outside the job's dataset folder"
     if image not in ds.files:
-        return f"image {item!r} does not exist ({ds.base}{image})"
+        return f"image {shown(item)} does not exist ({ds.base}{image})"
     if not is_image(image):
-        return f"{item!r} is not an image Ultralytics reads"
+        return f"{shown(item)} is not an image Ultralytics reads"
     return None
 
 
@@ -227,20 +288,29 @@ def _check_labels(ds: _Dataset, paths: list[str], spec: DataSpec, max_workers: i
     nc = spec.nc or len(spec.names)
 
     def check(path: str) -> LabelCheck:
+        if ds.files[path].size > MAX_LABEL_BYTES:  # refused from the listing: never read
+            return LabelCheck(problems=[(None, too_large(ds.files[path].size))])
         try:
             return check_label_text(ds.read(path), nc)
         except Exception as err:  # a vanished or unreadable object is a problem of that file
             return LabelCheck(problems=[(None, f"could not be read: {err}")])
 
+    checks: dict[str, LabelCheck] = {}
     if not paths:
-        return {}
+        return checks
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(paths)))) as pool:
-        return dict(zip(paths, pool.map(check, paths), strict=True))
+        for start in range(0, len(paths), CHECK_CHUNK):  # not 100 000 futures at once
+            chunk = paths[start : start + CHECK_CHUNK]
+            checks.update(zip(chunk, pool.map(check, chunk), strict=True))
+    return checks
 
 
-def _split_summary(images: list[str], checks: Mapping[str, LabelCheck], names: list[str]) -> SplitSummary:
-    """Images, labels, backgrounds (no or empty label) and instances per class name of a split."""
-    counts = SplitSummary(images=len(images), instances={name: 0 for name in names})
+def _split_summary(
+    images: list[str], checks: Mapping[str, LabelCheck], names: list[str]
+) -> tuple[SplitSummary, dict[str, int]]:
+    """Images, labels, backgrounds (no or empty label) and instances of a split; and per class name."""
+    counts = SplitSummary(images=len(images))
+    per_class = {name: 0 for name in names}
     for image in images:
         label = checks.get(label_path(image))
         if label is None:
@@ -251,5 +321,6 @@ def _split_summary(images: list[str], checks: Mapping[str, LabelCheck], names: l
             counts.backgrounds += 1
         for cls, n in label.instances.items():
             name = names[cls] if cls < len(names) else str(cls)
-            counts.instances[name] = counts.instances.get(name, 0) + n
-    return counts
+            per_class[name] = per_class.get(name, 0) + n
+            counts.instances += n
+    return counts, per_class

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-#: label files are small; anything bigger than this is not a YOLO label file
-MAX_LABEL_BYTES = 8 * 1024 * 1024
+from spotyolo.core.yamlsafe import shown
+
+#: label files are small (a box is ~40 bytes: 2 MiB is 50 000 boxes, or hundreds of detailed
+#: polygons); 32 read at once must fit the Validate Lambda's 512 MB with room to spare
+MAX_LABEL_BYTES = 2 * 1024 * 1024
+#: problems kept per label file; the rest of the file's bad lines are only counted
+MAX_FILE_PROBLEMS = 5
 
 
-@dataclass
+@dataclass(slots=True)
 class LabelCheck:
     """What one label file holds: instances per class id, and the problems by line."""
 
     instances: dict[int, int] = field(default_factory=dict)
     problems: list[tuple[int | None, str]] = field(default_factory=list)
+    #: bad lines past the first :data:`MAX_FILE_PROBLEMS` (counted, not kept)
+    more: int = 0
 
     @property
     def empty(self) -> bool:
@@ -33,23 +40,43 @@ def check_label_text(raw: bytes, nc: int) -> LabelCheck:
     text = _label_text(raw, result.problems)
     if text is None:
         return result
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines(text), start=1):
         fields = line.split()
         if not fields:
             continue
         problem = _line_problem(fields, nc)
         if problem:
-            result.problems.append((number, problem))
+            if len(result.problems) < MAX_FILE_PROBLEMS:
+                result.problems.append((number, problem))
+            else:
+                result.more += 1
             continue
         cls = int(float(fields[0]))
         result.instances[cls] = result.instances.get(cls, 0) + 1
     return result
 
 
+def lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (``splitlines`` would hold millions of them at once)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        stop = end if stop < 0 else stop
+        yield text[start:stop]
+        start = stop + 1
+
+
+def too_large(size: int) -> str:
+    return (
+        f"{size} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): "
+        "is it a label? Remove it, or split its objects"
+    )
+
+
 def _label_text(raw: bytes, problems: list[tuple[int | None, str]]) -> str | None:
     """The file as text, or None with the reason in ``problems`` (too large, binary, not UTF-8)."""
     if len(raw) > MAX_LABEL_BYTES:
-        problems.append((None, f"{len(raw)} bytes is too large for a label file"))
+        problems.append((None, too_large(len(raw))))
         return None
     if b"\x00" in raw:
         problems.append((None, "binary file, not a YOLO label text file"))
@@ -79,7 +106,7 @@ def _shape_problem(count: int) -> str | None:
 def _class_problem(text: str, nc: int) -> str | None:
     cls = _number(text)
     if cls is None or not math.isfinite(cls) or not cls.is_integer():
-        return f"class id {text!r} is not an integer"
+        return f"class id {shown(text)} is not an integer"
     if not 0 <= cls < nc:
         ids = f"0-{nc - 1}" if nc > 1 else "0"
         return f"class id {int(cls)} is out of range: data.yaml has {nc} class(es), ids {ids}"
@@ -93,12 +120,12 @@ def _coordinates_problem(values: Iterable[str]) -> str | None:
 def _coordinate_problem(value: str) -> str | None:
     coord = _number(value)
     if coord is None:
-        return f"{value!r} is not a number"
+        return f"{shown(value)} is not a number"
     if not math.isfinite(coord):
-        return f"coordinate {value} is not finite"
+        return f"coordinate {shown(value)} is not finite"
     if not 0.0 <= coord <= 1.0:
         return (
-            f"coordinate {value} is outside [0, 1]: YOLO coordinates are normalised "
+            f"coordinate {shown(value)} is outside [0, 1]: YOLO coordinates are normalised "
             "(pixels divided by the image width/height)"
         )
     return None

@@ -28,3 +28,21 @@ def parents(path: str) -> Iterator[str]:
     while parent:
         yield parent
         parent = posixpath.dirname(parent)
+
+
+def escaping_key(rel: str) -> str | None:
+    """Why a dataset key (relative to ``dataset/``) cannot be downloaded where it belongs, if so.
+
+    S3 keys are any text: ``dataset/../../x`` or ``dataset//etc/x`` would land outside the
+    dataset folder on the instance (the trainer refuses them, after the instance is paid for).
+    """
+    if rel.startswith("/"):
+        return "key has an empty segment ('dataset//...'), which leads to / on the instance: rename it"
+    if "\\" in rel:
+        return "key has a backslash: S3 keys use '/' between folders; upload it again with '/'"
+    segments = rel.split("/")
+    if ".." in segments:
+        return "key has a '..' segment, which leads outside dataset/: rename it to a path inside dataset/"
+    if "" in segments[:-1] or "." in segments:
+        return "key has an empty segment ('//') or a '.' segment: rename it to a plain path inside dataset/"
+    return None

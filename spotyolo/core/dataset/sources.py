@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
     from mypy_boto3_s3 import S3Client
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One file: path relative to the source's root (posix), size, modification time (epoch s)."""
 

@@ -19,7 +19,7 @@ import yaml
 from spotyolo.contract.layout import DATA_YAML
 from spotyolo.core.dataset.paths import inside, is_absolute, norm
 from spotyolo.core.dataset.sources import local_exists, s3_exists
-from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error
+from spotyolo.core.yamlsafe import Problem, YamlRefused, load_mapping, problems_error, shown
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
     from mypy_boto3_s3 import S3Client
@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
 SPLITS = ("train", "val", "test")
 #: data.yaml is small; the same cap wherever it is read
 MAX_DATA_YAML_BYTES = 1024 * 1024
+
+#: classes at most. The largest public detection vocabularies are V3Det (13 204), LVIS (1 203),
+#: Open Images (601) and Objects365 (365); past this a data.yaml is a mistake, and ``nc:
+#: 10000000`` would otherwise make ten million names (gigabytes) in a 512 MB Lambda
+MAX_CLASSES = 20_000
+#: characters of one class name (Ultralytics draws them on plots and writes them into weights)
+MAX_CLASS_NAME_CHARS = 200
 
 Exists = Callable[[str], bool]
 
@@ -92,6 +99,21 @@ def _classes(data: Mapping[str, Any], report: _Report) -> tuple[list[str], int |
     raw_names, raw_nc = data.get("names"), data.get("nc")
     names = _names(raw_names, report)
     nc = _nc(raw_nc, report)
+    if len(names) > MAX_CLASSES:
+        report(
+            "names",
+            f"names lists {len(names)} classes; at most {MAX_CLASSES} are accepted (LVIS has 1203, "
+            "V3Det 13204): is this the right list?",
+        )
+        return [], None
+    long = next((i for i, name in enumerate(names) if len(name) > MAX_CLASS_NAME_CHARS), None)
+    if long is not None:
+        report(
+            "names",
+            f"class {long}'s name is {len(names[long])} characters ({shown(names[long][:30])}...); "
+            f"at most {MAX_CLASS_NAME_CHARS}: shorten it",
+        )
+        return [], None
     if raw_names is None and raw_nc is None:
         report(None, "data.yaml has neither names nor nc: add names: [class0, class1, ...]")
     if raw_names is not None and nc is not None and names and len(names) != nc:
@@ -133,14 +155,21 @@ def _nc(raw: Any, report: _Report) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        report("nc", f"nc must be an integer, got {raw!r}")
+        report("nc", f"nc must be an integer, got {shown(raw)}")
         return None
     try:
         value = float(raw)
     except ValueError:
         value = float("nan")
     if not value.is_integer() or value < 1:
-        report("nc", f"nc must be a positive integer (the number of classes), got {raw!r}")
+        report("nc", f"nc must be a positive integer (the number of classes), got {shown(raw)}")
+        return None
+    if value > MAX_CLASSES:
+        report(
+            "nc",
+            f"nc: {shown(raw)} is more classes than a detection dataset has: at most {MAX_CLASSES} "
+            "are accepted (LVIS has 1203, V3Det 13204); set nc to the number of names",
+        )
         return None
     return int(value)
 
@@ -148,7 +177,7 @@ def _nc(raw: Any, report: _Report) -> int | None:
 def _channels(value: Any, report: _Report) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value in (1, 3):
         return value
-    report("channels", f"channels must be 1 or 3, got {value!r}")
+    report("channels", f"channels must be 1 or 3, got {shown(value)}")
     return 3
 
 
@@ -160,12 +189,12 @@ def _root(raw: Any, report: _Report) -> str:
     if raw in (None, "", "."):
         return ""
     if not isinstance(raw, str):
-        report("path", f"path must be a string, got {raw!r}")
+        report("path", f"path must be a string, got {shown(raw)}")
         return ""
     if is_absolute(raw):
         report(
             "path",
-            f"path {raw!r} is absolute: in a job the dataset root is the folder holding "
+            f"path {shown(raw)} is absolute: in a job the dataset root is the folder holding "
             "data.yaml; remove 'path:' (or set 'path: .')",
         )
         return ""
@@ -174,7 +203,7 @@ def _root(raw: Any, report: _Report) -> str:
         return root
     report(
         "path",
-        f"path {raw!r} leads outside the job's dataset folder; remove 'path:' "
+        f"path {shown(raw)} leads outside the job's dataset folder; remove 'path:' "
         "(the dataset root is the folder holding data.yaml)",
     )
     return ""
@@ -199,7 +228,7 @@ def _splits(values: Mapping[str, Any], root: str, exists: Exists, report: _Repor
             if split != "test":
                 report(
                     None if split not in values else split,
-                    f"data.yaml has no {split!r} split: add '{split}: {split}/images' "
+                    f"data.yaml has no {shown(split)} split: add '{split}: {split}/images' "
                     f"(a folder of images, relative to data.yaml)",
                 )
             continue
@@ -215,27 +244,29 @@ def _splits(values: Mapping[str, Any], root: str, exists: Exists, report: _Repor
 def _split_item(split: str, item: Any, root: str, exists: Exists, report: _Report) -> str | None:
     """One folder or ``.txt`` list of a split, relative to data.yaml's folder; None if unusable."""
     if not isinstance(item, str):
-        report(split, f"{split} must be a folder or a list of folders, got {item!r}")
+        report(split, f"{split} must be a folder or a list of folders, got {shown(item)}")
         return None
     text = item.replace("\\", "/")
     if is_absolute(text):
         report(
             split,
-            f"{split} {item!r} is an absolute path: use a path relative to data.yaml's "
+            f"{split} {shown(item)} is an absolute path: use a path relative to data.yaml's "
             f"folder, e.g. '{split}: {split}/images'",
         )
         return None
     chosen = _choose(root, text, exists)
     if chosen is None:
-        report(split, f"{split} {item!r} leads outside the job's dataset folder")
+        report(split, f"{split} {shown(item)} leads outside the job's dataset folder")
         return None
     if exists(chosen):
         return chosen
-    shown = chosen or "."
+    rel = chosen or "."
     if split == "test":
-        report.skipped[split] = f"test {item!r} does not exist (dataset/{shown}); the test split is skipped"
+        report.skipped[split] = (
+            f"test {shown(item)} does not exist (dataset/{rel}); the test split is skipped"
+        )
     else:
-        report(split, f"{split} {item!r} not found: there is no dataset/{shown} (folder or .txt list)")
+        report(split, f"{split} {shown(item)} not found: there is no dataset/{rel} (folder or .txt list)")
     return None
 
 

@@ -93,6 +93,10 @@ def _label(name: str, text: str | bytes) -> Callable[[Path], None]:
     return mutate
 
 
+def _touch(rel: str) -> Callable[[Path], None]:
+    return lambda job: (job / rel).write_bytes(b"x")
+
+
 def _remove(rel: str) -> Callable[[Path], None]:
     def mutate(job: Path) -> None:
         path = job / rel
@@ -223,5 +227,46 @@ CASES: list[Case] = [
         None,
         "val split has no images (found only: .gif)",
     ),
-    Case("many-problems", _many_bad_lines, TA, 1, "and 5 more (25 in total"),
+    # ---- hostile or careless at scale (issue 10): refused in bounded time, memory and words
+    Case(
+        "nc-ten-million",
+        _data(DATA_YAML.replace("names: [cat, dog, bird]", "nc: 10000000")),
+        DY,
+        4,
+        "at most 20000",
+    ),
+    Case("class-name-long", _data(DATA_YAML.replace("bird", "b" * 3000)), DY, 4, "name is 3000 characters"),
+    Case(
+        "label-token-300kb",
+        _label("train/a.txt", "0 " + "9" * 300_000 + " 0.5 0.2 0.2\n"),
+        TA,
+        1,
+        "(300000 chars)",
+    ),
+    Case(
+        "label-too-large",
+        _label("train/a.txt", "0 0.5 0.5 0.2 0.2\n" * 120_000),
+        TA,
+        None,
+        "too large for a label",
+    ),
+    Case(
+        "key-backslash", _touch("dataset/images\\val\\e.jpg"), "dataset/images\\val\\e.jpg", None, "backslash"
+    ),
+    Case("imgsz-huge", _config(CONFIG.replace("imgsz: 64", "imgsz: 20000")), CFG, 3, "larger than 4096"),
+    Case(
+        "batch-million",
+        _config(CONFIG.replace("batch: 8", "batch: 1000000")),
+        CFG,
+        4,
+        "no GPU on offer holds",
+    ),
+    Case(
+        "epochs-billion",
+        _config(CONFIG.replace("epochs: 3", "epochs: 1000000000")),
+        CFG,
+        2,
+        "more than 10000",
+    ),
+    Case("many-problems", _many_bad_lines, TA, 1, "and 20 more in 1 file (25 in total"),
 ]
