@@ -222,7 +222,9 @@ class Deployed:
             "AWS::SQS::Queue": f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}",
             "AWS::Lambda::Function": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}",
             "AWS::ECR::Repository": f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT}:repository/{name}",
-            "AWS::StepFunctions::StateMachine": f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}",
+            "AWS::StepFunctions::StateMachine": (
+                f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
+            ),
         }
         if attribute == "Arn" and cfn_type in arns:
             return arns[cfn_type]
