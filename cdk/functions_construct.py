@@ -198,6 +198,9 @@ class FunctionsConstruct(Construct):
         p(LambdaName.VALIDATE, ["s3:PutObject"], [objects("runs/*/job.json")])
         p(LambdaName.VALIDATE, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         p(LambdaName.VALIDATE, ["states:DescribeExecution"], [executions_arn])
+        # a takeover of an ended execution's lock terminates that run's instances
+        p(LambdaName.VALIDATE, ["ec2:DescribeInstances"], ["*"])
+        p(LambdaName.VALIDATE, ["ec2:TerminateInstances"], instances, ours)
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
         # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
@@ -331,7 +334,8 @@ class FunctionsConstruct(Construct):
         )
         findings: dict[LambdaName, dict[str, str]] = {
             LambdaName.VALIDATE: {
-                "Resource::*": xray,
+                "Resource::*": f"{xray} ec2:DescribeInstances (the instances of a run whose lock is taken "
+                "over) has no resource type.",
                 f"{objects}/jobs/*": "Reads config.yaml and the dataset listing of a job under jobs/: "
                 f"{per_job}.",
                 f"{objects}/weights/*": f"Checks whether weights/<job>/ exists (already trained): {per_job}.",
@@ -339,6 +343,7 @@ class FunctionsConstruct(Construct):
                 f"{per_job}.",
                 executions: "DescribeExecution of this one state machine's executions (is the lock holder "
                 "still running?); execution names are generated.",
+                arn.format(svc="ec2", rest="instance/*"): terminate,
             },
             LambdaName.LAUNCH: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "

@@ -32,6 +32,8 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.local import moto_patches
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.steps import launch
+from spotyolo.trainer.outcome import TaskGone
+from spotyolo.trainer.task import TaskChannel, attempt_token
 
 REGION = "us-east-1"
 BUCKET = "spotyolo-test"
@@ -63,6 +65,15 @@ class FakeInstances:
 
     world: World
     behaviour: dict[int, str] = field(default_factory=dict)
+    #: behaviours of the next instances in launch order, before ``behaviour``
+    queue: list[str] = field(default_factory=list)
+    #: lets the "late" and "wait" trainers report
+    release: threading.Event = field(default_factory=threading.Event)
+    #: "late" trainers heartbeat while this is set
+    beat: threading.Event = field(default_factory=threading.Event)
+    heartbeats: int = 0
+    #: instance -> how a "late" trainer ended: succeeded, gone (TaskGone) or killed
+    late: dict[str, str] = field(default_factory=dict)
     recall: float = 0.9
     seen: dict[str, int] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -80,25 +91,83 @@ class FakeInstances:
                     if inst["InstanceId"] not in self.seen:
                         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                         self.seen[inst["InstanceId"]] = int(tags["attempt"])
-                        self._act(inst["InstanceId"], tags)
+                        what = self.queue.pop(0) if self.queue else self.behaviour.get(int(tags["attempt"]))
+                        self._act(inst["InstanceId"], tags, what or "succeed")
                 time.sleep(0.05)
         except BaseException as err:  # surfaced by the test
             self.errors.append(err)
 
-    def _token(self, job: str, attempt: int) -> str:
+    def _token(self, job: str, run: str, attempt: int) -> str:
         for _ in range(100):
-            token = self.world.table.token_for(job, attempt)
+            token = attempt_token(self.world.table, job, run, attempt)()
             if token:
                 return token
             time.sleep(0.05)
         raise AssertionError(f"no task token for {job} attempt {attempt}")
 
-    def _act(self, instance_id: str, tags: dict[str, str]) -> None:
+    def _alive(self, instance_id: str) -> bool:
+        (inst,) = [
+            i
+            for r in self.world.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            for i in r["Instances"]
+        ]
+        return inst["State"]["Name"] in ("pending", "running")
+
+    def _results(self, job: str, run: str, attempt: int) -> dict[str, Any]:
+        """Upload this run's artifacts; the trainer's SendTaskSuccess output."""
+        artifacts = {}
+        for name in layout.WEIGHT_FILES:
+            key = layout.artifact_key(job, run, name)
+            self.world.s3.put_object(Bucket=BUCKET, Key=key, Body=f"{name} of {run}".encode())
+            artifacts[name] = key
+        return {
+            "metrics": {"precision": 0.9, "recall": self.recall, "mAP50": 0.938, "mAP50-95": 0.7},
+            "best_epoch": 3,
+            "epochs": 3,
+            "seconds": 92.0,
+            "attempt": attempt,
+            "artifacts": artifacts,
+        }
+
+    def _late(self, instance_id: str, job: str, run: str, attempt: int) -> None:
+        """A trainer that trains until ``release``, heartbeating and refreshing its token the
+        way spotyolo.trainer does, then reports success; it dies with its instance."""
+        try:
+            refresh = attempt_token(self.world.table, job, run, attempt)  # as spotyolo.trainer does
+            channel = TaskChannel(self.world.sfn, self._token(job, run, attempt), 0.05, refresh=refresh)
+            try:
+                while not self.release.wait(0.05):
+                    if not self._alive(instance_id):
+                        self.late[instance_id] = "killed"
+                        return
+                    if not self.beat.is_set():  # between two heartbeats (a minute on EC2)
+                        continue
+                    try:
+                        channel.heartbeat()
+                        self.heartbeats += 1
+                    except AttributeError:  # moto, in-process: an execution's worker ends before its stop
+                        pass
+                if not self._alive(instance_id):
+                    self.late[instance_id] = "killed"
+                    return
+                channel.succeed(json.dumps(self._results(job, run, attempt)))
+                self.late[instance_id] = "succeeded"
+            except TaskGone:
+                self.late[instance_id] = "gone"
+        except BaseException as err:  # surfaced by the test
+            self.errors.append(err)
+
+    def _act(self, instance_id: str, tags: dict[str, str], what: str) -> None:
         job, run, attempt = tags["job"], tags["run"], int(tags["attempt"])
-        what = self.behaviour.get(attempt, "succeed")
         sfn = self.world.sfn
         if what == "hang":
             return
+        if what == "late":
+            threading.Thread(target=self._late, args=(instance_id, job, run, attempt), daemon=True).start()
+            return
+        if what == "wait":  # reports like "succeed", once released
+            self.release.wait(30)
+            time.sleep(0.3)
         if what == "crash":  # dies without a word: EC2's state-change rule calls instance_lost
             self.world.ec2.terminate_instances(InstanceIds=[instance_id])
             self.world.invoke_event(
@@ -110,27 +179,13 @@ class FakeInstances:
                 ),
             )
             return
-        token = self._token(job, attempt)
+        token = self._token(job, run, attempt)
         if what == "interrupt":
             sfn.send_task_failure(taskToken=token, error="SpotInterrupted", cause="spot notice at epoch 2")
         elif what == "diverge":
             sfn.send_task_failure(taskToken=token, error="TrainingDiverged", cause="loss is nan at epoch 2")
         else:
-            s3 = self.world.s3
-            artifacts = {}
-            for name in layout.WEIGHT_FILES:
-                key = layout.artifact_key(job, run, name)
-                s3.put_object(Bucket=BUCKET, Key=key, Body=f"{name} of {run}".encode())
-                artifacts[name] = key
-            result = {
-                "metrics": {"precision": 0.9, "recall": self.recall, "mAP50": 0.938, "mAP50-95": 0.7},
-                "best_epoch": 3,
-                "epochs": 3,
-                "seconds": 92.0,
-                "attempt": attempt,
-                "artifacts": artifacts,
-            }
-            sfn.send_task_success(taskToken=token, output=json.dumps(result))
+            sfn.send_task_success(taskToken=token, output=json.dumps(self._results(job, run, attempt)))
         # the instance shuts itself down when the trainer exits
         self.world.ec2.terminate_instances(InstanceIds=[instance_id])
 
@@ -604,3 +659,55 @@ def test_cancel_stops_the_run_and_cleans_up(shapes: World, instances: FakeInstan
         ),
     )
     assert again["cancelled"] is False
+
+
+# ---------------------------------------------------------------- takeover (issue 9, hole 3)
+
+
+def _wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
+    end = time.time() + timeout
+    while time.time() < end:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_takeover_ends_the_replaced_run_and_publishes_only_its_own(
+    shapes: World, instances: FakeInstances
+) -> None:
+    """Execution A is stopped by hand and its status-rule clean up has not run yet (late, or
+    being retried) when a new upload's execution B takes the job over. A's trainer is still
+    training: it must neither answer B's task nor train on, and B publishes B's weights."""
+    w = shapes
+    instances.queue = ["late", "wait"]
+    instances.beat.set()
+    a = w.start("replaced")
+    a_item = _wait_until(lambda: (i := w.table.get("shapes")) and i.current and i.current.instance and i)
+    a_run, a_instance = a_item.run_id, a_item.current.instance
+    _wait_until(lambda: instances.heartbeats > 0)
+    instances.beat.clear()
+    w.sfn.stop_execution(executionArn=a, error="Stopped", cause="stopped from the console")
+    # the execution-status rule's clean up of A is not delivered (yet): B finds A's lock
+    b = w.start("takes-over")
+    launched = lambda: (i := w.table.get("shapes")) and i.execution == b and i.current and i.current.instance  # noqa: E731
+    _wait_until(launched)
+    instances.beat.set()  # A's trainer heartbeats again: its token is gone, it looks it up again
+    time.sleep(0.5)
+    instances.release.set()
+    out = w.wait(b)
+    assert out["status"] == "SUCCEEDED", out
+    b_run = json.loads(out["output"])["job"]["run_id"]
+    assert b_run != a_run
+    best = w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read()
+    assert best == f"best.pt of {b_run}".encode()
+    published = json.loads(w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/metrics.json")["Body"].read())
+    assert published["run_id"] == b_run
+    # A's instance was ended by the takeover; its trainer never reported into B's task
+    assert instances.late.get(a_instance) in ("killed", "gone"), instances.late
+    (described,) = [
+        i for r in w.ec2.describe_instances(InstanceIds=[a_instance])["Reservations"] for i in r["Instances"]
+    ]
+    assert described["State"]["Name"] in ("shutting-down", "terminated")
+    w.assert_nothing_left()
