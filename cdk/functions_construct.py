@@ -226,6 +226,10 @@ class FunctionsConstruct(Construct):
             p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
             p(name, ["sns:Publish"], [topic_arn])
         p(LambdaName.CANCEL, ["states:StopExecution"], [executions_arn])
+        # cancel acts only when config.yaml is really gone (HeadObject; ListBucket makes it a 404)
+        p(LambdaName.CANCEL, ["s3:GetObject"], [objects("jobs/*/config.yaml")])
+        jobs_prefix = {"StringLike": {"s3:prefix": ["jobs/*"]}}
+        p(LambdaName.CANCEL, ["s3:ListBucket"], [bucket.bucket_arn], jobs_prefix)
         # instance_lost: whose instance is it (tags), fail its pending task
         p(LambdaName.INSTANCE_LOST, ["ec2:DescribeInstances"], ["*"])
         p(LambdaName.INSTANCE_LOST, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
@@ -379,6 +383,8 @@ class FunctionsConstruct(Construct):
                 arn.format(svc="ec2", rest="instance/*"): terminate,
                 executions: "StopExecution of this one state machine's executions; execution names are "
                 "generated.",
+                f"{objects}/jobs/*/config.yaml": "Checks that a job's config.yaml is really gone before it "
+                f"cancels (a late Deleted event after a re-upload): {per_job}.",
             },
         }
         for name, reasons in findings.items():

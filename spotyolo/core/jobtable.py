@@ -30,7 +30,13 @@ _DES = TypeDeserializer()
 
 
 #: placeholders a condition may use, without declaring them
-_CONDITION_NAMES = {"#exec": "execution", "#cur": "current", "#num": "number", "#run": "run_id"}
+_CONDITION_NAMES = {
+    "#exec": "execution",
+    "#cur": "current",
+    "#num": "number",
+    "#run": "run_id",
+    "#st": "status",
+}
 
 
 def now_iso() -> str:
@@ -185,6 +191,28 @@ class JobTable:
             removes=("execution", "current"),
             condition="#exec = :me",
             values={":me": execution},
+        )
+
+    # ------------------------------------------------------------ publish or cancel: one wins
+
+    def claim_publication(self, job: str, execution: str) -> bool:
+        """Check result may publish ``execution``'s weights: it still holds the lock and no cancel
+        claimed the run first. From now on a cancel comes too late (``claim_cancel``)."""
+        return self._update(
+            job,
+            {"status": JobStatus.PUBLISHING.value},
+            condition="#exec = :me AND #st <> :cancelling",
+            values={":me": execution, ":cancelling": JobStatus.CANCELLING.value},
+        )
+
+    def claim_cancel(self, job: str, execution: str) -> bool:
+        """Cancel may stop ``execution``'s run: it still holds the lock and Check result has not
+        begun to publish; from now on Check result publishes nothing (``claim_publication``)."""
+        return self._update(
+            job,
+            {"status": JobStatus.CANCELLING.value},
+            condition="#exec = :me AND #st <> :publishing",
+            values={":me": execution, ":publishing": JobStatus.PUBLISHING.value},
         )
 
     # ------------------------------------------------------------ attempts

@@ -675,12 +675,14 @@ def _wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
 
 
 def test_a_takeover_ends_the_replaced_run_and_publishes_only_its_own(
-    shapes: World, instances: FakeInstances
+    world: World, instances: FakeInstances, shapes_dataset: Path
 ) -> None:
     """Execution A is stopped by hand and its status-rule clean up has not run yet (late, or
     being retried) when a new upload's execution B takes the job over. A's trainer is still
     training: it must neither answer B's task nor train on, and B publishes B's weights."""
-    w = shapes
+    w = world
+    # a stall window of 36 s: a slow machine must not time A out before it is stopped
+    w.upload_job(shapes_dataset, BASE_CONFIG.replace("stall_hours: 0.001", "stall_hours: 0.01"))
     instances.queue = ["late", "wait"]
     instances.beat.set()
     a = w.start("replaced")
@@ -711,3 +713,105 @@ def test_a_takeover_ends_the_replaced_run_and_publishes_only_its_own(
     ]
     assert described["State"]["Name"] in ("shutting-down", "terminated")
     w.assert_nothing_left()
+
+
+# ---------------------------------------------------------------- cancel: only the right run (hole 7)
+
+
+def _deleted_event() -> dict[str, Any]:
+    return eventbridge(
+        "Object Deleted", "aws.s3", {"bucket": {"name": BUCKET}, "object": {"key": "jobs/shapes/config.yaml"}}
+    )
+
+
+def _delete_and_cancel(w: World) -> dict[str, Any]:
+    """The user deletes config.yaml and the rule invokes Cancel (in its own thread, as Lambda does)."""
+    w.s3.delete_object(Bucket=BUCKET, Key=layout.config_key("shapes"))
+    got: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            got.update(w.invoke_event("cancel", _deleted_event()))
+        except BaseException as err:
+            got["raised"] = repr(err)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(20)
+    return got
+
+
+def test_a_late_delete_event_does_not_cancel_the_reuploaded_run(
+    shapes: World, instances: FakeInstances
+) -> None:
+    """config.yaml was deleted and uploaded again; the Deleted event arrives after the new run
+    started. config.yaml is there: the run the user just started goes on."""
+    instances.behaviour = {1: "hang"}
+    arn = shapes.start("reuploaded")
+    _wait_until(shapes.live_instances)
+    result = shapes.invoke_event("cancel", _deleted_event())
+    assert result["cancelled"] is False and "config.yaml" in result["reason"], result
+    assert shapes.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    item = shapes.table.get("shapes")
+    assert item and item.execution == arn and len(shapes.live_instances()) == 1
+    assert shapes.messages() == []
+    assert shapes.wait(arn)["error"] == "TrainerStalled"  # the hung instance ends it (3 s)
+
+
+def test_a_cancel_during_publication_comes_too_late(
+    shapes: World, instances: FakeInstances, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Check result has begun to publish when config.yaml is deleted: the run completes, its
+    weights are whole, and the user hears "complete", not "cancelled"."""
+    from spotyolo.steps import check_result
+
+    real = check_result.promote
+    cancels: list[dict[str, Any]] = []
+
+    def promote_with_a_cancel(*args: Any, **kwargs: Any) -> Any:
+        cancels.append(_delete_and_cancel(shapes))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check_result, "promote", promote_with_a_cancel)
+    out = shapes.wait(shapes.start("publishing"))
+    assert out["status"] == "SUCCEEDED", out
+    run_id = json.loads(out["output"])["job"]["run_id"]
+    assert cancels and cancels[0]["cancelled"] is False and "publish" in cancels[0]["reason"], cancels
+    assert shapes.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read() == (
+        f"best.pt of {run_id}".encode()
+    )
+    item = shapes.table.get("shapes")
+    assert item and item.status == "complete"
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes complete"
+    shapes.assert_nothing_left()
+
+
+def test_a_cancel_before_publication_publishes_nothing(shapes: World, instances: FakeInstances) -> None:
+    """config.yaml is deleted after the trainer reported but before Check result publishes:
+    the run is cancelled, and weights/ keeps what it had."""
+    shapes.s3.put_object(Bucket=BUCKET, Key="weights/shapes/best.pt", Body=b"old best")
+    cancels: list[dict[str, Any]] = []
+    checked = threading.Event()
+
+    def cancel_first(event: dict[str, Any], context: Any) -> Any:
+        try:
+            cancels.append(_delete_and_cancel(shapes))
+            return shapes.handlers["check_result"](event, context)
+        finally:
+            checked.set()
+
+    shapes.overrides["check_result"] = cancel_first
+    arn = shapes.start("cancelled-late")
+    assert checked.wait(30)  # the stopped execution's Check result still runs to its end, as on AWS
+    out = shapes.wait(arn)
+    assert cancels and cancels[0]["cancelled"] is True, cancels
+    assert out["status"] == "ABORTED" and out["error"] == "Cancelled", out
+    assert shapes.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read() == b"old best"
+    assert "Contents" not in shapes.s3.list_objects_v2(Bucket=BUCKET, Prefix="weights/shapes/previous/")
+    item = shapes.table.get("shapes")
+    assert item and item.status == "cancelled"
+    time.sleep(0.5)
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes cancelled (Cancelled)"
+    shapes.assert_nothing_left()
