@@ -221,9 +221,9 @@ def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobT
     if not table.claim_publication(job.name, job.execution):
         raise Cancelled(
             f"run {job.run_id} of job {job.name} was cancelled (s3://{job.bucket}/"
-            f"{layout.config_key(job.name)} deleted) before its weights were published: nothing was "
-            "published, "
-            f"s3://{job.bucket}/{layout.weights_prefix(job.name)} is as it was"
+            f"{layout.config_key(job.name)} deleted) or taken over by a newer run before its weights "
+            f"were published: nothing was published, s3://{job.bucket}/{layout.weights_prefix(job.name)} "
+            "is as it was"
         )
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
