@@ -170,6 +170,9 @@ class FunctionsConstruct(Construct):
         p(LambdaName.VALIDATE, ["s3:PutObject"], [objects("runs/*/job.json")])
         p(LambdaName.VALIDATE, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # (states:DescribeExecution: grant_executions, once the state machine exists)
+        # a takeover of an ended execution's lock terminates that run's instances
+        p(LambdaName.VALIDATE, ["ec2:DescribeInstances"], ["*"])
+        p(LambdaName.VALIDATE, ["ec2:TerminateInstances"], instances, ours)
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
         # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
@@ -195,6 +198,10 @@ class FunctionsConstruct(Construct):
             p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
             p(name, ["sns:Publish"], [topic_arn])
         # (cancel's states:StopExecution: grant_executions)
+        # cancel acts only when config.yaml is really gone (HeadObject; ListBucket makes it a 404)
+        p(LambdaName.CANCEL, ["s3:GetObject"], [objects("jobs/*/config.yaml")])
+        jobs_prefix = {"StringLike": {"s3:prefix": ["jobs/*"]}}
+        p(LambdaName.CANCEL, ["s3:ListBucket"], [bucket.bucket_arn], jobs_prefix)
         # instance_lost: whose instance is it (tags), fail its pending task
         p(LambdaName.INSTANCE_LOST, ["ec2:DescribeInstances"], ["*"])
         p(LambdaName.INSTANCE_LOST, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
@@ -337,12 +344,14 @@ class FunctionsConstruct(Construct):
         )
         findings: dict[LambdaName, dict[str, str]] = {
             LambdaName.VALIDATE: {
-                "Resource::*": xray,
+                "Resource::*": f"{xray} ec2:DescribeInstances (the instances of a run whose lock is taken "
+                "over) has no resource type.",
                 f"{objects}/jobs/*": "Reads config.yaml and the dataset listing of a job under jobs/: "
                 f"{per_job}.",
                 f"{objects}/weights/*": f"Checks whether weights/<job>/ exists (already trained): {per_job}.",
                 f"{objects}/runs/*/job.json": "Writes runs/<job>/<run>/job.json, nothing else there: "
                 f"{per_job}.",
+                arn.format(svc="ec2", rest="instance/*"): terminate,
             },
             LambdaName.LAUNCH: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (is this attempt's instance already "
@@ -376,6 +385,8 @@ class FunctionsConstruct(Construct):
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (cancel cleans up "
                 "the run's instances and reports its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
+                f"{objects}/jobs/*/config.yaml": "Checks that a job's config.yaml is really gone before it "
+                f"cancels (a late Deleted event after a re-upload): {per_job}.",
             },
         }
         for name, reasons in findings.items():

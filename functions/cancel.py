@@ -12,6 +12,7 @@ from spotyolo.steps.common import (
     job_table,
     logger,
     metrics,
+    s3_client,
     settings,
     sfn_client,
     sns_client,
@@ -29,6 +30,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return step.cancel(
         parsed.detail.bucket.name,
         parsed.detail.object.key,
+        s3=s3_client(),
         sfn=sfn_client(),
         ec2=ec2_client(),
         sns=sns_client(),

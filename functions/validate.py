@@ -11,7 +11,16 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, SpotyoloError
 from spotyolo.core.dataset import MAX_WORKERS
 from spotyolo.steps import validate as step
-from spotyolo.steps.common import dynamodb_client, logger, metrics, s3_client, settings, sfn_client, tracer
+from spotyolo.steps.common import (
+    dynamodb_client,
+    ec2_client,
+    logger,
+    metrics,
+    s3_client,
+    settings,
+    sfn_client,
+    tracer,
+)
 
 settings()  # cold start: a missing environment variable fails here, naming it
 
@@ -26,6 +35,7 @@ def handler(event: step.ValidateEvent, context: Any) -> dict[str, Any]:
             s3=s3_client(pool=MAX_WORKERS),  # as many connections as parallel label reads
             dynamodb=dynamodb_client(),
             sfn=sfn_client(),
+            ec2=ec2_client(),
             settings=settings(),
             now=dt.datetime.now(dt.UTC),
         )

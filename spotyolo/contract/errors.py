@@ -113,6 +113,10 @@ class BudgetExceeded(SpotyoloError):
     """The job's ``max_cost_usd`` or ``max_hours`` is used up."""
 
 
+class Cancelled(SpotyoloError):
+    """config.yaml was deleted and Cancel stopped the run before its weights were published."""
+
+
 #: the names raised as exceptions (each class is named after its ErrorName)
 ERROR_NAMES: tuple[str, ...] = tuple(
     cls.__name__
@@ -132,6 +136,7 @@ ERROR_NAMES: tuple[str, ...] = tuple(
         TrainerError,
         TooManyInterruptions,
         BudgetExceeded,
+        Cancelled,
     )
 )
 

@@ -14,6 +14,10 @@ class JobStatus(StrEnum):
     LAUNCHING = "launching"
     #: the trainer reads its token and trains
     TRAINING = "training"
+    #: Check result publishes the weights: a cancel from now on comes too late
+    PUBLISHING = "publishing"
+    #: Cancel stops the run: Check result publishes nothing
+    CANCELLING = "cancelling"
     # how a run ended (also Summary.status)
     COMPLETE = "complete"
     BELOW_TARGET = "below target"

@@ -62,3 +62,11 @@ def run_instances_of(
         for reservation in page.get("Reservations", []):
             found.extend(reservation.get("Instances", []))
     return found
+
+
+def terminate_run(ec2: EC2Client, job: str, run_id: str) -> list[str]:
+    """Terminate the run's live instances (found by their job and run tags); their ids."""
+    ids = [i["InstanceId"] for i in run_instances_of(ec2, job, run_id)]
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+    return ids

@@ -30,7 +30,13 @@ _DES = TypeDeserializer()
 
 
 #: placeholders a condition may use, without declaring them
-_CONDITION_NAMES = {"#exec": "execution", "#cur": "current", "#num": "number", "#run": "run_id"}
+_CONDITION_NAMES = {
+    "#exec": "execution",
+    "#cur": "current",
+    "#num": "number",
+    "#run": "run_id",
+    "#st": "status",
+}
 
 
 def now_iso() -> str:
@@ -130,11 +136,20 @@ class JobTable:
 
     # ------------------------------------------------------------ the lock
 
-    def acquire_lock(self, job: str, execution: str, run_id: str, is_running: Callable[[str], bool]) -> str:
+    def acquire_lock(
+        self,
+        job: str,
+        execution: str,
+        run_id: str,
+        is_running: Callable[[str], bool],
+        retire: Callable[[str], None] | None = None,
+    ) -> str:
         """Take the job's lock for ``execution`` and return the run id it holds.
 
         Re-entrant: the same execution gets the run id it already has. A lock whose holder
-        execution is no longer running is taken over. Otherwise ``JobAlreadyRunning``, and
+        execution is no longer running is taken over; ``retire`` is first called with the run
+        id it held (its instances may still run: its clean up is late or being retried), so
+        a failure there leaves the lock where it was. Otherwise ``JobAlreadyRunning``, and
         the item is left exactly as it was; ``is_running`` raises when it cannot tell (fail
         closed: a live job's lock is never taken on a guess).
         """
@@ -151,17 +166,17 @@ class JobTable:
         removes = ("current", "progress", "result", "cost_usd")
         if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
             return run_id
-        holder = (self.get(job) or JobItem(job=job)).execution
+        held = self.get(job) or JobItem(job=job)
+        holder = held.execution
         if holder == execution:  # lost a race against our own retry
-            return (self.get(job) or JobItem(job=job)).run_id or run_id
-        if (
-            holder
-            and not is_running(holder)
-            and self._update(
+            return held.run_id or run_id
+        if holder and not is_running(holder):
+            if retire is not None and held.run_id:
+                retire(held.run_id)
+            if self._update(
                 job, fresh, removes=removes, condition="#exec = :holder", values={":holder": holder}
-            )
-        ):
-            return run_id
+            ):
+                return run_id
         raise JobAlreadyRunning(
             f"job {job!r} is already being trained by execution {holder}; this start was "
             "refused and the running job is untouched. Wait for it to finish, or cancel it by "
@@ -176,6 +191,28 @@ class JobTable:
             removes=("execution", "current"),
             condition="#exec = :me",
             values={":me": execution},
+        )
+
+    # ------------------------------------------------------------ publish or cancel: one wins
+
+    def claim_publication(self, job: str, execution: str) -> bool:
+        """Check result may publish ``execution``'s weights: it still holds the lock and no cancel
+        claimed the run first. From now on a cancel comes too late (``claim_cancel``)."""
+        return self._update(
+            job,
+            {"status": JobStatus.PUBLISHING.value},
+            condition="#exec = :me AND #st <> :cancelling",
+            values={":me": execution, ":cancelling": JobStatus.CANCELLING.value},
+        )
+
+    def claim_cancel(self, job: str, execution: str) -> bool:
+        """Cancel may stop ``execution``'s run: it still holds the lock and Check result has not
+        begun to publish; from now on Check result publishes nothing (``claim_publication``)."""
+        return self._update(
+            job,
+            {"status": JobStatus.CANCELLING.value},
+            condition="#exec = :me AND #st <> :publishing",
+            values={":me": execution, ":publishing": JobStatus.PUBLISHING.value},
         )
 
     # ------------------------------------------------------------ attempts
@@ -244,10 +281,14 @@ class JobTable:
             values={":me": execution, ":n": number},
         )
 
-    def token_for(self, job: str, attempt: int) -> str | None:
-        """The task token of ``attempt`` if it is still the job's current attempt."""
+    def token_for(self, job: str, run_id: str, attempt: int) -> str | None:
+        """The task token of ``attempt`` of ``run_id`` if it is still the job's current attempt.
+
+        Matched by run *and* number: a run that took the job over starts again at attempt 1,
+        and its token must never reach a trainer of the run it replaced.
+        """
         item = self.get(job)
-        if not item or not item.current or item.current.number != attempt:
+        if not item or item.run_id != run_id or not item.current or item.current.number != attempt:
             return None
         return item.current.token
 

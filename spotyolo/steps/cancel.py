@@ -1,10 +1,14 @@
 """Cancel: ``jobs/<job>/config.yaml`` was deleted, so stop that job's run.
 
 Event: the EventBridge S3 "Object Deleted" event (``detail.bucket.name``,
-``detail.object.key``). Stops the execution that holds the job's lock (error ``Cancelled``)
-and does the clean up itself (terminate the run's instances, close the attempt, drop the
-token, release the lock, notify "cancelled"): moto's StopExecution does not end a task-token
-wait, and on AWS the execution-status rule's clean up then finds nothing left to do.
+``detail.object.key``). Acts only when config.yaml is really gone: EventBridge may deliver the
+Deleted event after a re-upload's Created event, and the run that re-upload started is not the
+one the user meant to cancel. Then it claims the run in the job table against Check result
+(``JobTable.claim_cancel``): a run whose weights are being published completes, and the cancel
+comes too late. Otherwise it stops the execution that holds the job's lock (error
+``Cancelled``) and does the clean up itself (terminate the run's instances, close the attempt,
+drop the token, release the lock, notify "cancelled"): moto's StopExecution does not end a
+task-token wait, and on AWS the execution-status rule's clean up then finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract.errors import ErrorName, JobInvalid
 from spotyolo.contract.layout import job_from_config_key
+from spotyolo.contract.status import JobStatus
 from spotyolo.core.awserrors import error_code
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import ErrorInfo
+from spotyolo.core.s3objects import object_exists
 from spotyolo.steps.common import logger, metrics
 from spotyolo.steps.ending import clean_up, notify_if_owned
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -52,16 +59,37 @@ class ObjectDeletedEvent(EventBridgeModel):
 
 
 def cancel(
-    bucket: str, key: str, *, sfn: SFNClient, ec2: EC2Client, sns: SNSClient, table: JobTable, topic_arn: str
+    bucket: str,
+    key: str,
+    *,
+    s3: S3Client,
+    sfn: SFNClient,
+    ec2: EC2Client,
+    sns: SNSClient,
+    table: JobTable,
+    topic_arn: str,
 ) -> dict[str, Any]:
     try:
         job = job_from_config_key(key)
     except JobInvalid:
         return {"cancelled": False, "reason": f"{key} is not a job's config.yaml"}
+    if object_exists(s3, bucket, key):
+        again = f"s3://{bucket}/{key} is there again (uploaded anew): its run is not cancelled"
+        return {"cancelled": False, "reason": again, "job": job}
     item = table.get(job)
     if not item or not item.execution:
         return {"cancelled": False, "reason": f"job {job} is not running", "job": job}
     execution = item.execution
+    if not table.claim_cancel(job, execution):
+        now = table.get(job)
+        if now and now.execution == execution and now.status == JobStatus.PUBLISHING:
+            logger.info("cancel too late", extra={"job": job, "execution": execution})
+            return {
+                "cancelled": False,
+                "reason": f"run {item.run_id} of job {job} had finished and was publishing its weights",
+                "job": job,
+            }
+        return {"cancelled": False, "reason": f"job {job}'s run {item.run_id} ended meanwhile", "job": job}
     cause = f"s3://{bucket}/{key} was deleted, which cancels the job"
     try:
         sfn.stop_execution(executionArn=execution, error=ErrorName.CANCELLED, cause=cause)

@@ -4,7 +4,8 @@ Event ``{"job": JobSpec, "attempt": Attempt, "result": TrainResult, "execution":
 returns a ``Summary`` (``$.summary``). Copies ``runs/<job>/<run_id>/artifacts/{best.pt,
 last.pt, results.csv, metrics.json}`` to ``weights/<job>/`` after copying the weights that were
 there to ``weights/<job>/previous/``, so a retrain never silently destroys the last good model
-(``promote`` says how a retry keeps it so).
+(``promote`` says how a retry keeps it so). It publishes only after claiming the run in the job
+table, so a cancel either stops it before it publishes anything or comes too late.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from spotyolo.contract import layout
-from spotyolo.contract.errors import TrainerError
+from spotyolo.contract.errors import Cancelled, TrainerError
 from spotyolo.contract.status import JobStatus
 from spotyolo.core.awserrors import MISSING_OBJECT_CODES, error_code
 from spotyolo.core.cost import price_fn, run_cost
@@ -95,6 +96,17 @@ def _run_sources(job: JobSpec, result: TrainResult) -> dict[str, str]:
     return {name: result.artifacts.get(name) or prefix + name for name in layout.WEIGHT_FILES}
 
 
+def publishable(s3: S3Client, job: JobSpec, result: TrainResult) -> dict[str, str]:
+    """The run's files to publish, refused when they are not this run's or best.pt is missing."""
+    sources = _run_sources(job, result)
+    if not object_exists(s3, job.bucket, sources[layout.BEST]):
+        raise TrainerError(
+            f"the trainer reported success but s3://{job.bucket}/{sources['best.pt']} is missing, so "
+            "there is nothing to publish; see the run's train.log under its artifacts/"
+        )
+    return sources
+
+
 def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
     """Publish the run to weights/<job>/, the set it replaces to weights/<job>/previous/.
 
@@ -107,12 +119,7 @@ def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
     Returns the published keys.
     """
     bucket, weights = job.bucket, layout.weights_prefix(job.name)
-    sources = _run_sources(job, result)
-    if not object_exists(s3, bucket, sources[layout.BEST]):
-        raise TrainerError(
-            f"the trainer reported success but s3://{bucket}/{sources['best.pt']} is missing, so there "
-            "is nothing to publish; see the run's train.log under its artifacts/"
-        )
+    sources = publishable(s3, job, result)
     held = _recorded_run(s3, bucket, weights)
     if held != job.run_id:
         held = None if held == UNRECORDED else held
@@ -207,6 +214,17 @@ def summarize(
 
 
 def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable) -> Summary:
+    """Publish, once this run has claimed publication against a cancel (whichever claims the job
+    table first wins: docs/ARCHITECTURE.md, "Cancel and publication")."""
+    job = event.job
+    publishable(s3, job, event.result)  # a result that cannot be published claims nothing
+    if not table.claim_publication(job.name, job.execution):
+        raise Cancelled(
+            f"run {job.run_id} of job {job.name} was cancelled (s3://{job.bucket}/"
+            f"{layout.config_key(job.name)} deleted) or taken over by a newer run before its weights "
+            f"were published: nothing was published, s3://{job.bucket}/{layout.weights_prefix(job.name)} "
+            "is as it was"
+        )
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
     cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0

@@ -2,7 +2,8 @@
 
 Order (docs/ARCHITECTURE.md, "The steps"): normalise the input → parse and check config.yaml
 (+ overrides) and the
-dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock →
+dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock
+(taking over a lock whose execution has ended terminates that run's instances first) →
 write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
 (S3-event input only: a fresh object other than the trigger, or an open multipart upload,
 means the upload is still arriving → ``UploadInProgress``) runs on the listing *before* the
@@ -33,6 +34,7 @@ from spotyolo.contract.errors import (
 )
 from spotyolo.core.config import inspect_job
 from spotyolo.core.dataset import Entry, S3Source, bounded_listing
+from spotyolo.core.fleet import terminate_run
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
@@ -43,6 +45,7 @@ from spotyolo.steps.common import logger
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -196,12 +199,24 @@ def _is_running(sfn: SFNClient, job: str) -> Callable[[str], bool]:
     return is_running
 
 
+def _retire(ec2: EC2Client, job: str) -> Callable[[str], None]:
+    """Ends the run whose lock is being taken over: its execution has ended, but its clean up
+    (the execution-status rule) may not have run yet, so its trainer may still be training."""
+
+    def retire(old_run: str) -> None:
+        terminated = terminate_run(ec2, job, old_run)
+        logger.info("lock taken over", extra={"job": job, "replaced_run": old_run, "terminated": terminated})
+
+    return retire
+
+
 def validate_job(
     event: Mapping[str, Any],
     *,
     s3: S3Client,
     dynamodb: DynamoDBClient,
     sfn: SFNClient,
+    ec2: EC2Client,
     settings: Settings,
     now: dt.datetime,
 ) -> dict[str, Any]:
@@ -255,7 +270,7 @@ def validate_job(
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
-        job, execution, run_id, _is_running(sfn, job)
+        job, execution, run_id, _is_running(sfn, job), retire=_retire(ec2, job)
     )
     s3.put_object(
         Bucket=bucket,

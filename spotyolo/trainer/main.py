@@ -59,7 +59,7 @@ from spotyolo.core.models import JobSpec, TrainResult
 from spotyolo.trainer import checkpoint, data, preflight
 from spotyolo.trainer.monitor import RunRef, TrainingMonitor, short_metrics
 from spotyolo.trainer.outcome import FAILURE_EXIT, ExitCode, StopForInterruption, TaskGone
-from spotyolo.trainer.task import TaskChannel, heartbeat_interval
+from spotyolo.trainer.task import TaskChannel, attempt_token, heartbeat_interval
 from spotyolo.trainer.watcher import InterruptionWatcher, MetadataClient, Notice
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
@@ -271,7 +271,8 @@ class TrainerRun:
     def _run(self) -> int:
         env = self.env
         log.info("trainer: job %s run %s attempt %d", env.job, env.run_id, env.attempt)
-        token = self.table.token_for(env.job, env.attempt)
+        read_token = attempt_token(self.table, env.job, env.run_id, env.attempt)
+        token = read_token()
         if not token:
             log.error(
                 "no task token for attempt %d of job %s in table %s: it is not the job's current attempt "
@@ -285,7 +286,7 @@ class TrainerRun:
             self.clients.sfn,
             token,
             env.heartbeat_seconds or 60.0,
-            refresh=lambda: self.table.token_for(env.job, env.attempt),
+            refresh=read_token,
         )
         try:
             self.channel.heartbeat(force=True)  # boot is progress

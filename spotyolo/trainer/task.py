@@ -23,6 +23,8 @@ from spotyolo.trainer.outcome import StopForInterruption, TaskGone
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
     from mypy_boto3_stepfunctions import SFNClient
 
+    from spotyolo.core.jobtable import JobTable
+
 log = logging.getLogger(__name__)
 
 #: Step Functions answers these when nobody waits for the token any more
@@ -37,6 +39,13 @@ def heartbeat_interval(stall_seconds: int, override: float | None = None) -> flo
     if override is not None and override > 0:
         return override
     return float(min(60, max(1, stall_seconds // 4)))
+
+
+def attempt_token(table: JobTable, job: str, run_id: str, attempt: int) -> Callable[[], str | None]:
+    """How an attempt reads its task token from the job table: by its run (``RUN_ID``, from
+    the instance's tags) and its number, so a trainer whose run was taken over never finds the
+    new run's token (both runs start at attempt 1) and never answers that run's task."""
+    return lambda: table.token_for(job, run_id, attempt)
 
 
 class TaskChannel:

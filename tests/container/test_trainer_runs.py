@@ -188,7 +188,7 @@ def test_two_epochs_succeed_with_metrics_and_artifacts(
     assert run.sfn.named("send_task_heartbeat"), "no heartbeat at all"
     log_text = run.log()
     assert "epoch 1/2" in log_text and "epoch 2/2" in log_text and "box_loss=" in log_text
-    token = world.table.token_for("ok", 1)
+    token = world.table.token_for("ok", "r1", 1)
     assert token and token not in log_text
 
 
@@ -558,3 +558,17 @@ def test_a_notice_during_a_slow_final_validation_uses_the_time_left_to_finish(
     assert not run.sfn.named("send_task_failure")
     result = TrainResult.model_validate_json(run.outcome["output"])
     assert result.epochs == 2 and "best.pt" in result.artifacts
+
+
+def test_a_trainer_whose_run_was_taken_over_finds_no_token(world: World, shapes_job: Path, tmp_path: Path):
+    """Issue 9, hole 3: run r2 took the job over from r1 and its attempt 1 waits on its token;
+    r1's trainer (attempt 1 as well) must not answer r2's task."""
+    replaced = world.upload_job("taken", shapes_job, "r1")
+    world.start_attempt(replaced, 1)
+    spec = replaced.model_copy(update={"run_id": "r2", "execution": "exec-taken-r2"})
+    world.table.acquire_lock("taken", spec.execution, "r2", lambda _arn: False)  # r1's execution ended
+    world.start_attempt(spec, 1)
+    env = TrainerEnv.from_env(world.env(replaced, 1, tmp_path))
+    sfn = RecordingSfn(world.sfn)
+    code = TrainerRun(env, Clients(world.s3, world.ddb, sfn)).run()
+    assert code == ExitCode.NO_TOKEN and sfn.calls == []

@@ -18,6 +18,7 @@ from moto import mock_aws
 from spotyolo.contract.asl import load_asl_text
 from spotyolo.contract.errors import (
     BudgetExceeded,
+    Cancelled,
     LaunchFailed,
     NoCapacity,
     QuotaExceeded,
@@ -782,7 +783,14 @@ def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
             stopped.append(kw)
 
     out = cancel.cancel(
-        "bkt", "jobs/shapes/config.yaml", sfn=Sfn(), ec2=aws.ec2, sns=aws.sns, table=aws.table, topic_arn=""
+        "bkt",
+        "jobs/shapes/config.yaml",
+        s3=aws.s3,
+        sfn=Sfn(),
+        ec2=aws.ec2,
+        sns=aws.sns,
+        table=aws.table,
+        topic_arn="",
     )
     assert (
         out["cancelled"] is True and stopped[0]["executionArn"] == EXEC and stopped[0]["error"] == "Cancelled"
@@ -794,6 +802,7 @@ def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
         cancel.cancel(
             "bkt",
             "jobs/shapes/dataset/data.yaml",
+            s3=aws.s3,
             sfn=Sfn(),
             ec2=aws.ec2,
             sns=aws.sns,
@@ -802,6 +811,63 @@ def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
         )["cancelled"]
         is False
     )
+
+
+class RecordingSfn:
+    def __init__(self) -> None:
+        self.stopped: list[dict[str, Any]] = []
+
+    def stop_execution(self, **kw: Any) -> None:
+        self.stopped.append(kw)
+
+
+def _cancel(aws: Aws, sfn: RecordingSfn) -> dict[str, Any]:
+    return cancel.cancel(
+        "bkt",
+        "jobs/shapes/config.yaml",
+        s3=aws.s3,
+        sfn=sfn,  # type: ignore[arg-type]
+        ec2=aws.ec2,
+        sns=aws.sns,
+        table=aws.table,
+        topic_arn="",
+    )
+
+
+def test_cancel_leaves_a_run_alone_while_its_config_is_there(aws: Aws) -> None:
+    """Issue 9, hole 7: a Deleted event delivered after the re-upload that started this run."""
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    aws.s3.put_object(Bucket="bkt", Key="jobs/shapes/config.yaml", Body=b"epochs: 3\n")
+    sfn = RecordingSfn()
+    out = _cancel(aws, sfn)
+    assert out["cancelled"] is False and "there again" in out["reason"]
+    assert sfn.stopped == [] and len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
+    item = aws.table.get("shapes")
+    assert item and item.execution == EXEC and item.status == "training"
+
+
+def test_a_cancel_claimed_first_keeps_check_result_from_publishing(aws: Aws) -> None:
+    aws.lock()
+    _put_run(aws)
+    _put_old_weights(aws)
+    assert aws.table.claim_cancel("shapes", EXEC)  # Cancel is between its claim and its stop
+    with pytest.raises(Cancelled, match="nothing was published"):
+        check_result.check_result(_check_event(), s3=aws.s3, ec2=aws.ec2, table=aws.table)
+    assert _folder(aws, "weights/shapes/") == OLD_SET
+    assert _folder(aws, "weights/shapes/previous/") == {}
+
+
+def test_a_cancel_after_check_result_claimed_the_run_comes_too_late(aws: Aws) -> None:
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    assert aws.table.claim_publication("shapes", EXEC)  # Check result is publishing
+    sfn = RecordingSfn()
+    out = _cancel(aws, sfn)
+    assert out["cancelled"] is False and "publishing its weights" in out["reason"]
+    assert sfn.stopped == []
+    item = aws.table.get("shapes")
+    assert item and item.execution == EXEC and item.status == "publishing"
 
 
 def test_run_cost_counts_launched_attempts_only() -> None:

@@ -45,6 +45,7 @@ class Aws(SimpleNamespace):
     dynamodb: Any
     sfn: Any
     machine: str
+    ec2: Any = None
 
 
 @pytest.fixture
@@ -69,7 +70,8 @@ def aws():
             definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
             roleArn=role,
         )["stateMachineArn"]
-        yield Aws(s3=s3, dynamodb=dynamodb, sfn=sfn, machine=machine)
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        yield Aws(s3=s3, dynamodb=dynamodb, sfn=sfn, machine=machine, ec2=ec2)
 
 
 def upload(aws: Aws, folder: Path, job: str) -> None:
@@ -93,6 +95,7 @@ def run(
         s3=aws.s3,
         dynamodb=aws.dynamodb,
         sfn=aws.sfn,
+        ec2=aws.ec2,
         settings=settings,
         now=now,
     )
@@ -227,7 +230,7 @@ def test_a_lock_whose_holder_cannot_be_checked_is_never_taken_over(aws: Aws, job
     first = run(aws, EVENT, start(aws, "e1"))
     table = JobTable(aws.dynamodb, TABLE)
     before = table.get("pets")
-    blind = Aws(s3=aws.s3, dynamodb=aws.dynamodb, sfn=FailingSfn(aws.sfn, code), machine=aws.machine)
+    blind = Aws(**{**vars(aws), "sfn": FailingSfn(aws.sfn, code)})
     with pytest.raises(JobAlreadyRunning, match=f"could not be checked.*{code}"):
         run(blind, {"job": "pets", "force": True}, start(aws, "e2"), later=120)
     assert table.get("pets") == before
@@ -240,6 +243,38 @@ def test_lock_of_a_vanished_execution_is_taken_over(aws: Aws, job: str) -> None:
     new = start(aws, "e2")
     run(aws, EVENT, new, later=120)
     assert JobTable(aws.dynamodb, TABLE).get("pets").execution == new  # type: ignore[union-attr]
+
+
+def _instance(aws: Aws, job: str, run: str) -> str:
+    tags = [{"Key": "app", "Value": "spotyolo"}, {"Key": "job", "Value": job}, {"Key": "run", "Value": run}]
+    return str(
+        aws.ec2.run_instances(
+            ImageId="ami-03cf127a",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"][0]["InstanceId"]
+    )
+
+
+def _state(aws: Aws, instance: str) -> str:
+    reservations = aws.ec2.describe_instances(InstanceIds=[instance])["Reservations"]
+    return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+def test_a_takeover_terminates_the_instances_of_the_run_it_replaces(aws: Aws, job: str) -> None:
+    """Issue 9, hole 3: the replaced execution has ended but its clean up has not run yet."""
+    stopped = start(aws, "e1")
+    JobTable(aws.dynamodb, TABLE).acquire_lock("pets", stopped, "run-x", lambda e: True)
+    replaced = _instance(aws, "pets", "run-x")
+    unrelated = [_instance(aws, "pets", "run-older"), _instance(aws, "cats", "run-x")]
+    aws.sfn.stop_execution(executionArn=stopped)
+    new = start(aws, "e2")
+    out = run(aws, EVENT, new, later=120)
+    assert JobTable(aws.dynamodb, TABLE).get("pets").execution == new  # type: ignore[union-attr]
+    assert out["job"]["run_id"] != "run-x"
+    assert _state(aws, replaced) in ("shutting-down", "terminated")
+    assert [_state(aws, i) for i in unrelated] == ["running", "running"]
 
 
 def test_trained_job_is_skipped_without_lock_unless_forced(aws: Aws, job: str) -> None:

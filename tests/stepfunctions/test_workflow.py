@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from spotyolo.contract import layout
@@ -32,6 +33,8 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.local import moto_patches
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.steps import launch
+from spotyolo.trainer.outcome import TaskGone
+from spotyolo.trainer.task import TaskChannel, attempt_token
 
 REGION = "us-east-1"
 BUCKET = "spotyolo-test"
@@ -63,6 +66,15 @@ class FakeInstances:
 
     world: World
     behaviour: dict[int, str] = field(default_factory=dict)
+    #: behaviours of the next instances in launch order, before ``behaviour``
+    queue: list[str] = field(default_factory=list)
+    #: lets the "late" and "wait" trainers report
+    release: threading.Event = field(default_factory=threading.Event)
+    #: "late" trainers heartbeat while this is set
+    beat: threading.Event = field(default_factory=threading.Event)
+    heartbeats: int = 0
+    #: instance -> how a "late" trainer ended: succeeded, gone (TaskGone) or killed
+    late: dict[str, str] = field(default_factory=dict)
     recall: float = 0.9
     seen: dict[str, int] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -80,25 +92,90 @@ class FakeInstances:
                     if inst["InstanceId"] not in self.seen:
                         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                         self.seen[inst["InstanceId"]] = int(tags["attempt"])
-                        self._act(inst["InstanceId"], tags)
+                        what = self.queue.pop(0) if self.queue else self.behaviour.get(int(tags["attempt"]))
+                        self._act(inst["InstanceId"], tags, what or "succeed")
                 time.sleep(0.05)
         except BaseException as err:  # surfaced by the test
             self.errors.append(err)
 
-    def _token(self, job: str, attempt: int) -> str:
+    def _token(self, job: str, run: str, attempt: int) -> str:
         for _ in range(100):
-            token = self.world.table.token_for(job, attempt)
+            token = attempt_token(self.world.table, job, run, attempt)()
             if token:
                 return token
             time.sleep(0.05)
         raise AssertionError(f"no task token for {job} attempt {attempt}")
 
-    def _act(self, instance_id: str, tags: dict[str, str]) -> None:
+    def _alive(self, instance_id: str) -> bool:
+        (inst,) = [
+            i
+            for r in self.world.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            for i in r["Instances"]
+        ]
+        return inst["State"]["Name"] in ("pending", "running")
+
+    def _results(self, job: str, run: str, attempt: int) -> dict[str, Any]:
+        """Upload this run's artifacts; the trainer's SendTaskSuccess output."""
+        artifacts = {}
+        for name in layout.WEIGHT_FILES:
+            key = layout.artifact_key(job, run, name)
+            self.world.s3.put_object(Bucket=BUCKET, Key=key, Body=f"{name} of {run}".encode())
+            artifacts[name] = key
+        return {
+            "metrics": {"precision": 0.9, "recall": self.recall, "mAP50": 0.938, "mAP50-95": 0.7},
+            "best_epoch": 3,
+            "epochs": 3,
+            "seconds": 92.0,
+            "attempt": attempt,
+            "artifacts": artifacts,
+        }
+
+    def _late(self, instance_id: str, job: str, run: str, attempt: int) -> None:
+        """A trainer that trains until ``release``, heartbeating and refreshing its token the
+        way spotyolo.trainer does, then reports success; it dies with its instance."""
+        try:
+            token = self._token(job, run, attempt)
+            for _ in range(200):  # moto knows the task's token once Launch trainer's Lambda returned
+                try:
+                    self.world.sfn.send_task_heartbeat(taskToken=token)
+                    break
+                except ClientError:
+                    time.sleep(0.05)
+            refresh = attempt_token(self.world.table, job, run, attempt)  # as spotyolo.trainer does
+            channel = TaskChannel(self.world.sfn, token, 0.05, refresh=refresh)
+            try:
+                while not self.release.wait(0.05):
+                    if not self._alive(instance_id):
+                        self.late[instance_id] = "killed"
+                        return
+                    if not self.beat.is_set():  # between two heartbeats (a minute on EC2)
+                        continue
+                    try:
+                        channel.heartbeat()
+                        self.heartbeats += 1
+                    except AttributeError:  # moto, in-process: an execution's worker ends before its stop
+                        pass
+                if not self._alive(instance_id):
+                    self.late[instance_id] = "killed"
+                    return
+                channel.succeed(json.dumps(self._results(job, run, attempt)))
+                self.late[instance_id] = "succeeded"
+            except TaskGone:
+                self.late[instance_id] = "gone"
+        except BaseException as err:  # surfaced by the test
+            self.errors.append(err)
+
+    def _act(self, instance_id: str, tags: dict[str, str], what: str) -> None:
         job, run, attempt = tags["job"], tags["run"], int(tags["attempt"])
-        what = self.behaviour.get(attempt, "succeed")
         sfn = self.world.sfn
         if what == "hang":
             return
+        if what == "late":
+            threading.Thread(target=self._late, args=(instance_id, job, run, attempt), daemon=True).start()
+            return
+        if what == "wait":  # reports like "succeed", once released
+            self.release.wait(30)
+            time.sleep(0.3)
         if what == "crash":  # dies without a word: EC2's state-change rule calls instance_lost
             self.world.ec2.terminate_instances(InstanceIds=[instance_id])
             self.world.invoke_event(
@@ -110,27 +187,13 @@ class FakeInstances:
                 ),
             )
             return
-        token = self._token(job, attempt)
+        token = self._token(job, run, attempt)
         if what == "interrupt":
             sfn.send_task_failure(taskToken=token, error="SpotInterrupted", cause="spot notice at epoch 2")
         elif what == "diverge":
             sfn.send_task_failure(taskToken=token, error="TrainingDiverged", cause="loss is nan at epoch 2")
         else:
-            s3 = self.world.s3
-            artifacts = {}
-            for name in layout.WEIGHT_FILES:
-                key = layout.artifact_key(job, run, name)
-                s3.put_object(Bucket=BUCKET, Key=key, Body=f"{name} of {run}".encode())
-                artifacts[name] = key
-            result = {
-                "metrics": {"precision": 0.9, "recall": self.recall, "mAP50": 0.938, "mAP50-95": 0.7},
-                "best_epoch": 3,
-                "epochs": 3,
-                "seconds": 92.0,
-                "attempt": attempt,
-                "artifacts": artifacts,
-            }
-            sfn.send_task_success(taskToken=token, output=json.dumps(result))
+            sfn.send_task_success(taskToken=token, output=json.dumps(self._results(job, run, attempt)))
         # the instance shuts itself down when the trainer exits
         self.world.ec2.terminate_instances(InstanceIds=[instance_id])
 
@@ -617,3 +680,174 @@ def test_cancel_stops_the_run_and_cleans_up(shapes: World, instances: FakeInstan
         ),
     )
     assert again["cancelled"] is False
+
+
+# ---------------------------------------------------------------- takeover (issue 9, hole 3)
+
+
+def _wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
+    end = time.time() + timeout
+    while time.time() < end:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_takeover_ends_the_replaced_run_and_publishes_only_its_own(
+    world: World, instances: FakeInstances, shapes_dataset: Path
+) -> None:
+    """Execution A is stopped by hand and its status-rule clean up has not run yet (late, or
+    being retried) when a new upload's execution B takes the job over. A's trainer is still
+    training: it must neither answer B's task nor train on, and B publishes B's weights."""
+    w = world
+    # a stall window of 36 s: a slow machine must not time A out before it is stopped
+    w.upload_job(shapes_dataset, BASE_CONFIG.replace("stall_hours: 0.001", "stall_hours: 0.01"))
+    instances.queue = ["late", "wait"]
+    instances.beat.set()
+    a = w.start("replaced")
+    try:
+        _takeover(w, instances, a)
+    finally:  # nothing may outlive the test in the module's world
+        instances.release.set()
+        for arn in (a, w.machine.replace(":stateMachine:", ":execution:") + ":takes-over"):
+            try:
+                if w.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING":
+                    w.sfn.stop_execution(executionArn=arn)
+            except ClientError:
+                pass
+
+
+def _takeover(w: World, instances: FakeInstances, a: str) -> None:
+    a_item = _wait_until(lambda: (i := w.table.get("shapes")) and i.current and i.current.instance and i)
+    a_run, a_instance = a_item.run_id, a_item.current.instance
+    _wait_until(lambda: instances.heartbeats > 0)
+    instances.beat.clear()
+    w.sfn.stop_execution(executionArn=a, error="Stopped", cause="stopped from the console")
+    # the execution-status rule's clean up of A is not delivered (yet): B finds A's lock
+    b = w.start("takes-over")
+    launched = lambda: (i := w.table.get("shapes")) and i.execution == b and i.current and i.current.instance  # noqa: E731
+    _wait_until(launched)
+    instances.beat.set()  # A's trainer heartbeats again: its token is gone, it looks it up again
+    time.sleep(0.5)
+    instances.release.set()
+    out = w.wait(b)
+    assert out["status"] == "SUCCEEDED", out
+    b_run = json.loads(out["output"])["job"]["run_id"]
+    assert b_run != a_run
+    best = w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read()
+    assert best == f"best.pt of {b_run}".encode()
+    published = json.loads(w.s3.get_object(Bucket=BUCKET, Key="weights/shapes/metrics.json")["Body"].read())
+    assert published["run_id"] == b_run
+    # A's instance was ended by the takeover; its trainer never reported into B's task
+    assert instances.late.get(a_instance) in ("killed", "gone"), instances.late
+    (described,) = [
+        i for r in w.ec2.describe_instances(InstanceIds=[a_instance])["Reservations"] for i in r["Instances"]
+    ]
+    assert described["State"]["Name"] in ("shutting-down", "terminated")
+    w.assert_nothing_left()
+
+
+# ---------------------------------------------------------------- cancel: only the right run (hole 7)
+
+
+def _deleted_event() -> dict[str, Any]:
+    return eventbridge(
+        "Object Deleted", "aws.s3", {"bucket": {"name": BUCKET}, "object": {"key": "jobs/shapes/config.yaml"}}
+    )
+
+
+def _delete_and_cancel(w: World) -> dict[str, Any]:
+    """The user deletes config.yaml and the rule invokes Cancel (in its own thread, as Lambda does)."""
+    w.s3.delete_object(Bucket=BUCKET, Key=layout.config_key("shapes"))
+    got: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            got.update(w.invoke_event("cancel", _deleted_event()))
+        except BaseException as err:
+            got["raised"] = repr(err)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(20)
+    return got
+
+
+def test_a_late_delete_event_does_not_cancel_the_reuploaded_run(
+    shapes: World, instances: FakeInstances
+) -> None:
+    """config.yaml was deleted and uploaded again; the Deleted event arrives after the new run
+    started. config.yaml is there: the run the user just started goes on."""
+    instances.behaviour = {1: "hang"}
+    arn = shapes.start("reuploaded")
+    _wait_until(shapes.live_instances)
+    result = shapes.invoke_event("cancel", _deleted_event())
+    assert result["cancelled"] is False and "config.yaml" in result["reason"], result
+    assert shapes.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    item = shapes.table.get("shapes")
+    assert item and item.execution == arn and len(shapes.live_instances()) == 1
+    assert shapes.messages() == []
+    assert shapes.wait(arn)["error"] == "TrainerStalled"  # the hung instance ends it (3 s)
+
+
+def test_a_cancel_during_publication_comes_too_late(
+    shapes: World, instances: FakeInstances, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Check result has begun to publish when config.yaml is deleted: the run completes, its
+    weights are whole, and the user hears "complete", not "cancelled"."""
+    from spotyolo.steps import check_result
+
+    real = check_result.promote
+    cancels: list[dict[str, Any]] = []
+
+    def promote_with_a_cancel(*args: Any, **kwargs: Any) -> Any:
+        cancels.append(_delete_and_cancel(shapes))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check_result, "promote", promote_with_a_cancel)
+    out = shapes.wait(shapes.start("publishing"))
+    assert out["status"] == "SUCCEEDED", out
+    run_id = json.loads(out["output"])["job"]["run_id"]
+    assert cancels and cancels[0]["cancelled"] is False and "publish" in cancels[0]["reason"], cancels
+    assert shapes.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read() == (
+        f"best.pt of {run_id}".encode()
+    )
+    item = shapes.table.get("shapes")
+    assert item and item.status == "complete"
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes complete"
+    shapes.assert_nothing_left()
+
+
+def test_a_cancel_before_publication_publishes_nothing(shapes: World, instances: FakeInstances) -> None:
+    """config.yaml is deleted after the trainer reported but before Check result publishes:
+    the run is cancelled, and weights/ keeps what it had."""
+    shapes.s3.put_object(Bucket=BUCKET, Key="weights/shapes/best.pt", Body=b"old best")
+    cancels: list[dict[str, Any]] = []
+    checked = threading.Event()
+
+    def cancel_first(event: dict[str, Any], context: Any) -> Any:
+        try:
+            cancels.append(_delete_and_cancel(shapes))
+            return shapes.handlers["check_result"](event, context)
+        finally:
+            checked.set()
+
+    shapes.overrides["check_result"] = cancel_first
+    arn = shapes.start("cancelled-late")
+    assert checked.wait(30)  # the stopped execution's Check result still runs to its end, as on AWS
+    out = shapes.wait(arn)
+    assert cancels and cancels[0]["cancelled"] is True, cancels
+    # ABORTED on AWS; moto lets the stopped execution's in-flight Check result, which raised
+    # Cancelled, turn ABORTED into FAILED when it ends after the stop (a late Lambda error)
+    assert out["status"] in ("ABORTED", "FAILED") and out["error"] == "Cancelled", out
+    assert shapes.s3.get_object(Bucket=BUCKET, Key="weights/shapes/best.pt")["Body"].read() == b"old best"
+    assert "Contents" not in shapes.s3.list_objects_v2(Bucket=BUCKET, Prefix="weights/shapes/previous/")
+    item = shapes.table.get("shapes")
+    assert item and item.status == "cancelled"
+    time.sleep(0.5)
+    (message,) = shapes.messages()
+    assert message["Subject"] == "spotyolo: shapes cancelled (Cancelled)"
+    shapes.assert_nothing_left()

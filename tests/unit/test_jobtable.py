@@ -49,10 +49,34 @@ def test_writes_of_other_executions_and_attempts_are_ignored(table):
     assert not table.release_lock("shapes", "exec-2", "failed")
     assert not table.update_progress("shapes", "run-a", 2, Progress(epoch=1, epochs=2))
     assert table.update_progress("shapes", "run-a", 1, Progress(epoch=1, epochs=2, losses={"box": 1.5}))
-    assert table.token_for("shapes", 1) == "tok-1" and table.token_for("shapes", 2) is None
+    assert table.token_for("shapes", "run-a", 1) == "tok-1" and table.token_for("shapes", "run-a", 2) is None
     assert table.end_attempt("shapes", "exec-1", 1, "SpotInterrupted")
     assert table.release_lock("shapes", "exec-1", "failed")
     item = table.get("shapes")
     assert item and item.execution is None and item.current is None
     assert item.attempts[0].instance == "i-1" and item.attempts[0].outcome == "SpotInterrupted"
     assert item.progress and item.progress.losses == {"box": 1.5}
+
+
+def test_a_taken_over_runs_trainer_never_finds_the_new_runs_token(table):
+    """Issue 9, hole 3: both runs have an attempt 1; a token is matched by run and attempt."""
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", AttemptRecord(number=1, capacity="spot"), "tok-a")
+    retired = []
+    assert table.acquire_lock("shapes", "exec-2", "run-b", lambda e: False, retire=retired.append) == "run-b"
+    table.start_attempt("shapes", "exec-2", AttemptRecord(number=1, capacity="spot"), "tok-b")
+    assert retired == ["run-a"]
+    assert table.token_for("shapes", "run-a", 1) is None
+    assert table.token_for("shapes", "run-b", 1) == "tok-b"
+
+
+def test_a_takeover_whose_retire_fails_leaves_the_lock_where_it_was(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+
+    def cannot_terminate(run_id: str) -> None:
+        raise RuntimeError(f"TerminateInstances of {run_id} was throttled")
+
+    with pytest.raises(RuntimeError, match="run-a"):
+        table.acquire_lock("shapes", "exec-2", "run-b", lambda e: False, retire=cannot_terminate)
+    item = table.get("shapes")
+    assert item and item.execution == "exec-1" and item.run_id == "run-a"
