@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moto.awslambda.models import LambdaFunction
+from moto.core.exceptions import JsonRESTError
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.ec2.exceptions import InvalidInstanceIdError
 from moto.ec2.models.instances import InstanceBackend
@@ -60,22 +62,20 @@ from moto.sns.exceptions import InvalidParameterValue, SNSException
 from moto.sns.models import SNSBackend
 from moto.stepfunctions.exceptions import ValidationException
 from moto.stepfunctions.parser import models as parser_models
-from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
+from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, ExecutionStatus
 from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
     StatesErrorNameType,
 )
 from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatEndpoint
 from moto.stepfunctions.parser.asl.eval.event.logging import (
     CloudWatchLoggingConfiguration,
     CloudWatchLoggingSession,
 )
-from moto.core.exceptions import JsonRESTError
-from moto.core.responses import ActionResult, EmptyResult
-from moto.stepfunctions.parser.api import ExecutionStatus
-from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatEndpoint
 from moto.stepfunctions.responses import StepFunctionResponse
+
 
 @dataclass
 class Limits:
@@ -283,7 +283,8 @@ def _state_eval_body(self: CommonStateField, env: Any) -> None:
         env.set_error(
             ExecutionFailedEventDetails(
                 error="States.Runtime",
-                cause=f"The execution reached the maximum number of history events ({LIMITS.history_events}).",
+                cause=f"The execution reached the maximum number of history events "
+                f"({LIMITS.history_events}).",
             )
         )
         return
@@ -328,7 +329,8 @@ def _execution(*args: Any, **kwargs: Any) -> Any:
     config = getattr(machine, "loggingConfiguration", None) or {}
     if kwargs.get("cloud_watch_logging_session") is None and config.get("level", "OFF") != "OFF":
         logging_config = CloudWatchLoggingConfiguration.from_logging_configuration(
-            state_machine_arn=getattr(machine, "arn", ""), logging_configuration=config
+            state_machine_arn=getattr(machine, "arn", ""),
+            logging_configuration=config,  # type: ignore[arg-type]
         )
         if logging_config is not None:
             kwargs["cloud_watch_logging_session"] = _LoggingSession(

@@ -270,7 +270,9 @@ def logged(group: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize(("level", "with_data", "secret_logged"), [("ALL", True, True), ("ERROR", False, False)])
+@pytest.mark.parametrize(
+    ("level", "with_data", "secret_logged"), [("ALL", True, True), ("ERROR", False, False)]
+)
 def test_a_state_machine_logs_as_its_logging_configuration_says(
     sfn_world, level: str, with_data: bool, secret_logged: bool
 ) -> None:
