@@ -26,7 +26,7 @@ from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
 from spotyolo.core.s3objects import object_exists
-from spotyolo.core.text import duration
+from spotyolo.core.text import duration, sns_subject
 from spotyolo.steps.common import logger, metrics
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -194,7 +194,7 @@ def summarize(
     message = " · ".join(parts) + f"\nweights: {weights}best.pt"
     return Summary(
         status=status,
-        subject=f"spotyolo: {job.name} {status}"[:100],
+        subject=sns_subject("spotyolo: ", job.name, f" {status}"),
         message=message,
         metrics=result.metrics,
         target=target,

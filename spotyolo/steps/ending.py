@@ -21,7 +21,7 @@ from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
-from spotyolo.core.text import cause_text, duration
+from spotyolo.core.text import cause_text, duration, sns_subject
 from spotyolo.steps.common import logger, metrics
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -106,7 +106,7 @@ def failure_summary(
     if interruptions:
         parts.append(f"{interruptions} interruption{'s' if interruptions != 1 else ''}")
     message += "\n" + " · ".join(parts)
-    subject = f"spotyolo: {job_name} {status} ({name})"[:100]
+    subject = sns_subject("spotyolo: ", job_name, f" {status} ({name})")
     return Summary(
         status=status,
         subject=subject,
