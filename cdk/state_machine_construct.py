@@ -49,8 +49,11 @@ class StateMachineConstruct(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(text),
             definition_substitutions=substitutions,
+            # failures only, no execution data: the task token must not reach the log group
             logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+                destination=self.log_group,
+                level=sfn.LogLevel[asl.LOG_LEVEL],
+                include_execution_data=asl.LOG_EXECUTION_DATA,
             ),
             tracing_enabled=True,
         )

@@ -132,6 +132,8 @@ class Resources:
     #: the SQS queue every rule targets (the bridge reads it)
     events_queue: str = ""
     notification_queue: str = ""
+    #: the state machine's CloudWatch Logs group (its logging configuration: asl.LOG_LEVEL)
+    state_machine_log_group: str = "/aws/vendedlogs/states/spotyolo-training-pipeline"
 
 
 @dataclass
@@ -167,6 +169,7 @@ class LocalEngine:
         trainer_command: list[str] | None = None,
         warm_trainer: bool = True,
         boot_seconds: float = 2.0,
+        ec2_visible_after: float = 1.0,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -185,6 +188,9 @@ class LocalEngine:
         #: from running to the trainer's start (a minute or more on EC2): a Launch trainer
         #: retried within its Retry interval finds the instance before its trainer reads a token
         self.boot_seconds = boot_seconds
+        #: EC2's eventual consistency: seconds a new instance is "not found" by id (and missing
+        #: from tag queries); a few seconds on AWS
+        self.ec2_visible_after = ec2_visible_after
         self.resources = Resources()
         self.faults: list[LambdaFault] = []
         #: handler overrides by function (tests of the engine itself); default functions/<name>.py
@@ -422,10 +428,12 @@ class LocalEngine:
         from spotyolo.local import moto_patches
 
         moto_patches.install(self.route, port=self.port)
+        moto_patches.LIMITS.ec2_visible_after = self.ec2_visible_after
 
     def _uninstall_patches(self) -> None:
         from spotyolo.local import moto_patches
 
+        moto_patches.LIMITS.ec2_visible_after = 0.0
         moto_patches.uninstall()
 
     def _configure_emulator(self) -> None:
@@ -540,11 +548,29 @@ class LocalEngine:
         values = asl.substitutions(lambda name: r.function_arns[name], r.topic_arn)
         definition = asl.render_asl(values, *([self.asl_path] if self.asl_path else []))
         definition = json.dumps(self._local_timings(json.loads(definition)))
+        self.client("logs").create_log_group(logGroupName=r.state_machine_log_group)
+        group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{r.state_machine_log_group}:*"
+        logging_config: Any = {  # as the CDK app configures it (moto_patches honours it)
+            "level": asl.LOG_LEVEL,
+            "includeExecutionData": asl.LOG_EXECUTION_DATA,
+            "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group_arn}}],
+        }
         r.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name="spotyolo-training-pipeline",
             definition=definition,
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/spotyolo-state-machine",
+            loggingConfiguration=logging_config,
         )["stateMachineArn"]
+
+    def state_machine_logs(self) -> list[str]:
+        """Every line the state machine wrote to its log group (its logging configuration's)."""
+        logs = self.client("logs")
+        group = self.resources.state_machine_log_group
+        lines: list[str] = []
+        for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])
+            lines.extend(e["message"] for e in events["events"])
+        return lines
 
     def _local_timings(self, definition: dict[str, Any]) -> dict[str, Any]:
         """The one change made to the ASL locally: a fixed ``Seconds`` of a Wait state (the
