@@ -69,6 +69,13 @@ class StateMachineConstruct(Construct):
             iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[topic.topic_arn])
         )
         acknowledge(
+            self.state_machine,
+            "SF1",
+            "Logs failures (level ERROR) without execution data, on purpose: the Launch trainer "
+            "task's parameters hold its task token, and whoever reads a token can answer the task. "
+            "Each execution's full history stays in Step Functions (GetExecutionHistory).",
+        )
+        acknowledge(
             self.state_machine.role,
             "IAM5",
             "Added by CDK for logging and tracing: CloudWatch Logs vended delivery "

@@ -102,6 +102,57 @@ def execution_name(job: str) -> str:
     return f"{execution_prefix(job)}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
+#: the header that marks the engine's own requests (they deploy the pipeline before it is ready)
+ENGINE_HEADER = "X-Spotyolo-Engine"
+#: how long a request made while the engine starts waits for it to be ready
+READY_TIMEOUT = 300.0
+
+
+class ReadyGate:
+    """WSGI middleware: no request is answered until the pipeline is deployed (the bucket, the
+    rules and the bridge), but the engine's own, which deploy it. Without it an upload made as
+    soon as the port opened was stored before the bucket's rules existed: no execution ever
+    started."""
+
+    def __init__(self, app: Any, ready: threading.Event, key: str) -> None:
+        self.app, self.ready, self.key = app, ready, key
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        own = environ.get("HTTP_" + ENGINE_HEADER.upper().replace("-", "_")) == self.key
+        if not own and not self.ready.wait(READY_TIMEOUT):
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"the spotyolo local engine is still starting\n"]
+        return self.app(environ, start_response)
+
+
+class EmulatorServer:
+    """moto's server (as ``ThreadedMotoServer`` runs it) behind a :class:`ReadyGate`; the port is
+    bound in ``__init__``, so a taken port fails at once."""
+
+    def __init__(self, port: int, ready: threading.Event, key: str) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = ReadyGate(DomainDispatcherApplication(create_backend_app), ready, key)
+        self.ready = ready
+        self._server = make_server("127.0.0.1", port, app, True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="spotyolo-emulator", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.ready.set()  # release any request still waiting: the server is going away
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
 class PortInUse(RuntimeError):
     """The emulator's port is taken (moto's server thread would die and leave start() waiting)."""
 
@@ -214,6 +265,9 @@ class LocalEngine:
         self._execution_status: dict[str, str] = {}
         self.instances: InstanceRunner | None = None  # set in start()
         self.started = False
+        #: set when the pipeline is deployed and the bridge runs: the emulator answers others only then
+        self.ready = threading.Event()
+        self._key = uuid.uuid4().hex
         self._lambda_log_stream: Any = None
         self._lambda_log_restore: list[tuple[logging.StreamHandler[Any], Any]] = []
 
@@ -227,9 +281,8 @@ class LocalEngine:
         self.stop()
 
     def start(self) -> LocalEngine:
-        from moto.server import ThreadedMotoServer
-
         _check_port(self.port)
+        self.ready.clear()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # the server's request log and moto's own report of every failed state are noise
         # here: the execution history has both
@@ -237,7 +290,7 @@ class LocalEngine:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
         self._set_env()
         self._install_patches()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = EmulatorServer(self.port, self.ready, self._key)
         self._server.start()
         self.started = True
         try:
@@ -248,6 +301,7 @@ class LocalEngine:
             self._spawn(self._notification_loop, "notifications")
             self._spawn(self._execution_watch_loop, "execution-status")
             self._spawn(self.instances.loop, "instances")
+            self.ready.set()  # everything is in place: answer the world
         except BaseException:
             self.stop()
             raise
@@ -404,7 +458,16 @@ class LocalEngine:
                 aws_secret_access_key="local",
                 config=Config(retries={"max_attempts": 2}, max_pool_connections=32),
             )
+            self._mark(cache[service])
         return cache[service]
+
+    def _mark(self, client: Any) -> None:
+        """The engine's own requests pass the :class:`ReadyGate` while it deploys."""
+
+        def add_header(request: Any, **_: Any) -> None:
+            request.headers[ENGINE_HEADER] = self._key
+
+        client.meta.events.register("before-sign.*.*", add_header)
 
     @property
     def _lambda_client(self) -> LambdaClient:
@@ -420,6 +483,7 @@ class LocalEngine:
                 aws_secret_access_key="local",
                 config=Config(retries={"total_max_attempts": 1}, read_timeout=900, max_pool_connections=8),
             )
+            self._mark(cache["lambda-invoke"])
         return cache["lambda-invoke"]
 
     # ------------------------------------------------------------------ moto set-up
@@ -448,7 +512,9 @@ class LocalEngine:
             ("/moto-api/reset", b""),
             ("/moto-api/config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()),
         ):
-            request = urllib.request.Request(self.endpoint + path, data=body, method="POST")
+            request = urllib.request.Request(
+                self.endpoint + path, data=body, method="POST", headers={ENGINE_HEADER: self._key}
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
 
