@@ -52,7 +52,15 @@ class ObjectDeletedEvent(EventBridgeModel):
 
 
 def cancel(
-    bucket: str, key: str, *, sfn: SFNClient, ec2: EC2Client, sns: SNSClient, table: JobTable, topic_arn: str
+    bucket: str,
+    key: str,
+    *,
+    sfn: SFNClient,
+    ec2: EC2Client,
+    sns: SNSClient,
+    table: JobTable,
+    topic_arn: str,
+    pricing: Any = None,
 ) -> dict[str, Any]:
     try:
         job = job_from_config_key(key)
@@ -78,6 +86,7 @@ def cancel(
         summary=None,
         ec2=ec2,
         table=table,
+        pricing=pricing,
     )
     notify_if_owned(report, sns, topic_arn)
     metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)

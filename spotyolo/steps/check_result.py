@@ -206,10 +206,12 @@ def summarize(
     )
 
 
-def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable) -> Summary:
+def check_result(
+    event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable, pricing: Any = None
+) -> Summary:
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
-    cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0
+    cost = run_cost(item.attempts, price_fn(ec2, pricing)) if item else 0.0
     summary = summarize(event.job, event.attempt, event.result, cost, job_seconds(event.job))
     metrics.add_metric(name="JobsTrained", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from spotyolo.contract.env import Settings
 from spotyolo.core.awserrors import error_code
+from spotyolo.core.cost import pricing_region
 from spotyolo.core.jobtable import JobTable
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -128,6 +129,11 @@ def sfn_client() -> SFNClient:
 
 def sns_client() -> SNSClient:
     return client("sns")  # type: ignore[no-any-return]
+
+
+def pricing_client() -> Any:
+    """The AWS Price List API, at its endpoint nearest this region (it has three)."""
+    return _client("pricing", pricing_region(settings().region), os.environ.get("AWS_ENDPOINT_URL"), 2)
 
 
 def job_table() -> JobTable:

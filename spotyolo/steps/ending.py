@@ -176,6 +176,7 @@ def clean_up(
     summary: Summary | None,
     ec2: EC2Client,
     table: JobTable,
+    pricing: Any = None,
 ) -> CleanupReport:
     """Terminate the run's instances, close the attempt, drop the token, release the lock.
 
@@ -203,7 +204,7 @@ def clean_up(
     if item.current:
         table.end_attempt(job_name, execution, item.current.number, outcome)
     fresh = table.get(job_name) or item
-    cost = run_cost(fresh.attempts, price_fn(ec2))
+    cost = run_cost(fresh.attempts, price_fn(ec2, pricing))
     interruptions = sum(
         1 for a in fresh.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
     )

@@ -246,7 +246,7 @@ def test_instances_are_created_and_terminated_only_when_tagged_app_spotyolo(synt
                 assert st["Condition"] == {"StringEquals": {"aws:RequestTag/app": "spotyolo"}}, name
 
 
-AWS_CALL = re.compile(r"\b(s3|ec2|sfn|sns)\.(\w+)\(")
+AWS_CALL = re.compile(r"\b(s3|ec2|sfn|sns|pricing)\.(\w+)\(")
 #: boto3 method -> IAM action (where the name does not simply CamelCase)
 ACTION_OF = {
     ("s3", "head_object"): "s3:GetObject",
