@@ -33,6 +33,11 @@ ARCHITECTURE = lambda_.Architecture.X86_64
 assert RUNTIME.name == f"python{lambda_bundle.PYTHON_VERSION}", "wheels and runtime must match"
 
 
+#: what costing an attempt reads (spotyolo/core/cost.py): spot price history, the Price List API;
+#: neither action has a resource type
+PRICE_ACTIONS = ["ec2:DescribeSpotPriceHistory", "pricing:GetProducts"]
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     name: LambdaName
@@ -176,7 +181,7 @@ class FunctionsConstruct(Construct):
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
         # prepare_retry: cost so far, terminate leftovers of the interrupted attempt
-        p(LambdaName.PREPARE_RETRY, ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
+        p(LambdaName.PREPARE_RETRY, ["ec2:DescribeInstances", *PRICE_ACTIONS], ["*"])
         p(LambdaName.PREPARE_RETRY, ["ec2:TerminateInstances"], instances, ours)
         p(LambdaName.PREPARE_RETRY, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # check_result: copy the run's files to weights/<job>/ (previous ones to previous/)
@@ -189,11 +194,11 @@ class FunctionsConstruct(Construct):
             [bucket.bucket_arn],
             {"StringLike": {"s3:prefix": ["runs/*", "weights/*"]}},
         )
-        p(LambdaName.CHECK_RESULT, ["ec2:DescribeSpotPriceHistory"], ["*"])
+        p(LambdaName.CHECK_RESULT, PRICE_ACTIONS, ["*"])
         p(LambdaName.CHECK_RESULT, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         # cleanup (and cancel, which cleans up too): terminate only our instances, notify
         for name in (LambdaName.CLEANUP, LambdaName.CANCEL):
-            p(name, ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], ["*"])
+            p(name, ["ec2:DescribeInstances", *PRICE_ACTIONS], ["*"])
             p(name, ["ec2:TerminateInstances"], instances, ours)
             p(name, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
             p(name, ["sns:Publish"], [topic_arn])
@@ -362,19 +367,20 @@ class FunctionsConstruct(Construct):
                 **{f"Resource::{slr.format(svc=svc)}": slr_reason.format(svc=svc) for svc in services},
             },
             LambdaName.PREPARE_RETRY: {
-                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (leftovers, cost so "
-                "far) have no resource type.",
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory, pricing:GetProducts "
+                "(leftovers, cost so far) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
             },
             LambdaName.CHECK_RESULT: {
-                "Resource::*": f"{xray} ec2:DescribeSpotPriceHistory (the run's cost) has no resource type.",
+                "Resource::*": f"{xray} ec2:DescribeSpotPriceHistory, pricing:GetProducts (the run's cost) "
+                "have no resource type.",
                 f"{objects}/runs/*": f"Reads the run's artifacts under runs/<job>/<run>/: {per_job}.",
                 f"{objects}/weights/*": "Promotes them to weights/<job>/ (previous ones to previous/): "
                 f"{per_job}.",
             },
             LambdaName.CLEANUP: {
-                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (the run's "
-                "instances, its cost) have no resource type.",
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory, pricing:GetProducts "
+                "(the run's instances, its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
             },
             LambdaName.INSTANCE_LOST: {
@@ -382,8 +388,8 @@ class FunctionsConstruct(Construct):
                 "states:SendTaskFailure authorises by task token and takes no resource ARN.",
             },
             LambdaName.CANCEL: {
-                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory (cancel cleans up "
-                "the run's instances and reports its cost) have no resource type.",
+                "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory, pricing:GetProducts "
+                "(cancel cleans up the run's instances and reports its cost) have no resource type.",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
                 f"{objects}/jobs/*/config.yaml": "Checks that a job's config.yaml is really gone before it "
                 f"cancels (a late Deleted event after a re-upload): {per_job}.",

@@ -48,8 +48,11 @@ class StateMachineConstruct(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(text),
             definition_substitutions=substitutions,
+            # failures only, no execution data: the task token must not reach the log group
             logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+                destination=self.log_group,
+                level=sfn.LogLevel[asl.LOG_LEVEL],
+                include_execution_data=asl.LOG_EXECUTION_DATA,
             ),
             tracing_enabled=True,
         )
@@ -63,6 +66,13 @@ class StateMachineConstruct(Construct):
         )
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(sid="Notify", actions=["sns:Publish"], resources=[topic.topic_arn])
+        )
+        acknowledge(
+            self.state_machine,
+            "SF1",
+            "Logs failures (level ERROR) without execution data, on purpose: the Launch trainer "
+            "task's parameters hold its task token, and whoever reads a token can answer the task. "
+            "Each execution's full history stays in Step Functions (GetExecutionHistory).",
         )
         acknowledge(
             self.state_machine.role,

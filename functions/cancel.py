@@ -12,6 +12,7 @@ from spotyolo.steps.common import (
     job_table,
     logger,
     metrics,
+    pricing_client,
     s3_client,
     settings,
     sfn_client,
@@ -36,4 +37,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         sns=sns_client(),
         table=job_table(),
         topic_arn=settings().topic_arn,
+        pricing=pricing_client(),
     )

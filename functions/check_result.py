@@ -7,7 +7,16 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 
 from spotyolo.steps import check_result as step
-from spotyolo.steps.common import ec2_client, job_table, logger, metrics, s3_client, settings, tracer
+from spotyolo.steps.common import (
+    ec2_client,
+    job_table,
+    logger,
+    metrics,
+    pricing_client,
+    s3_client,
+    settings,
+    tracer,
+)
 
 settings()  # cold start: a missing environment variable fails here, naming it
 
@@ -17,5 +26,7 @@ settings()  # cold start: a missing environment variable fails here, naming it
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     parsed = parse(event=event, model=step.CheckEvent)
-    summary = step.check_result(parsed, s3=s3_client(), ec2=ec2_client(), table=job_table())
+    summary = step.check_result(
+        parsed, s3=s3_client(), ec2=ec2_client(), table=job_table(), pricing=pricing_client()
+    )
     return summary.model_dump(mode="json")

@@ -8,7 +8,16 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 
 from spotyolo.steps import cleanup as step
-from spotyolo.steps.common import ec2_client, job_table, logger, metrics, settings, sns_client, tracer
+from spotyolo.steps.common import (
+    ec2_client,
+    job_table,
+    logger,
+    metrics,
+    pricing_client,
+    settings,
+    sns_client,
+    tracer,
+)
 
 settings()  # cold start: a missing environment variable fails here, naming it
 
@@ -20,8 +29,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "detail-type" in event:
         parsed = parse(event=event, model=step.StatusChangeEvent)
         return step.from_status_event(
-            parsed, ec2=ec2_client(), table=job_table(), sns=sns_client(), topic_arn=settings().topic_arn
+            parsed,
+            ec2=ec2_client(),
+            table=job_table(),
+            sns=sns_client(),
+            topic_arn=settings().topic_arn,
+            pricing=pricing_client(),
         )
     return step.from_workflow(
-        parse(event=event, model=step.WorkflowCleanup), ec2=ec2_client(), table=job_table()
+        parse(event=event, model=step.WorkflowCleanup),
+        ec2=ec2_client(),
+        table=job_table(),
+        pricing=pricing_client(),
     )

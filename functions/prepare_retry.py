@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 
 from spotyolo.steps import prepare_retry as step
-from spotyolo.steps.common import ec2_client, job_table, logger, metrics, settings, tracer
+from spotyolo.steps.common import ec2_client, job_table, logger, metrics, pricing_client, settings, tracer
 
 settings()  # cold start: a missing environment variable fails here, naming it
 
@@ -17,4 +17,6 @@ settings()  # cold start: a missing environment variable fails here, naming it
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     parsed = parse(event=event, model=step.RetryEvent)
-    return step.prepare_retry(parsed, ec2=ec2_client(), table=job_table(), cfg=settings())
+    return step.prepare_retry(
+        parsed, ec2=ec2_client(), table=job_table(), cfg=settings(), pricing=pricing_client()
+    )

@@ -18,6 +18,14 @@ from typing import Any
 from spotyolo.contract.lambdas import STATE_MACHINE_LAMBDAS, LambdaName
 from spotyolo.contract.sources import ASL_PATH, require
 
+#: the state machine's CloudWatch logging (the CDK app's and the local engine's): failures only
+#: (TaskFailed, ExecutionFailed, ... with their error and cause), without execution data. The
+#: Launch trainer task's parameters hold ``$$.Task.Token``: at level ALL, or with execution data,
+#: the log group would hold every task token, and whoever reads it could answer the task. An
+#: execution's full history stays in Step Functions (``states:GetExecutionHistory``).
+LOG_LEVEL = "ERROR"
+LOG_EXECUTION_DATA = False
+
 #: the placeholder of the notification topic's ARN
 TOPIC_PLACEHOLDER = "TopicArn"
 #: every placeholder of the ASL file, each substituted with an ARN

@@ -1,8 +1,9 @@
-"""Words a user reads: durations and the human part of an error's Cause."""
+"""Words a user reads: durations, the human part of an error's Cause, notification subjects."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from spotyolo.core.models import ErrorInfo
 
@@ -26,3 +27,23 @@ def cause_text(error: ErrorInfo | None) -> str:
     if isinstance(parsed, dict) and parsed.get("errorMessage"):
         return str(parsed["errorMessage"])[:1500]
     return cause.strip()[:1500]
+
+
+#: SNS Publish: a subject is printable ASCII, "less than 100 characters long"
+SUBJECT_MAX = 99
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in re.sub(r"\s+", " ", text))
+
+
+def sns_subject(prefix: str, job: str, suffix: str = "") -> str:
+    """``prefix + job + suffix`` as SNS takes it (else the publish, and the email, fails):
+    printable ASCII on one line, under 100 characters. A long job name is shortened in its
+    middle, so the status after it stays readable."""
+    prefix, job, suffix = _ascii(prefix), _ascii(job), _ascii(suffix)
+    room = SUBJECT_MAX - len(prefix) - len(suffix)
+    if len(job) > room:
+        keep = max(room - 3, 0)
+        job = (job[: keep - keep // 2] + "..." + job[len(job) - keep // 2 :]) if keep else ""
+    return (prefix + job + suffix)[:SUBJECT_MAX].strip() or "spotyolo"

@@ -102,6 +102,57 @@ def execution_name(job: str) -> str:
     return f"{execution_prefix(job)}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
+#: the header that marks the engine's own requests (they deploy the pipeline before it is ready)
+ENGINE_HEADER = "X-Spotyolo-Engine"
+#: how long a request made while the engine starts waits for it to be ready
+READY_TIMEOUT = 300.0
+
+
+class ReadyGate:
+    """WSGI middleware: no request is answered until the pipeline is deployed (the bucket, the
+    rules and the bridge), but the engine's own, which deploy it. Without it an upload made as
+    soon as the port opened was stored before the bucket's rules existed: no execution ever
+    started."""
+
+    def __init__(self, app: Any, ready: threading.Event, key: str) -> None:
+        self.app, self.ready, self.key = app, ready, key
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        own = environ.get("HTTP_" + ENGINE_HEADER.upper().replace("-", "_")) == self.key
+        if not own and not self.ready.wait(READY_TIMEOUT):
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"the spotyolo local engine is still starting\n"]
+        return self.app(environ, start_response)
+
+
+class EmulatorServer:
+    """moto's server (as ``ThreadedMotoServer`` runs it) behind a :class:`ReadyGate`; the port is
+    bound in ``__init__``, so a taken port fails at once."""
+
+    def __init__(self, port: int, ready: threading.Event, key: str) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = ReadyGate(DomainDispatcherApplication(create_backend_app), ready, key)
+        self.ready = ready
+        self._server = make_server("127.0.0.1", port, app, True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="spotyolo-emulator", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.ready.set()  # release any request still waiting: the server is going away
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
 class PortInUse(RuntimeError):
     """The emulator's port is taken (moto's server thread would die and leave start() waiting)."""
 
@@ -132,6 +183,8 @@ class Resources:
     #: the SQS queue every rule targets (the bridge reads it)
     events_queue: str = ""
     notification_queue: str = ""
+    #: the state machine's CloudWatch Logs group (its logging configuration: asl.LOG_LEVEL)
+    state_machine_log_group: str = "/aws/vendedlogs/states/spotyolo-training-pipeline"
 
 
 @dataclass
@@ -167,6 +220,7 @@ class LocalEngine:
         trainer_command: list[str] | None = None,
         warm_trainer: bool = True,
         boot_seconds: float = 2.0,
+        ec2_visible_after: float = 1.0,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -185,6 +239,9 @@ class LocalEngine:
         #: from running to the trainer's start (a minute or more on EC2): a Launch trainer
         #: retried within its Retry interval finds the instance before its trainer reads a token
         self.boot_seconds = boot_seconds
+        #: EC2's eventual consistency: seconds a new instance is "not found" by id (and missing
+        #: from tag queries); a few seconds on AWS
+        self.ec2_visible_after = ec2_visible_after
         self.resources = Resources()
         self.faults: list[LambdaFault] = []
         #: handler overrides by function (tests of the engine itself); default functions/<name>.py
@@ -208,6 +265,9 @@ class LocalEngine:
         self._execution_status: dict[str, str] = {}
         self.instances: InstanceRunner | None = None  # set in start()
         self.started = False
+        #: set when the pipeline is deployed and the bridge runs: the emulator answers others only then
+        self.ready = threading.Event()
+        self._key = uuid.uuid4().hex
         self._lambda_log_stream: Any = None
         self._lambda_log_restore: list[tuple[logging.StreamHandler[Any], Any]] = []
 
@@ -221,9 +281,8 @@ class LocalEngine:
         self.stop()
 
     def start(self) -> LocalEngine:
-        from moto.server import ThreadedMotoServer
-
         _check_port(self.port)
+        self.ready.clear()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # the server's request log and moto's own report of every failed state are noise
         # here: the execution history has both
@@ -231,7 +290,7 @@ class LocalEngine:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
         self._set_env()
         self._install_patches()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = EmulatorServer(self.port, self.ready, self._key)
         self._server.start()
         self.started = True
         try:
@@ -242,6 +301,7 @@ class LocalEngine:
             self._spawn(self._notification_loop, "notifications")
             self._spawn(self._execution_watch_loop, "execution-status")
             self._spawn(self.instances.loop, "instances")
+            self.ready.set()  # everything is in place: answer the world
         except BaseException:
             self.stop()
             raise
@@ -397,7 +457,16 @@ class LocalEngine:
                 aws_secret_access_key="local",
                 config=Config(retries={"max_attempts": 2}, max_pool_connections=32),
             )
+            self._mark(cache[service])
         return cache[service]
+
+    def _mark(self, client: Any) -> None:
+        """The engine's own requests pass the :class:`ReadyGate` while it deploys."""
+
+        def add_header(request: Any, **_: Any) -> None:
+            request.headers[ENGINE_HEADER] = self._key
+
+        client.meta.events.register("before-sign.*.*", add_header)
 
     @property
     def _lambda_client(self) -> LambdaClient:
@@ -413,6 +482,7 @@ class LocalEngine:
                 aws_secret_access_key="local",
                 config=Config(retries={"total_max_attempts": 1}, read_timeout=900, max_pool_connections=8),
             )
+            self._mark(cache["lambda-invoke"])
         return cache["lambda-invoke"]
 
     # ------------------------------------------------------------------ moto set-up
@@ -421,10 +491,12 @@ class LocalEngine:
         from spotyolo.local import moto_patches
 
         moto_patches.install(self.route, port=self.port)
+        moto_patches.LIMITS.ec2_visible_after = self.ec2_visible_after
 
     def _uninstall_patches(self) -> None:
         from spotyolo.local import moto_patches
 
+        moto_patches.LIMITS.ec2_visible_after = 0.0
         moto_patches.uninstall()
 
     def _configure_emulator(self) -> None:
@@ -439,7 +511,9 @@ class LocalEngine:
             ("/moto-api/reset", b""),
             ("/moto-api/config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()),
         ):
-            request = urllib.request.Request(self.endpoint + path, data=body, method="POST")
+            request = urllib.request.Request(
+                self.endpoint + path, data=body, method="POST", headers={ENGINE_HEADER: self._key}
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
 
@@ -539,11 +613,29 @@ class LocalEngine:
         values = asl.substitutions(lambda name: r.function_arns[name], r.topic_arn)
         definition = asl.render_asl(values, *([self.asl_path] if self.asl_path else []))
         definition = json.dumps(self._local_timings(json.loads(definition)))
+        self.client("logs").create_log_group(logGroupName=r.state_machine_log_group)
+        group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{r.state_machine_log_group}:*"
+        logging_config: Any = {  # as the CDK app configures it (moto_patches honours it)
+            "level": asl.LOG_LEVEL,
+            "includeExecutionData": asl.LOG_EXECUTION_DATA,
+            "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group_arn}}],
+        }
         r.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name="spotyolo-training-pipeline",
             definition=definition,
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/spotyolo-state-machine",
+            loggingConfiguration=logging_config,
         )["stateMachineArn"]
+
+    def state_machine_logs(self) -> list[str]:
+        """Every line the state machine wrote to its log group (its logging configuration's)."""
+        logs = self.client("logs")
+        group = self.resources.state_machine_log_group
+        lines: list[str] = []
+        for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])
+            lines.extend(e["message"] for e in events["events"])
+        return lines
 
     def _local_timings(self, definition: dict[str, Any]) -> dict[str, Any]:
         """The one change made to the ASL locally: a fixed ``Seconds`` of a Wait state (the

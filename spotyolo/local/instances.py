@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from botocore.exceptions import ClientError
+
 from spotyolo.contract.env import TrainerVar
 from spotyolo.contract.events import EC2_SOURCE, EC2_STATE_CHANGE, LOST_STATES
 from spotyolo.core.fleet import ATTEMPT_TAG, JOB_TAG, RUN_TAG
@@ -450,7 +452,11 @@ class InstanceRunner:
 
     def _sync_now(self, instance_id: str) -> None:
         ec2: EC2Client = self.world.client("ec2")
-        for reservation in ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]:
+        try:
+            reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        except ClientError:  # just launched, not visible yet (eventual consistency): the poll syncs it
+            return
+        for reservation in reservations:
             for described in reservation["Instances"]:
                 self._sync(described)
 

@@ -18,6 +18,21 @@ fails loudly when an upgrade changes what is patched here.
    until the heartbeat window passes) and records the given ``error``/``cause``.
 5. ``install(router, port=...)`` sets ``MOTO_PORT``: in server mode moto's state machine
    calls its own services on ``localhost:$MOTO_PORT``.
+6. AWS's limits that moto does not enforce (:data:`LIMITS`), each with AWS's error at the point
+   AWS raises it: SNS Publish's subject and message (``InvalidParameter``), SendTaskFailure's
+   ``error``/``cause`` and SendTaskSuccess's ``output`` (``ValidationException``), a Lambda
+   invocation's request and response (6 MB), the 25 000 events of an execution's history
+   (the execution fails). moto already raises ``States.DataLimitExceeded`` over the 256 KB state
+   payload, but lets ``States.ALL`` catch it and ``States.Runtime``: on AWS neither is caught
+   by ``States.ALL`` (only by a catcher that names it).
+7. EC2 eventual consistency: for ``LIMITS.ec2_visible_after`` seconds after its launch, an
+   instance named by id in DescribeInstances or CreateTags is ``InvalidInstanceID.NotFound``,
+   and a filtered DescribeInstances does not list it (0 = off; the local engine sets it).
+8. A state machine's ``loggingConfiguration`` is honoured: its executions write their history
+   to the CloudWatch Logs group at its level, with or without execution data (moto never
+   opens the logging session).
+9. SNS throttling on demand (:func:`throttle_sns`): the next publishes fail with ``Throttled``,
+   as SNS does over its rate (the ASL retries it).
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
@@ -25,6 +40,7 @@ engine's moto server thread). ``install`` is idempotent: a second call swaps the
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -37,9 +53,58 @@ from typing import Any
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult, EmptyResult
-from moto.stepfunctions.parser.api import ExecutionStatus
+from moto.core.utils import utcnow
+from moto.ec2.exceptions import InvalidInstanceIdError
+from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses.instances import InstanceResponse
+from moto.ec2.responses.tags import TagResponse
+from moto.sns.exceptions import InvalidParameterValue, SNSException
+from moto.sns.models import SNSBackend
+from moto.stepfunctions.exceptions import ValidationException
+from moto.stepfunctions.parser import models as parser_models
+from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, ExecutionStatus
+from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
 from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatEndpoint
+from moto.stepfunctions.parser.asl.eval.event.logging import (
+    CloudWatchLoggingConfiguration,
+    CloudWatchLoggingSession,
+)
 from moto.stepfunctions.responses import StepFunctionResponse
+
+
+@dataclass
+class Limits:
+    """AWS's quotas the emulator enforces (moto does not), from AWS's API references and quotas
+    pages: SNS Publish, Step Functions SendTaskFailure/SendTaskSuccess and service quotas, Lambda
+    quotas ("Invocation payload (request and response): 6 MB each for synchronous")."""
+
+    #: SNS Publish: "Subjects must be ASCII text that begins with a letter, number, or
+    #: punctuation mark; must not include line breaks or control characters; and must be less
+    #: than 100 characters long" (AWS was seen to take exactly 100: the documented rule is kept)
+    sns_subject_chars: int = 100
+    #: SNS Publish: "at most 256 KB in size (262,144 bytes, not 262,144 characters)"
+    sns_message_bytes: int = 262_144
+    #: SendTaskFailure: error 0-256, cause 0-32768 characters; SendTaskSuccess: output 262 144
+    task_error_chars: int = 256
+    task_cause_chars: int = 32_768
+    task_output_chars: int = 262_144
+    #: "Maximum execution history size: 25,000 events ... the execution will fail"
+    history_events: int = 25_000
+    #: Lambda: a synchronous request is refused over this; a bigger response is an error
+    lambda_request_bytes: int = 6_291_456
+    lambda_response_bytes: int = 6_291_556
+    #: seconds a new instance is not yet found by id (EC2 eventual consistency; 0 = off)
+    ec2_visible_after: float = 0.0
+
+
+#: the limits in force (tests may lower ``history_events``; the engine sets ``ec2_visible_after``)
+LIMITS = Limits()
+_SNS_THROTTLES: list[int] = [0]
 
 #: router(function_name, event) -> the function's result (JSON-serialisable)
 Router = Callable[[str, Any], Any]
@@ -119,6 +184,16 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 def _invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
     if isinstance(event, bytes | bytearray):
         event = event.decode("utf-8")
+    raw = event if isinstance(event, str) else json.dumps(event)  # moto parsed the body already
+    if len(raw.encode("utf-8")) > LIMITS.lambda_request_bytes:  # refused before the function runs
+        raise _ServiceFailure(
+            LambdaServiceError(
+                f"Request must be smaller than {LIMITS.lambda_request_bytes} bytes for the "
+                "InvokeFunction operation",
+                code="RequestEntityTooLargeException",
+                status=413,
+            )
+        )
     if isinstance(event, str):
         event = json.loads(event) if event.strip() else {}
     if event is None:
@@ -130,16 +205,180 @@ def _invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, 
         raise _ServiceFailure(err) from err
     except Exception as exc:  # the function failed: an errored payload, as Lambda returns it
         return json.dumps(error_payload(exc)), True, ""
-    return json.dumps(result), False, ""
+    payload = json.dumps(result)
+    if len(payload.encode("utf-8")) > LIMITS.lambda_response_bytes:  # the function ran; its answer is lost
+        return (
+            json.dumps(
+                {
+                    "errorMessage": "Response payload size exceeded maximum allowed payload size "
+                    f"({LIMITS.lambda_response_bytes} bytes).",
+                    "errorType": "Function.ResponseSizeTooLarge",
+                }
+            ),
+            True,
+            "",
+        )
+    return payload, False, ""
+
+
+def _too_long(name: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise ValidationException(
+            f"1 validation error detected: Value at '{name}' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {limit}"
+        )
 
 
 def _send_task_failure(self: StepFunctionResponse) -> Any:
     task_token = self._get_param("taskToken")
     error = self._get_param("error")
     cause = self._get_param("cause")
+    _too_long("error", error, LIMITS.task_error_chars)
+    _too_long("cause", cause, LIMITS.task_cause_chars)
     backend: Any = self.stepfunction_backend  # the ASL-executing backend takes a cause
     backend.send_task_failure(task_token, error=error, cause=cause)
     return EmptyResult()
+
+
+def _send_task_success(self: StepFunctionResponse) -> Any:
+    _too_long("output", self._get_param("output"), LIMITS.task_output_chars)
+    return _ORIGINALS["send_task_success"](self)
+
+
+def valid_sns_subject(subject: str) -> bool:
+    """SNS Publish's rule for ``Subject`` (see :class:`Limits`)."""
+    return (
+        0 < len(subject) < LIMITS.sns_subject_chars
+        and all(32 <= ord(c) < 127 for c in subject)
+        and not subject[0].isspace()
+    )
+
+
+class _Throttled(SNSException):
+    code = "Throttled"
+    message = "Rate exceeded"
+
+
+def throttle_sns(count: int = 1) -> None:
+    """Make the next ``count`` SNS publishes fail with ``Throttled`` (SNS over its rate)."""
+    _SNS_THROTTLES[0] = count
+
+
+def _sns_publish(self: SNSBackend, message: str, *args: Any, **kwargs: Any) -> str:
+    subject = kwargs.get("subject")
+    if subject is not None and not valid_sns_subject(subject):
+        raise InvalidParameterValue("Invalid parameter: Subject")
+    if len(message.encode("utf-8")) > LIMITS.sns_message_bytes:
+        raise InvalidParameterValue("Invalid parameter: Message too long")
+    if _SNS_THROTTLES[0] > 0:
+        _SNS_THROTTLES[0] -= 1
+        raise _Throttled()
+    result: str = _ORIGINALS["sns_publish"](self, message, *args, **kwargs)
+    return result
+
+
+def _state_eval_body(self: CommonStateField, env: Any) -> None:
+    """Fail the execution (uncatchable, as on AWS) once its history holds the maximum events."""
+    if len(env.event_manager._history_event_list) >= LIMITS.history_events:  # no copy per state
+        env.set_error(
+            ExecutionFailedEventDetails(
+                error="States.Runtime",
+                cause=f"The execution reached the maximum number of history events "
+                f"({LIMITS.history_events}).",
+            )
+        )
+        return
+    _ORIGINALS["state_eval_body"](self, env)
+
+
+#: errors AWS's ``States.ALL`` does not match ("can't catch the States.DataLimitExceeded terminal
+#: error type and runtime error types"): they fail the execution
+_TERMINAL = (StatesErrorNameType.StatesStatesDataLimitExceeded, StatesErrorNameType.StatesRuntime)
+
+
+def _error_equals(self: ErrorEqualsDecl, env: Any) -> None:
+    error_name = env.stack[-1]
+    terminal = isinstance(error_name, StatesErrorName) and error_name.typ in _TERMINAL
+    _ORIGINALS["error_equals"](self, env)
+    if terminal and error_name not in self.error_names:  # only a retrier/catcher naming it matches
+        env.stack[-1] = False
+
+
+class _LoggingSession(CloudWatchLoggingSession):
+    """moto's session, writing in the shape moto's own Logs backend takes (moto's passes a
+    string timestamp and a LogEvent where put_log_events wants dicts, and never creates the
+    stream: it expects a ClientError the backend does not raise)."""
+
+    def publish_history_log(self, history_log: Any) -> None:
+        stamp = history_log["event_timestamp"]
+        if isinstance(stamp, str):
+            stamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        event = {"timestamp": int(stamp.timestamp() * 1000), "message": json.dumps(history_log, default=str)}
+        logs: Any = self._logs_client
+        group, stream = self.configuration.log_group_name, self.configuration.log_stream_name
+        if group not in logs.groups:  # AWS drops what it cannot deliver
+            return
+        if stream not in logs.groups[group].streams:
+            logs.create_log_stream(group, stream)
+        logs.put_log_events(group, stream, [event])
+
+
+def _execution(*args: Any, **kwargs: Any) -> Any:
+    """moto's Execution, with the logging session its state machine's configuration asks for."""
+    machine = kwargs.get("state_machine")
+    config = getattr(machine, "loggingConfiguration", None) or {}
+    if kwargs.get("cloud_watch_logging_session") is None and config.get("level", "OFF") != "OFF":
+        logging_config = CloudWatchLoggingConfiguration.from_logging_configuration(
+            state_machine_arn=getattr(machine, "arn", ""),
+            logging_configuration=config,  # type: ignore[arg-type]
+        )
+        if logging_config is not None:
+            kwargs["cloud_watch_logging_session"] = _LoggingSession(
+                execution_arn=kwargs["exec_arn"], configuration=logging_config
+            )
+    return _ORIGINALS["Execution"](*args, **kwargs)
+
+
+def _not_visible(backend: Any, instance_ids: list[str]) -> list[str]:
+    """The ids among ``instance_ids`` of instances launched too recently to be found."""
+    if LIMITS.ec2_visible_after <= 0:
+        return []
+    young = []
+    for instance_id in instance_ids:
+        instance = backend.get_instance_by_id(instance_id)
+        launched = getattr(instance, "launch_time", None)
+        if launched is not None and (utcnow() - launched).total_seconds() < LIMITS.ec2_visible_after:
+            young.append(instance_id)
+    return young
+
+
+def _describe_instances_response(self: InstanceResponse) -> Any:
+    hidden = _not_visible(self.ec2_backend, self._get_param("InstanceIds", []))
+    if hidden:
+        raise InvalidInstanceIdError(hidden)
+    return _ORIGINALS["describe_instances_response"](self)
+
+
+def _create_tags_response(self: TagResponse) -> Any:
+    ids = [r for r in self._get_param("Resources", []) if str(r).startswith("i-")]
+    hidden = _not_visible(self.ec2_backend, ids)
+    if hidden:
+        raise InvalidInstanceIdError(hidden)
+    return _ORIGINALS["create_tags_response"](self)
+
+
+def _describe_instances_backend(self: InstanceBackend, filters: Any = None) -> Any:
+    """A filtered DescribeInstances does not list an instance EC2 has not propagated yet."""
+    reservations = _ORIGINALS["describe_instances_backend"](self, filters)
+    if LIMITS.ec2_visible_after <= 0:
+        return reservations
+    visible = []
+    for reservation in reservations:  # copies (all_reservations): their lists may be replaced
+        hidden = set(_not_visible(self, [i.id for i in reservation.instances]))
+        reservation.instances = [i for i in reservation.instances if i.id not in hidden]
+        if reservation.instances:
+            visible.append(reservation)
+    return visible
 
 
 def _setup_heartbeat_endpoint(self: CallbackEndpoint, heartbeat_seconds: int) -> HeartbeatEndpoint:
@@ -154,8 +393,6 @@ def _stop_execution(self: StepFunctionResponse) -> Any:
     backend: Any = self.stepfunction_backend
     execution = backend.describe_execution(arn)  # raises ExecutionDoesNotExist as AWS does
     if execution.status == "RUNNING" and getattr(execution, "exec_worker", None) is not None:
-        import datetime as dt
-
         execution.stop(
             stop_date=dt.datetime.now(dt.UTC), error=self._get_param("error"), cause=self._get_param("cause")
         )
@@ -176,11 +413,29 @@ def _stop_execution(self: StepFunctionResponse) -> Any:
     return ActionResult({"stopDate": execution.stop_date})
 
 
+#: (owner, attribute, replacement) of the patches without special cases
+_PLAIN: list[tuple[Any, str, str, Any]] = [
+    (StepFunctionResponse, "send_task_success", "send_task_success", _send_task_success),
+    (SNSBackend, "publish", "sns_publish", _sns_publish),
+    (CommonStateField, "_eval_body", "state_eval_body", _state_eval_body),
+    (ErrorEqualsDecl, "_eval_body", "error_equals", _error_equals),
+    (parser_models, "Execution", "Execution", _execution),
+    (InstanceResponse, "describe_instances", "describe_instances_response", _describe_instances_response),
+    (TagResponse, "create_tags", "create_tags_response", _create_tags_response),
+    (InstanceBackend, "describe_instances", "describe_instances_backend", _describe_instances_backend),
+]
+
+
 def install(router: Router, *, port: int | None = None) -> None:
-    """Route every Lambda invocation of the emulator to ``router``; keep SendTaskFailure's cause."""
+    """Route every Lambda invocation of the emulator to ``router``; keep SendTaskFailure's cause;
+    enforce AWS's limits and eventual consistency (see the module's docstring)."""
     if port is not None:
         os.environ["MOTO_PORT"] = str(port)
     _ROUTER[:] = [router]
+    for owner, attribute, key, replacement in _PLAIN:
+        if key not in _ORIGINALS:
+            _ORIGINALS[key] = getattr(owner, attribute)
+            setattr(owner, attribute, replacement)
     if "_invoke_lambda" not in _ORIGINALS:
         _ORIGINALS["_invoke_lambda"] = LambdaFunction._invoke_lambda
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
@@ -197,6 +452,10 @@ def install(router: Router, *, port: int | None = None) -> None:
 
 def uninstall() -> None:
     """Put moto back as it was (tests)."""
+    for owner, attribute, key, _ in _PLAIN:
+        if key in _ORIGINALS:
+            setattr(owner, attribute, _ORIGINALS.pop(key))
+    _SNS_THROTTLES[0] = 0
     if "_invoke_lambda" in _ORIGINALS:
         LambdaFunction._invoke_lambda = _ORIGINALS.pop("_invoke_lambda")  # type: ignore[method-assign]
     if "send_task_failure" in _ORIGINALS:

@@ -68,6 +68,7 @@ def cancel(
     sns: SNSClient,
     table: JobTable,
     topic_arn: str,
+    pricing: Any = None,
 ) -> dict[str, Any]:
     try:
         job = job_from_config_key(key)
@@ -106,6 +107,7 @@ def cancel(
         summary=None,
         ec2=ec2,
         table=table,
+        pricing=pricing,
     )
     notify_if_owned(report, sns, topic_arn)
     metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)

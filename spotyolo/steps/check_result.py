@@ -27,7 +27,7 @@ from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
 from spotyolo.core.s3objects import object_exists
-from spotyolo.core.text import duration
+from spotyolo.core.text import duration, sns_subject
 from spotyolo.steps.common import logger, metrics
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -201,7 +201,7 @@ def summarize(
     message = " · ".join(parts) + f"\nweights: {weights}best.pt"
     return Summary(
         status=status,
-        subject=f"spotyolo: {job.name} {status}"[:100],
+        subject=sns_subject("spotyolo: ", job.name, f" {status}"),
         message=message,
         metrics=result.metrics,
         target=target,
@@ -213,7 +213,9 @@ def summarize(
     )
 
 
-def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable) -> Summary:
+def check_result(
+    event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobTable, pricing: Any = None
+) -> Summary:
     """Publish, once this run has claimed publication against a cancel (whichever claims the job
     table first wins: docs/ARCHITECTURE.md, "Cancel and publication")."""
     job = event.job
@@ -227,7 +229,7 @@ def check_result(event: CheckEvent, *, s3: S3Client, ec2: EC2Client, table: JobT
         )
     promote(s3, event.job, event.result)
     item = table.get(event.job.name)
-    cost = run_cost(item.attempts, price_fn(ec2)) if item else 0.0
+    cost = run_cost(item.attempts, price_fn(ec2, pricing)) if item else 0.0
     summary = summarize(event.job, event.attempt, event.result, cost, job_seconds(event.job))
     metrics.add_metric(name="JobsTrained", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -76,7 +76,9 @@ def budget_timeout(
     )
 
 
-def from_workflow(event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable) -> dict[str, Any]:
+def from_workflow(
+    event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable, pricing: Any = None
+) -> dict[str, Any]:
     doc = event.document
     name, spec, attempt = job_of(doc)
     error = ErrorInfo.model_validate(doc["error"]) if isinstance(doc.get("error"), dict) else None
@@ -96,13 +98,20 @@ def from_workflow(event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable) ->
         summary=summary,
         ec2=ec2,
         table=table,
+        pricing=pricing,
     )
     final = report.summary or failure_summary(name, error, spec, cost_usd=0.0, attempts=0, interruptions=0)
     return {**final.model_dump(mode="json"), "terminated": report.terminated, "released": report.released}
 
 
 def from_status_event(
-    event: StatusChangeEvent, *, ec2: EC2Client, table: JobTable, sns: SNSClient, topic_arn: str
+    event: StatusChangeEvent,
+    *,
+    ec2: EC2Client,
+    table: JobTable,
+    sns: SNSClient,
+    topic_arn: str,
+    pricing: Any = None,
 ) -> dict[str, Any]:
     detail = event.detail
     if detail.status not in ("FAILED", "ABORTED", "TIMED_OUT"):
@@ -130,6 +139,7 @@ def from_status_event(
         summary=None,
         ec2=ec2,
         table=table,
+        pricing=pricing,
     )
     notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
     return report.model_dump(mode="json")

@@ -8,7 +8,9 @@ the local engine points them at the emulator.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from functools import cache
 from time import sleep
@@ -21,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from spotyolo.contract.env import Settings
 from spotyolo.core.awserrors import error_code
+from spotyolo.core.cost import pricing_region
 from spotyolo.core.jobtable import JobTable
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -36,6 +39,55 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "spotyolo")
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+
+#: what a log line shows instead of a task token
+REDACTED = "[task token]"
+
+
+class SecretFilter(logging.Filter):
+    """Keeps task tokens out of the Lambdas' logs: whoever reads a token can answer the task.
+
+    Masks every field whose name says token and every token this process has handled
+    (:func:`hide`), in the message and in the extra fields, however deep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the tokens seen lately (a warm Lambda handles many; old ones are answered already)
+        self.secrets: deque[str] = deque(maxlen=64)
+
+    def _mask(self, value: Any, key: str = "") -> Any:
+        if "token" in key.lower() and key.lower() not in ("client_token", "clienttoken") and value:
+            return REDACTED
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._mask(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._mask(v) for v in value]
+        return value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg, record.args = record.getMessage(), None
+        record.msg = self._mask(record.msg) if isinstance(record.msg, str | dict) else record.msg
+        for key, value in list(record.__dict__.items()):
+            if key not in _RECORD_FIELDS:
+                record.__dict__[key] = self._mask(value, key)
+        return True
+
+
+_RECORD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+secrets = SecretFilter()
+logger.addFilter(secrets)
+
+
+def hide(token: str) -> None:
+    """Never log ``token`` (a task token this invocation holds)."""
+    if token and token not in secrets.secrets:
+        secrets.secrets.append(token)
+
 
 T = TypeVar("T")
 
@@ -77,6 +129,11 @@ def sfn_client() -> SFNClient:
 
 def sns_client() -> SNSClient:
     return client("sns")  # type: ignore[no-any-return]
+
+
+def pricing_client() -> Any:
+    """The AWS Price List API, at its endpoint nearest this region (it has three)."""
+    return _client("pricing", pricing_region(settings().region), os.environ.get("AWS_ENDPOINT_URL"), 2)
 
 
 def job_table() -> JobTable:

@@ -12,17 +12,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from spotyolo.contract.errors import ErrorName, JobInvalid
 from spotyolo.contract.layout import job_from_config_key
 from spotyolo.contract.status import AttemptOutcome, JobStatus
+from spotyolo.core.awserrors import error_code
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
-from spotyolo.core.text import cause_text, duration
-from spotyolo.steps.common import logger, metrics
+from spotyolo.core.text import cause_text, duration, sns_subject
+from spotyolo.steps.common import logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
@@ -106,7 +108,7 @@ def failure_summary(
     if interruptions:
         parts.append(f"{interruptions} interruption{'s' if interruptions != 1 else ''}")
     message += "\n" + " · ".join(parts)
-    subject = f"spotyolo: {job_name} {status} ({name})"[:100]
+    subject = sns_subject("spotyolo: ", job_name, f" {status} ({name})")
     return Summary(
         status=status,
         subject=subject,
@@ -147,6 +149,22 @@ class CleanupReport(BaseModel):
     summary: Summary | None = None
 
 
+#: EC2 is eventually consistent: a just-launched instance is "not found" for a few seconds
+NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
+NOT_FOUND_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _terminate(ec2: EC2Client, instances: list[str]) -> None:
+    """Terminate ``instances``, asking again while EC2 does not know one yet; one it never
+    knows (long gone) is no reason to leave the rest of the clean up undone."""
+    try:
+        retrying(lambda: ec2.terminate_instances(InstanceIds=instances), NOT_FOUND, NOT_FOUND_DELAYS)
+    except ClientError as err:
+        if error_code(err) not in NOT_FOUND:
+            raise
+        logger.warning("instances not found to terminate", extra={"instances": instances})
+
+
 def clean_up(
     job_name: str,
     execution: str,
@@ -158,6 +176,7 @@ def clean_up(
     summary: Summary | None,
     ec2: EC2Client,
     table: JobTable,
+    pricing: Any = None,
 ) -> CleanupReport:
     """Terminate the run's instances, close the attempt, drop the token, release the lock.
 
@@ -172,15 +191,20 @@ def clean_up(
     if run_id:  # first, so nothing keeps billing even if the table writes below fail
         live = run_instances_of(ec2, job_name, run_id)
         terminated = [i["InstanceId"] for i in live]
+        recorded = (
+            item.current.instance if owned and item and item.current and item.run_id == run_id else None
+        )
+        if recorded and recorded not in terminated:  # just launched: a tag query does not list it yet
+            terminated.append(recorded)
         if terminated:
-            ec2.terminate_instances(InstanceIds=terminated)
+            _terminate(ec2, terminated)
             metrics.add_metric(name="InstancesTerminated", unit=MetricUnit.Count, value=len(terminated))
     if not owned or item is None:
         return CleanupReport(job=job_name, owned=False, terminated=terminated, summary=summary)
     if item.current:
         table.end_attempt(job_name, execution, item.current.number, outcome)
     fresh = table.get(job_name) or item
-    cost = run_cost(fresh.attempts, price_fn(ec2))
+    cost = run_cost(fresh.attempts, price_fn(ec2, pricing))
     interruptions = sum(
         1 for a in fresh.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
     )

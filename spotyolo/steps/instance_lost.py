@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spotyolo.contract.errors import ErrorName
 from spotyolo.core.awserrors import error_code
 from spotyolo.core.jobtable import JobTable
-from spotyolo.steps.common import logger, metrics
+from spotyolo.steps.common import hide, logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
@@ -40,11 +40,18 @@ class StateChangeEvent(EventBridgeModel):
     detail: StateDetail  # type: ignore[assignment]
 
 
+#: EC2 is eventually consistent: a just-launched instance is "not found" for a few seconds
+NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
+NOT_FOUND_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
 def instance_lost(
     instance_id: str, state: str, *, ec2: EC2Client, sfn: SFNClient, table: JobTable
 ) -> dict[str, Any]:
-    try:
-        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    try:  # an instance that fails at boot may not be visible yet: ask again for a few seconds
+        reservations = retrying(
+            lambda: ec2.describe_instances(InstanceIds=[instance_id]), NOT_FOUND, NOT_FOUND_DELAYS
+        )["Reservations"]
     except ClientError as err:
         if error_code(err) == "InvalidInstanceID.NotFound":
             return {"outcome": "ignored", "reason": "unknown instance"}
@@ -58,6 +65,7 @@ def instance_lost(
     current = item.current if item else None
     if not item or not current or current.instance != instance_id or item.run_id != run or not current.token:
         return {"outcome": "ignored", "reason": "not the job's current instance", "job": job}
+    hide(current.token)
     instance_type = instances[0].get("InstanceType", "") if instances else ""
     try:
         sfn.send_task_failure(

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from spotyolo.contract.env import Settings
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
-from spotyolo.steps.common import logger, metrics, retrying
+from spotyolo.steps.common import hide, logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
@@ -70,7 +70,8 @@ class LaunchEvent(BaseModel):
 
     job: JobSpec
     attempt: Attempt
-    token: str
+    #: secret: shown masked by the model, and hidden from every log line
+    token: SecretStr
 
 
 def client_token(execution: str, attempt: Attempt) -> str:
@@ -296,7 +297,9 @@ def _tag_volumes(ec2: Any, instance: str, tags: list[dict[str, str]]) -> None:
 
 def launch(event: LaunchEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings) -> dict[str, Any]:
     job, attempt = event.job, event.attempt
-    _record_attempt(table, job, attempt, event.token)
+    token = event.token.get_secret_value()
+    hide(token)
+    _record_attempt(table, job, attempt, token)
 
     existing = run_instances_of(ec2, job.name, job.run_id, attempt.number)
     if existing:

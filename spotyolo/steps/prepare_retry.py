@@ -42,11 +42,19 @@ class RetryEvent(BaseModel):
 
 
 def prepare_retry(
-    event: RetryEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings, now: float | None = None
+    event: RetryEvent,
+    *,
+    ec2: EC2Client,
+    table: JobTable,
+    cfg: Settings,
+    now: float | None = None,
+    pricing: Any = None,
 ) -> dict[str, Any]:
     job, attempt, name = event.job, event.attempt, event.error.Error
     item = table.get(job.name)
-    price = price_fn(ec2)  # the budget of the next attempt is counted as its cost will be
+    price = price_fn(
+        ec2, pricing, cfg.region
+    )  # the budget of the next attempt is counted as its cost will be
     cost = run_cost(item.attempts, price) if item else 0.0
     if name in RETRYABLE_ON_NEW_INSTANCE:
         leftovers = [i["InstanceId"] for i in run_instances_of(ec2, job.name, job.run_id, attempt.number)]

@@ -23,11 +23,43 @@ def attempt_of(instance: dict) -> int:
     return int({t["Key"]: t["Value"] for t in instance["Tags"]}["attempt"])
 
 
+def assert_no_task_token_logged(engine: LocalEngine, job: Run, caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever reads a task token can answer the task: it is in no log the run wrote (the state
+    machine's log group at its configured level, the Lambdas' log, the trainers' logs and every
+    other file of the engine's, the run's artifacts, this process's log records)."""
+    tokens = []
+    for event in job.history:
+        details = event.get("taskScheduledEventDetails")
+        payload = json.loads(details["parameters"]).get("Payload") if details else None
+        if isinstance(payload, dict) and payload.get("token"):
+            tokens.append(payload["token"])
+    assert tokens, "the Launch trainer task got no token?"
+    machine_logs = "\n".join(engine.state_machine_logs())
+    places: dict[str, bytes] = {
+        "state machine log group": machine_logs.encode(),
+        "log records": caplog.text.encode(),
+    }
+    for path in engine.workdir.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes()
+    s3 = engine.client("s3")
+    listed = s3.list_objects_v2(Bucket=engine.resources.bucket, Prefix=f"runs/{job.job}/")
+    for obj in listed.get("Contents", []):
+        places[obj["Key"]] = s3.get_object(Bucket=engine.resources.bucket, Key=obj["Key"])["Body"].read()
+    assert (engine.workdir / "lambdas.log").stat().st_size > 0
+    for token in tokens:
+        leaked = [where for where, text in places.items() if token.encode() in text]
+        assert not leaked, f"task token in {leaked}"
+
+
 # ---------------------------------------------------------------------- success paths
 
 
 def test_happy_path_trains_promotes_weights_and_notifies_once(
-    engine: LocalEngine, make_job: Callable[..., Path], run: Callable[[Path], Run]
+    engine: LocalEngine,
+    make_job: Callable[..., Path],
+    run: Callable[[Path], Run],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     job = run(make_job("e2e-happy"))
     assert job.wait()["status"] == "SUCCEEDED"
@@ -50,6 +82,7 @@ def test_happy_path_trains_promotes_weights_and_notifies_once(
     assert [attempt_of(i) for i in job.instances()] == [1]
     item = job.item()
     assert item.status in ("complete", "below target", "succeeded") and item.execution is None
+    assert_no_task_token_logged(engine, job, caplog)
 
 
 def test_one_interruption_resumes_on_a_new_instance_with_every_epoch_once(
@@ -186,7 +219,10 @@ def test_more_interruptions_than_allowed_fail_with_a_message(
 
 
 def test_non_finite_loss_fails_as_training_diverged_without_a_retry(
-    engine: LocalEngine, make_job: Callable[..., Path], run: Callable[[Path], Run]
+    engine: LocalEngine,
+    make_job: Callable[..., Path],
+    run: Callable[[Path], Run],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # a box-loss gain beyond float32 makes the very first loss infinite
     job = run(make_job("e2e-nan", epochs=3, box=1e39))
@@ -195,6 +231,9 @@ def test_non_finite_loss_fails_as_training_diverged_without_a_retry(
     assert [attempt_of(i) for i in job.instances()] == [1]
     (note,) = job.notifications(1)
     assert "non-finite" in note["message"] or "TrainingDiverged" in note["message"]
+    # a failure is what the state machine logs (level ERROR): with its cause, without the token
+    assert any("TrainingDiverged" in line for line in engine.state_machine_logs())
+    assert_no_task_token_logged(engine, job, caplog)
 
 
 def test_a_stalled_trainer_hits_the_heartbeat_timeout_and_is_cleaned_up(

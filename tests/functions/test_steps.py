@@ -29,7 +29,7 @@ from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
-from spotyolo.steps import cancel, check_result, cleanup, common, instance_lost, launch, prepare_retry
+from spotyolo.steps import cancel, check_result, cleanup, common, ending, instance_lost, launch, prepare_retry
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
@@ -891,3 +891,81 @@ def test_run_cost_counts_launched_attempts_only() -> None:
         ),
     ]
     assert run_cost(records) == pytest.approx(1.006 * 0.4 + 1.006 * 0.5)
+
+
+# ---------------------------------------------------------------- eventual consistency, secrets
+
+
+def test_a_lost_instance_ec2_does_not_know_yet_still_fails_its_task(aws: Aws, sleeps: list[float]) -> None:
+    """A spot instance can end within seconds of its launch: its state-change event may come
+    before DescribeInstances finds it. Ignoring it as "unknown" left the job waiting a whole
+    stall window."""
+    aws.lock()
+    inst = aws.launch(make_job(), attempt(), token="tok-1")["instance"]
+    sent: list[dict[str, Any]] = []
+
+    class Sfn:
+        def send_task_failure(self, **kw: Any) -> None:
+            sent.append(kw)
+
+    lagging = LaggingEC2(aws.ec2, describes=2, tags=0)
+    out = instance_lost.instance_lost(inst, "terminated", ec2=lagging, sfn=Sfn(), table=aws.table)
+    assert out["outcome"] == "failed task" and sent[0]["error"] == "InstanceLost"
+    assert 0 < sum(sleeps) < 10
+
+
+def test_a_clean_up_right_after_a_launch_terminates_the_instance_no_query_lists_yet(aws: Aws) -> None:
+    """A tag query does not list an instance EC2 has not propagated: a cancel right after the
+    launch left it running (and billing). The job table names it: that is enough."""
+    from spotyolo.local import moto_patches
+
+    aws.lock()
+    job = make_job()
+    inst = aws.launch(job, attempt())["instance"]
+    moto_patches.install(lambda name, event: None)
+    moto_patches.LIMITS.ec2_visible_after = 60.0
+    try:
+        assert fleet.run_instances_of(aws.ec2, "shapes") == []  # what EC2 shows at this moment
+        report = ending.clean_up(
+            "shapes",
+            EXEC,
+            run_id="run-a",
+            outcome="Cancelled",
+            error=None,
+            job=job,
+            summary=None,
+            ec2=aws.ec2,
+            table=aws.table,
+        )
+    finally:
+        moto_patches.LIMITS.ec2_visible_after = 0.0
+        moto_patches.uninstall()
+    assert report.terminated == [inst]
+    (described,) = aws.ec2.describe_instances(InstanceIds=[inst])["Reservations"][0]["Instances"]
+    assert described["State"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_the_task_token_never_reaches_a_log_line(aws: Aws) -> None:
+    """Whoever reads a task token can answer the task: no Lambda log line may hold it."""
+    import io
+    import logging
+
+    token = "AQCEAAAAKgAAAAMAAAAAAAAAAS3cr3tT0k3n" * 8
+    aws.lock()
+    event = launch.LaunchEvent(job=make_job(), attempt=attempt(), token=token)
+    assert token not in repr(event) and token not in str(event.model_dump())
+    written = io.StringIO()  # what Lambda would send to CloudWatch Logs (Powertools' JSON lines)
+    handlers = [h for h in common.logger._logger.handlers if isinstance(h, logging.StreamHandler)]
+    saved = [h.setStream(written) for h in handlers]
+    try:
+        launch.launch(event, ec2=aws.ec2, table=aws.table, cfg=aws.cfg)
+        common.logger.info(
+            "answering %s", token, extra={"taskToken": token, "detail": {"cause": f"for {token}"}}
+        )
+        common.logger.warning("a problem", extra={"token": "anything"})
+    finally:
+        for handler, stream in zip(handlers, saved, strict=True):
+            handler.setStream(stream)
+    out = written.getvalue()
+    assert handlers and '"launched"' in out and "[task token]" in out
+    assert token not in out and "anything" not in out

@@ -111,6 +111,19 @@ def test_every_lambda_task_retries_only_transient_errors_with_jitter() -> None:
             assert all(e.startswith("Lambda.") for e in retry["ErrorEquals"]), name
 
 
+def test_every_notification_retries_sns_throttling() -> None:
+    """Publish errors of the sns:publish integration are ``SNS.<Exception>``: a burst of jobs
+    ending together is throttled (``SNS.ThrottledException``) and would lose the email."""
+    notifies = [
+        s for s in definition()["States"].values() if s.get("Resource") == "arn:aws:states:::sns:publish"
+    ]
+    assert len(notifies) == 3
+    for state in notifies:
+        (retry,) = state["Retry"]
+        assert {"SNS.ThrottledException", "SNS.SdkClientException"} <= set(retry["ErrorEquals"])
+        assert retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 3
+
+
 @pytest.mark.parametrize(
     ("breakage", "problem"),
     [

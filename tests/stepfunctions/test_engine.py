@@ -208,9 +208,24 @@ def _run_instance(engine: LocalEngine, job: str, attempt: int = 1) -> str:
 
 
 def _state(engine: LocalEngine, iid: str) -> str:
-    described = engine.client("ec2").describe_instances(InstanceIds=[iid])
+    from botocore.exceptions import ClientError
+
+    try:
+        described = engine.client("ec2").describe_instances(InstanceIds=[iid])
+    except ClientError as err:  # just launched: EC2 does not know it yet (eventual consistency)
+        assert err.response["Error"]["Code"] == "InvalidInstanceID.NotFound"
+        return "not yet visible"
     state: str = described["Reservations"][0]["Instances"][0]["State"]["Name"]
     return state
+
+
+def test_a_new_instance_is_not_found_by_id_for_a_moment(engine: LocalEngine) -> None:
+    assert engine.ec2_visible_after > 0
+    iid = _run_instance(engine, "proc-visible")
+    assert _state(engine, iid) == "not yet visible"
+    wait_for(lambda: _state(engine, iid) != "not yet visible", what="visible")
+    assert _state(engine, iid) in ("pending", "running")
+    engine.client("ec2").terminate_instances(InstanceIds=[iid])
 
 
 def test_an_instance_is_a_trainer_process_with_the_design_environment(engine: LocalEngine) -> None:

@@ -161,3 +161,52 @@ def test_serve_answers_the_aws_cli_and_stops_on_ctrl_c(
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0
     assert "emulator stopped" in out
+
+
+def test_serve_answers_nothing_before_the_pipeline_is_deployed(tmp_path: Path) -> None:
+    """A new user starts `serve` in the background, waits until `s3 ls` answers and uploads at
+    once: the upload must start an execution (it was lost when the emulator answered while the
+    rules were still being deployed)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "spotyolo"), "local", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        kwargs = {
+            "region_name": "us-east-1",
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "aws_access_key_id": "local",
+            "aws_secret_access_key": "local",
+            "config": Config(retries={"total_max_attempts": 1}, read_timeout=400),
+        }
+        s3, sfn = boto3.client("s3", **kwargs), boto3.client("stepfunctions", **kwargs)
+        deadline = time.monotonic() + 120
+        while True:  # `aws s3 ls s3://spotyolo-local`, as fast as a script would poll
+            try:
+                s3.list_objects_v2(Bucket="spotyolo-local")
+                break
+            except (EndpointConnectionError, ClientError):
+                assert time.monotonic() < deadline, "serve never answered"
+                time.sleep(0.05)
+        s3.put_object(Bucket="spotyolo-local", Key="jobs/early/config.yaml", Body=b"model: yolo11n.yaml\n")
+        machine = "arn:aws:states:us-east-1:123456789012:stateMachine:spotyolo-training-pipeline"
+        deadline = time.monotonic() + 60
+        executions: list = []
+        while not executions and time.monotonic() < deadline:
+            executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+            time.sleep(0.5)
+        assert executions and executions[0]["name"].startswith("early-R"), "the early upload was lost"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -157,3 +157,180 @@ def test_stop_execution_ends_a_task_token_wait(sfn_world) -> None:
         out["status"] == "ABORTED" and out["error"] == "Cancelled" and out["cause"] == "config.yaml deleted"
     )
     assert time.time() - started < 10
+
+
+# ---------------------------------------------------------------- AWS's limits (moto has none)
+
+
+def test_the_new_patches_still_fit_moto() -> None:
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.responses.instances import InstanceResponse
+    from moto.ec2.responses.tags import TagResponse
+    from moto.sns.models import SNSBackend
+    from moto.stepfunctions.parser import models as parser_models
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+
+    assert list(inspect.signature(SNSBackend.publish).parameters)[:2] == ["self", "message"]
+    assert "subject" in inspect.signature(SNSBackend.publish).parameters
+    assert list(inspect.signature(CommonStateField._eval_body).parameters) == ["self", "env"]
+    assert list(inspect.signature(InstanceBackend.describe_instances).parameters) == ["self", "filters"]
+    assert "cloud_watch_logging_session=None" in inspect.getsource(parser_models.StepFunctionsParserBackend)
+    for owner, name in ((InstanceResponse, "describe_instances"), (TagResponse, "create_tags")):
+        assert callable(getattr(owner, name))
+    # still missing upstream (delete the patch when one of these fails)
+    assert "len(subject) > 100" in inspect.getsource(SNSBackend.publish)  # AWS: less than 100, ASCII
+    assert "len(message) >" in inspect.getsource(SNSBackend.publish)  # characters, AWS counts bytes
+
+
+def client_error(call, *args, **kwargs) -> dict:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as caught:
+        call(*args, **kwargs)
+    return caught.value.response["Error"]
+
+
+def test_sns_publish_refuses_what_aws_refuses(sfn_world) -> None:
+    sns = boto3.client("sns", region_name="us-east-1")
+    topic = sns.create_topic(Name="t")["TopicArn"]
+    sns.publish(TopicArn=topic, Subject="s" * 99, Message="é" * 131_072)  # 99 chars, 262 144 bytes
+    for subject in ("s" * 100, "line\nbreak", "caf\u00e9", " leading space"):
+        error = client_error(sns.publish, TopicArn=topic, Subject=subject, Message="m")
+        assert error["Code"] == "InvalidParameter" and error["Message"] == "Invalid parameter: Subject"
+    error = client_error(sns.publish, TopicArn=topic, Message="é" * 131_073)  # 262 146 bytes
+    assert error["Code"] == "InvalidParameter" and "Message too long" in error["Message"]
+
+
+def test_task_answers_are_bounded_as_on_aws(sfn_world) -> None:
+    sfn, _, _ = sfn_world
+    for kwargs, field in (
+        ({"error": "E" * 257, "cause": "c"}, "error"),
+        ({"error": "E", "cause": "c" * 32_769}, "cause"),
+    ):
+        error = client_error(sfn.send_task_failure, taskToken="t", **kwargs)
+        assert error["Code"] == "ValidationException" and f"Value at '{field}'" in error["Message"]
+    error = client_error(sfn.send_task_success, taskToken="t", output=json.dumps("x" * 262_200))
+    assert error["Code"] == "ValidationException" and "'output'" in error["Message"]
+    # within the limits, the token is what is wrong
+    assert client_error(sfn.send_task_failure, taskToken="t", error="E" * 256, cause="c" * 32_768)[
+        "Code"
+    ] in ("InvalidToken", "TaskDoesNotExist")
+
+
+def lambda_task(arn: str) -> dict:
+    return {
+        "StartAt": "A",
+        "States": {
+            "A": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": arn, "Payload": {"size.$": "$.size"}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+
+
+def test_oversized_payloads_fail_as_on_aws(sfn_world) -> None:
+    sfn, arn, role = sfn_world
+    moto_patches.install(lambda name, event: "x" * event["size"])
+    # a state's result over 256 KB: States.DataLimitExceeded, which no States.ALL catches
+    out = run(sfn, lambda_task(arn), role, {"size": 300_000}, "big-state")
+    assert out["status"] == "FAILED" and out["error"] == "States.DataLimitExceeded"
+    # a Lambda response over 6 MB is the function's error (caught as any other)
+    out = run(sfn, lambda_task(arn), role, {"size": 6_300_000}, "big-response")
+    assert out["status"] == "SUCCEEDED"
+    assert json.loads(out["output"])["error"]["Error"] == "Function.ResponseSizeTooLarge"
+    # a request over 6 MB is refused before the function runs
+    invoked: list[str] = []
+    moto_patches.install(lambda name, event: invoked.append(name))
+    lam = boto3.client("lambda", region_name="us-east-1")
+    error = client_error(lam.invoke, FunctionName=arn, Payload=json.dumps({"blob": "x" * 6_300_000}))
+    assert error["Code"] == "RequestEntityTooLargeException" and invoked == []
+
+
+def test_an_execution_fails_at_the_history_limit(sfn_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    sfn, _, role = sfn_world
+    monkeypatch.setattr(moto_patches.LIMITS, "history_events", 40)  # 25 000 on AWS: same rule, sooner
+    loop = {"StartAt": "Again", "States": {"Again": {"Type": "Pass", "Next": "Again"}}}
+    out = run(sfn, loop, role, {}, "forever")
+    assert out["status"] == "FAILED" and out["error"] == "States.Runtime" and "history" in out["cause"]
+    events = sfn.get_execution_history(executionArn=out["executionArn"], maxResults=1000)["events"]
+    assert 40 <= len(events) <= 42 and events[-1]["type"] == "ExecutionFailed"
+
+
+def logged(group: str) -> str:
+    logs = boto3.client("logs", region_name="us-east-1")
+    lines = []
+    for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
+        lines.extend(e["message"] for e in events)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("level", "with_data", "secret_logged"), [("ALL", True, True), ("ERROR", False, False)]
+)
+def test_a_state_machine_logs_as_its_logging_configuration_says(
+    sfn_world, level: str, with_data: bool, secret_logged: bool
+) -> None:
+    sfn, arn, role = sfn_world
+    moto_patches.install(lambda name, event: (_ for _ in ()).throw(JobInvalid("refused")))
+    logs = boto3.client("logs", region_name="us-east-1")
+    group = f"/aws/vendedlogs/states/{level}"
+    logs.create_log_group(logGroupName=group)
+    group_arn = f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:*"
+    definition = {"StartAt": "A", "States": {"A": {**lambda_task(arn)["States"]["A"], "Catch": []}}}
+    definition["States"]["A"]["Parameters"]["Payload"] = {"token.$": "$.token"}
+    machine = sfn.create_state_machine(
+        name=f"logged-{level}",
+        definition=json.dumps(definition),
+        roleArn=role,
+        loggingConfiguration={
+            "level": level,
+            "includeExecutionData": with_data,
+            "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": group_arn}}],
+        },
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"token": "SECRET-123"}))
+    for _ in range(200):
+        if sfn.describe_execution(executionArn=execution["executionArn"])["status"] != "RUNNING":
+            break
+        time.sleep(0.05)
+    text = logged(group)
+    assert "ExecutionFailed" in text  # every level logs the failure
+    assert ("SECRET-123" in text) is secret_logged
+
+
+def test_a_new_instance_is_not_found_for_a_while(sfn_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(moto_patches.LIMITS, "ec2_visible_after", 1.0)
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    iid = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    assert client_error(ec2.describe_instances, InstanceIds=[iid])["Code"] == "InvalidInstanceID.NotFound"
+    tags = [{"Key": "k", "Value": "v"}]
+    assert client_error(ec2.create_tags, Resources=[iid], Tags=tags)["Code"] == "InvalidInstanceID.NotFound"
+    listed = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert iid not in listed
+    time.sleep(1.1)
+    ec2.create_tags(Resources=[iid], Tags=tags)
+    assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["Tags"] == tags
+
+
+def test_sns_throttling_is_retried_by_a_retrier_that_names_it(sfn_world) -> None:
+    sfn, _, role = sfn_world
+    topic = boto3.client("sns", region_name="us-east-1").create_topic(Name="t")["TopicArn"]
+    publish = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sns:publish",
+        "Parameters": {"TopicArn": topic, "Subject": "s", "Message": "m"},
+        "End": True,
+    }
+    moto_patches.throttle_sns(1)
+    out = run(sfn, {"StartAt": "N", "States": {"N": publish}}, role, {}, "unretried")
+    assert out["status"] == "FAILED" and out["error"] == "SNS.ThrottledException"
+    moto_patches.throttle_sns(2)
+    retried = {**publish, "Retry": [{"ErrorEquals": ["SNS.ThrottledException"], "IntervalSeconds": 1}]}
+    out = run(sfn, {"StartAt": "N", "States": {"N": retried}}, role, {}, "retried")
+    assert out["status"] == "SUCCEEDED"

@@ -75,6 +75,7 @@ class FakeInstances:
     heartbeats: int = 0
     #: instance -> how a "late" trainer ended: succeeded, gone (TaskGone) or killed
     late: dict[str, str] = field(default_factory=dict)
+    job: str = "shapes"
     recall: float = 0.9
     seen: dict[str, int] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -88,7 +89,7 @@ class FakeInstances:
     def _loop(self) -> None:
         try:
             while not self.stop.is_set():
-                for inst in fleet.run_instances_of(self.world.ec2, "shapes", states=["running"]):
+                for inst in fleet.run_instances_of(self.world.ec2, self.job, states=["running"]):
                     if inst["InstanceId"] not in self.seen:
                         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                         self.seen[inst["InstanceId"]] = int(tags["attempt"])
@@ -255,11 +256,11 @@ class World:
         events = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
         return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
 
-    def live_instances(self) -> list[dict[str, Any]]:
-        return fleet.run_instances_of(self.ec2, "shapes", states=["pending", "running"])
+    def live_instances(self, job: str = "shapes") -> list[dict[str, Any]]:
+        return fleet.run_instances_of(self.ec2, job, states=["pending", "running"])
 
     def assert_nothing_left(self, job: str = "shapes") -> None:
-        assert self.live_instances() == []
+        assert self.live_instances(job) == []
         item = self.table.get(job)
         assert item is not None and item.execution is None and item.current is None
 
@@ -480,6 +481,38 @@ def test_too_many_interruptions_fail_with_a_message(
     assert "more than max_interruptions (1)" in message["Message"]
     assert "2 attempts" in message["Message"]
     world.assert_nothing_left()
+
+
+def test_a_long_job_name_still_gets_its_email_through_sns_throttling(
+    world: World, shapes_dataset: Path
+) -> None:
+    """SNS refuses a subject of 100 characters or more: with the longest job name a failure's
+    subject was 103, the publish failed and the user heard nothing. Throttled publishes retry."""
+    job = "a-job-name-as-long-as-they-may-be-" + "x" * 29  # 63 characters
+    assert layout.JOB_NAME_RE.match(job) and len(job) == 63
+    world.upload_job(
+        shapes_dataset, BASE_CONFIG.replace("max_interruptions: 2", "max_interruptions: 1"), job=job
+    )
+    fake = FakeInstances(world, behaviour={1: "interrupt", 2: "interrupt"}, job=job)
+    fake.start()
+    moto_patches.throttle_sns(2)  # the notification is throttled twice, then goes through
+    try:
+        out = world.wait(world.start("long-name", {"job": job, "force": True}), timeout=60)
+        assert out["status"] == "FAILED" and out["error"] == "TooManyInterruptions", out
+        (message,) = world.messages()
+        subject = message["Subject"]
+        assert moto_patches.valid_sns_subject(subject) and len(subject) == 99
+        assert subject.startswith("spotyolo: a-job-name-as") and subject.endswith(
+            " failed (TooManyInterruptions)"
+        )
+        assert world.states(out["executionArn"])[-2:] == ["Notify failure", "Job failed"]
+        world.assert_nothing_left(job)
+    finally:
+        fake.stop.set()
+        if fake.thread:
+            fake.thread.join(5)
+        world.table.client.delete_item(TableName=TABLE, Key={"job": {"S": job}})
+    assert not fake.errors, fake.errors
 
 
 def test_spot_then_on_demand_moves_to_on_demand_after_an_interruption(

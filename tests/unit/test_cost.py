@@ -1,0 +1,180 @@
+"""What an attempt costs: spot from DescribeSpotPriceHistory (time-weighted over the attempt),
+on-demand from the Price List API (cached), the dated table only as the fallback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from spotyolo.core import cost
+from spotyolo.core.models import AttemptRecord
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def record(
+    capacity: str, hours: float, instance_type: str = "g5.xlarge", az: str | None = "eu-west-1a"
+) -> AttemptRecord:
+    return AttemptRecord(
+        number=1,
+        capacity=capacity,
+        instance_type=instance_type,
+        az=az,
+        start=T0.isoformat(),
+        end=(T0 + dt.timedelta(hours=hours)).isoformat(),
+    )
+
+
+def price_list_item(instance_type: str, region: str, usd: str) -> str:
+    """One GetProducts PriceList entry, in the shape the Price List API returns (aws_v1)."""
+    sku = "8JBQ9XYGUN5T8ZQU"
+    return json.dumps(
+        {
+            "product": {
+                "productFamily": "Compute Instance",
+                "attributes": {
+                    "instanceType": instance_type,
+                    "regionCode": region,
+                    "operatingSystem": "Linux",
+                    "tenancy": "Shared",
+                    "capacitystatus": "Used",
+                    "preInstalledSw": "NA",
+                    "licenseModel": "No License required",
+                    "servicecode": "AmazonEC2",
+                    "usagetype": f"EU-BoxUsage:{instance_type}",
+                },
+                "sku": sku,
+            },
+            "serviceCode": "AmazonEC2",
+            "terms": {
+                "OnDemand": {
+                    f"{sku}.JRTCKXETXF": {
+                        "priceDimensions": {
+                            f"{sku}.JRTCKXETXF.6YS6EN2CT7": {
+                                "unit": "Hrs",
+                                "endRange": "Inf",
+                                "description": f"${usd} per On Demand Linux {instance_type} Instance Hour",
+                                "appliesTo": [],
+                                "rateCode": f"{sku}.JRTCKXETXF.6YS6EN2CT7",
+                                "beginRange": "0",
+                                "pricePerUnit": {"USD": usd},
+                            }
+                        },
+                        "sku": sku,
+                        "effectiveDate": "2026-02-01T00:00:00Z",
+                        "offerTermCode": "JRTCKXETXF",
+                        "termAttributes": {},
+                    }
+                }
+            },
+            "version": "20260201000000",
+            "publicationDate": "2026-02-01T00:00:00Z",
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    cost._ON_DEMAND_CACHE.clear()
+
+
+def test_on_demand_comes_from_the_price_list_api_for_the_deployment_region_and_is_cached() -> None:
+    pricing = boto3.client(
+        "pricing",
+        region_name=cost.pricing_region("eu-west-1"),
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    assert pricing.meta.region_name == "eu-central-1"
+    with Stubber(pricing) as stub:
+        stub.add_response(
+            "get_products",
+            {
+                "FormatVersion": "aws_v1",
+                "PriceList": [price_list_item("g5.xlarge", "eu-west-1", "1.1230000000")],
+            },
+            {
+                "ServiceCode": "AmazonEC2",
+                "Filters": cost.price_list_filters("g5.xlarge", "eu-west-1"),
+                "FormatVersion": "aws_v1",
+                "MaxResults": 10,
+            },
+        )
+        prices = cost.price_fn(None, pricing, "eu-west-1")
+        assert prices("g5.xlarge", "on-demand", None) == 1.123  # not the table's us-east-1 1.006
+        assert cost.run_cost([record("on-demand", 2.0)], prices) == pytest.approx(2.246)
+        # cached: a second costing asks nothing (the Stubber would refuse an unexpected call)
+        assert cost.price_fn(None, pricing, "eu-west-1").on_demand("g5.xlarge") == 1.123
+        stub.assert_no_pending_responses()
+
+
+def test_without_the_price_list_api_the_dated_table_is_the_fallback() -> None:
+    pricing = boto3.client(
+        "pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(pricing) as stub:
+        stub.add_client_error("get_products", "AccessDeniedException", "not allowed")
+        assert (
+            cost.price_fn(None, pricing, "us-east-1").on_demand("p5.48xlarge")
+            == cost.ON_DEMAND_USD_PER_HOUR["p5.48xlarge"]
+        )
+    assert cost.TABLE_DATE >= "2025-06-01" and "aws.amazon.com" in cost.TABLE_SOURCE
+    assert cost.ON_DEMAND_USD_PER_HOUR["p5.48xlarge"] < 98.32  # after the June 2025 price cut
+    assert cost.ON_DEMAND_USD_PER_HOUR["p4d.24xlarge"] < 32.773
+
+
+def test_a_spot_attempt_is_costed_at_the_prices_in_effect_while_it_ran() -> None:
+    ec2 = boto3.client("ec2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    history = [  # newest first, as EC2 returns it; the first is in effect at the start
+        {
+            "AvailabilityZone": "eu-west-1a",
+            "InstanceType": "g5.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.600000",
+            "Timestamp": T0 + dt.timedelta(hours=1),
+        },
+        {
+            "AvailabilityZone": "eu-west-1a",
+            "InstanceType": "g5.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.300000",
+            "Timestamp": T0 - dt.timedelta(hours=5),
+        },
+    ]
+    with Stubber(ec2) as stub:
+        stub.add_response(
+            "describe_spot_price_history",
+            {"SpotPriceHistory": history},
+            {
+                "InstanceTypes": ["g5.xlarge"],
+                "ProductDescriptions": ["Linux/UNIX"],
+                "StartTime": T0,
+                "EndTime": T0 + dt.timedelta(hours=3),
+                "MaxResults": 1000,
+                "AvailabilityZone": "eu-west-1a",
+            },
+        )
+        # 1 h at 0.30, then 2 h at 0.60: 1.50, not 3 h at today's price
+        assert cost.run_cost([record("spot", 3.0)], cost.price_fn(ec2)) == pytest.approx(1.5)
+
+
+def test_time_weighting() -> None:
+    points = [(T0 + dt.timedelta(minutes=30), 2.0), (T0 - dt.timedelta(days=1), 1.0)]
+    assert cost.time_weighted(points, T0, T0 + dt.timedelta(hours=1)) == pytest.approx(1.5)
+    assert cost.time_weighted([(T0 + dt.timedelta(hours=2), 4.0)], T0, T0 + dt.timedelta(hours=1)) == 4.0
+    assert (
+        cost.pricing_region("ap-northeast-1") == "ap-south-1"
+        and cost.pricing_region("ca-central-1") == "us-east-1"
+    )
+
+
+def test_spot_without_any_price_history_is_estimated_from_the_table() -> None:
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(ec2) as stub:
+        stub.add_client_error("describe_spot_price_history", "UnauthorizedOperation", "no")
+        usd = cost.run_cost([record("spot", 1.0, az="us-east-1a")], cost.price_fn(ec2))
+    assert usd == pytest.approx(cost.spot_estimate("g5.xlarge"))
