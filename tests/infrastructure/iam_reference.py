@@ -23,6 +23,7 @@ SNS_PAGE = SAR + "list_amazonsns.html"
 LOGS_PAGE = SAR + "list_amazoncloudwatchlogs.html"
 IAM_PAGE = SAR + "list_awsidentityandaccessmanagementiam.html"
 ECR_PAGE = SAR + "list_amazonelasticcontainerregistry.html"
+PRICING_PAGE = SAR + "list_awspricelist.html"
 #: "Grant permission to tag resources during creation": a tag-on-create call is also an
 #: ec2:CreateTags authorization for each resource type tagged, with ec2:CreateAction = the call
 TAG_ON_CREATE_PAGE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html"
@@ -78,6 +79,7 @@ RESOURCE_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "ec2:DescribeInstances": ((), EC2_PAGE),
     "ec2:DescribeSubnets": ((), EC2_PAGE),
     "ec2:DescribeSpotPriceHistory": ((), EC2_PAGE),
+    "pricing:GetProducts": ((), PRICING_PAGE),
     "s3:GetObject": (("object",), S3_PAGE),
     "s3:PutObject": (("object",), S3_PAGE),
     "s3:DeleteObject": (("object",), S3_PAGE),
@@ -397,6 +399,7 @@ CALLS: dict[tuple[str, str], Callable[[Mapping[str, Any], Tags], list[Request]]]
     ("ec2", "DescribeInstances"): lambda p, _: [request("ec2:DescribeInstances", None)],
     ("ec2", "DescribeSubnets"): lambda p, _: [request("ec2:DescribeSubnets", None)],
     ("ec2", "DescribeSpotPriceHistory"): lambda p, _: [request("ec2:DescribeSpotPriceHistory", None)],
+    ("pricing", "GetProducts"): lambda p, _: [request("pricing:GetProducts", None)],
     ("ec2", "TerminateInstances"): lambda p, tags_of: _instances(
         "ec2:TerminateInstances", p["InstanceIds"], tags_of
     ),

@@ -365,13 +365,14 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     plain["s3"].put_object(Bucket=cfg.bucket, Key="jobs/shapes/config.yaml", Body=one_epoch.encode())
 
     # validate: the lock is held by an execution that no longer exists (DescribeExecution)
-    s3, ddb, sfn = rec.clients("validate", "s3", "dynamodb", "stepfunctions")
+    s3, ddb, sfn, ec2_v = rec.clients("validate", "s3", "dynamodb", "stepfunctions", "ec2")
     JobTable(plain["ddb"], cfg.job_table).acquire_lock("shapes", execution + "-old", "run-0", lambda _: True)
     out = validate_job(
         {"input": {"bucket": cfg.bucket, "key": "jobs/shapes/config.yaml"}, "execution": execution},
         s3=s3,
         dynamodb=ddb,
         sfn=sfn,
+        ec2=ec2_v,
         settings=cfg,
         now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120),
     )
@@ -387,7 +388,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     )["instance"]
     ec2_l, ddb_l, sfn_l = rec.clients("instance_lost", "ec2", "dynamodb", "stepfunctions")
     instance_lost.instance_lost(lost, "running", ec2=ec2_l, sfn=sfn_l, table=JobTable(ddb_l, cfg.job_table))
-    ec2_r, ddb_r = rec.clients("prepare_retry", "ec2", "dynamodb")
+    ec2_r, ddb_r, pricing_r = rec.clients("prepare_retry", "ec2", "dynamodb", "pricing")
     retry = prepare_retry.prepare_retry(
         prepare_retry.RetryEvent(
             job=job,
@@ -398,6 +399,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         ec2=ec2_r,
         table=JobTable(ddb_r, cfg.job_table),
         cfg=cfg,
+        pricing=pricing_r,
     )
     second = Attempt.model_validate(retry["attempt"])
 
@@ -413,15 +415,16 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     _train(rec, job, second, cfg, tmp_path_factory.mktemp("trainer"))
 
     # check_result promotes; the execution-status rule cleans up and notifies; cancel
-    s3_c, ec2_c, ddb_c = rec.clients("check_result", "s3", "ec2", "dynamodb")
+    s3_c, ec2_c, ddb_c, pricing_c = rec.clients("check_result", "s3", "ec2", "dynamodb", "pricing")
     result = TrainResult(metrics={"recall": 0.9}, best_epoch=1, epochs=1, seconds=9, attempt=second.number)
     check_result.check_result(
         check_result.CheckEvent(job=job, attempt=second, result=result, execution=execution),
         s3=s3_c,
         ec2=ec2_c,
         table=JobTable(ddb_c, cfg.job_table),
+        pricing=pricing_c,
     )
-    ec2_u, ddb_u, sns_u = rec.clients("cleanup", "ec2", "dynamodb", "sns")
+    ec2_u, ddb_u, sns_u, pricing_u = rec.clients("cleanup", "ec2", "dynamodb", "sns", "pricing")
     status = cleanup.StatusChangeEvent.model_validate(
         {
             "version": "0",
@@ -440,7 +443,12 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         }
     )
     report = cleanup.from_status_event(
-        status, ec2=ec2_u, table=JobTable(ddb_u, cfg.job_table), sns=sns_u, topic_arn=cfg.topic_arn
+        status,
+        ec2=ec2_u,
+        table=JobTable(ddb_u, cfg.job_table),
+        sns=sns_u,
+        topic_arn=cfg.topic_arn,
+        pricing=pricing_u,
     )
     assert report.get("owned"), report
     again = job.model_copy(update={"execution": execution + "-again", "run_id": "run-2"})
@@ -451,10 +459,16 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         table=JobTable(ddb, cfg.job_table),
         cfg=cfg,
     )
-    sfn_x, ec2_x, ddb_x, sns_x = rec.clients("cancel", "stepfunctions", "ec2", "dynamodb", "sns")
+    # cancel acts only once config.yaml is really gone (HeadObject answers 404)
+    plain["s3"].delete_object(Bucket=cfg.bucket, Key="jobs/shapes/config.yaml")
+    s3_x, sfn_x, ec2_x, ddb_x, sns_x, pricing_x = rec.clients(
+        "cancel", "s3", "stepfunctions", "ec2", "dynamodb", "sns", "pricing"
+    )
     cancelled = cancel.cancel(
         cfg.bucket,
         "jobs/shapes/config.yaml",
+        s3=s3_x,
+        pricing=pricing_x,
         sfn=sfn_x,
         ec2=ec2_x,
         sns=sns_x,
