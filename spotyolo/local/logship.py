@@ -28,9 +28,6 @@ class LogShipper:
         self._offsets: dict[Path, int] = {}
         self._streams: set[str] = set()
 
-    def create_group(self) -> None:
-        self.logs.create_log_group(logGroupName=self.group)
-
     def ship(self, sources: Iterable[tuple[str, Path]], *, final: bool = False) -> None:
         """``sources``: (stream, log file). ``final``: send a last unterminated line too."""
         for stream, path in sources:
@@ -61,7 +58,9 @@ class LogShipper:
         self._offsets[path] = offset + end
         text = data[:end].decode("utf-8", errors="replace")
         # tqdm's progress bars redraw with carriage returns: keep the last state of each line
-        return [line.rsplit("\r", 1)[-1] or line for line in text.splitlines() if line.strip()]
+        # (split on newlines only: str.splitlines would also split at each carriage return)
+        lines = (line.rstrip("\r") for line in text.split("\n"))
+        return [line.rsplit("\r", 1)[-1] for line in lines if line.strip()]
 
 
 def instance_streams(instances: Iterable[Any]) -> list[tuple[str, Path]]:

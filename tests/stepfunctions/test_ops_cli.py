@@ -98,12 +98,16 @@ def test_submit_wait_trains_then_status_logs_and_weights_read_the_run(
         next(line for line in out.splitlines() if line.startswith("ops-shapes")),
     )
     assert header.split()[:3] == ["JOB", "STATE", "ATTEMPT"]
-    assert "complete" in row and "2/2" in row and "$" in row
+    assert "complete" in row and "2/2" in row and "$" in row and "%)" in row
     assert row.index("complete") == header.index("STATE")
 
     code, out, _ = run(engine, capsys, "status", "ops-shapes", "--json")
     detail = json.loads(out)
     assert [a["outcome"] for a in detail["attempts"]] == ["succeeded"]
+    # spot, billed 60 s at least: cheaper than the same seconds on demand, and said so (the
+    # emulator's spot price history is a placeholder $0.00001/h, so the spot cost is ~0 here)
+    assert detail["on_demand_usd"] > 0 and detail["cost_usd"] < detail["on_demand_usd"]
+    assert detail["saving_percent"] > 0
     assert detail["attempts"][0]["instance_type"] == "g5.xlarge" and detail["attempts"][0]["seconds"] > 0
     states = [s["state"] for s in detail["states"]]
     assert states[0] == "Validate job" and "Launch trainer" in states and states[-1] == "succeeded"
@@ -159,6 +163,8 @@ def test_cancel_returns_once_the_instance_is_gone_and_the_lock_released(
     code, out, _ = run(engine, capsys, "submit", str(job))
     assert code == exits.OK and "execution" in out and "spotyolo logs ops-cancel --follow" in out
     wait_for(lambda: fleet.run_instances_of(engine.client("ec2"), "ops-cancel", states=["running"]), 120)
+    # the trainer's output reaches CloudWatch Logs while it runs
+    wait_for(lambda: "spotyolo.trainer" in run(engine, capsys, "logs", "ops-cancel")[1], 120, "a live log")
 
     started = time.monotonic()
     code, out, err = run(engine, capsys, "cancel", "ops-cancel")
@@ -173,3 +179,28 @@ def test_cancel_returns_once_the_instance_is_gone_and_the_lock_released(
     assert code == exits.NOT_FOUND and "not running" in err
     code, _, err = run(engine, capsys, "weights", "no-such-job")
     assert code == exits.NOT_FOUND and "unknown job 'no-such-job'" in err
+
+
+def test_trainer_output_is_shipped_by_whole_lines_and_the_last_one_at_the_end(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    from spotyolo.local.logship import LogShipper
+
+    logs = engine.client("logs")
+    shipper = LogShipper(logs, "ship-test")
+    logs.create_log_group(logGroupName="ship-test")
+    log = tmp_path / "trainer.log"
+    log.write_bytes(b"first line\nprogress 10%\rprogress 100%\nhalf a li")
+
+    def read() -> list[str]:
+        got = logs.get_log_events(logGroupName="ship-test", logStreamName="j/r/attempt-1", startFromHead=True)
+        return [e["message"] for e in got["events"]]
+
+    shipper.ship([("j/r/attempt-1", log)])
+    assert read() == ["first line", "progress 100%"]  # a redrawn bar: its last state
+    with open(log, "ab") as out:
+        out.write(b"ne\nexit 0")
+    shipper.ship([("j/r/attempt-1", log)])
+    assert read()[2:] == ["half a line"]  # each line once, whole
+    shipper.ship([("j/r/attempt-1", log)], final=True)
+    assert read()[2:] == ["half a line", "exit 0"]
