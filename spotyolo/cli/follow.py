@@ -97,7 +97,11 @@ class Follower:
         summary: dict[str, Any] = document.get("summary") or {}
         item = self.deployment.table().get(self.job)
         if not summary and (document.get("job") or {}).get("already_trained"):
-            summary = {"status": JobStatus.SKIPPED.value}
+            summary = {
+                "status": JobStatus.SKIPPED.value,
+                "message": f"{self.job} is already trained: nothing was launched. `spotyolo weights "
+                f"{self.job}` downloads its weights; `spotyolo retrain {self.job}` trains it again.",
+            }
         outcome = summary.get("status") or (JobStatus.FAILED.value if status != "SUCCEEDED" else "unknown")
         message = summary.get("message") or (item.message if item else None) or described.get("cause") or ""
         result = {

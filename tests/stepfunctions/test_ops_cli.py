@@ -124,10 +124,11 @@ def test_submit_wait_trains_then_status_logs_and_weights_read_the_run(
     assert json.loads((dest / "metrics.json").read_text())
 
     # a second submit uploads only config.yaml (the trigger); the run is skipped (trained)
-    code, out, _ = run(engine, capsys, "submit", str(job_dir), "--wait", "--json")
-    again = json.loads(out)
-    assert again["uploaded"] == 1 and again["skipped"] == files - 1
-    assert code == exits.OK and again["status"] == "skipped"
+    code, out, _ = run(engine, capsys, "submit", str(job_dir), "--wait")
+    assert code == exits.OK
+    assert f"1 files uploaded, {files - 1} already there" in out
+    assert "▶ Validate job" in out and "▶ Already trained?" in out
+    assert "already trained: nothing was launched" in out and "spotyolo retrain ops-shapes" in out
 
 
 def test_retrain_checks_overrides_first_then_trains_with_them(
@@ -143,10 +144,23 @@ def test_retrain_checks_overrides_first_then_trains_with_them(
     assert code == exits.INVALID and "imgzs" in err and "nothing was started" in err
     assert len(engine.executions()) == before
 
-    code, out, _ = run(engine, capsys, "retrain", "ops-shapes", "--set", "epochs=1", "--wait", "--json")
+    old_run = engine.job_item("ops-shapes").run_id  # type: ignore[union-attr]
+    code, out, _ = run(engine, capsys, "retrain", "ops-shapes", "--set", "epochs=1", "--json")
     result: dict[str, Any] = json.loads(out)
-    assert code == exits.OK and result["success"], result
-    assert result["overrides"] == {"epochs": 1}
+    assert code == exits.OK and result["overrides"] == {"epochs": 1}
+
+    def training() -> bool:
+        item = engine.job_item("ops-shapes")
+        return bool(item and item.run_id != old_run and item.current is not None)
+
+    wait_for(training, 120, "the retrain's first attempt")
+    # --follow prints the attempt's log as it grows and returns once the attempt has ended
+    code, out, _ = run(engine, capsys, "logs", "ops-shapes", "--follow")
+    assert code == exits.OK and "1/1" in out
+    shipped = [line for line in out.splitlines() if "spotyolo.trainer" in line]
+    assert shipped and len(shipped) == len(set(shipped)), "each line once"
+    described = engine.wait_done(result["execution"], timeout=300)
+    assert described["status"] == "SUCCEEDED"
     item = engine.job_item("ops-shapes")
     assert item is not None and item.progress is not None and item.progress.epochs == 1
 
