@@ -19,6 +19,7 @@ from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trainer_construct import TrainerConstruct
 from spotyolo.contract.lambdas import LambdaName
+from spotyolo.contract.outputs import StackOutput
 
 
 class SpotYoloStack(cdk.Stack):
@@ -92,11 +93,14 @@ class SpotYoloStack(cdk.Stack):
         bucket, arn = storage.bucket.bucket_name, pipeline.state_machine.state_machine_arn
         region = f" --region {self.region}"
         outputs = {
-            "BucketName": (bucket, "the job bucket"),
-            "StateMachineArn": (arn, "the training pipeline"),
-            "TopicArn": (notifications.topic.topic_arn, "notifications (add subscriptions here)"),
-            "JobTableName": (storage.table.table_name, "one item per job: lock, attempts, progress"),
-            "TrainerLogGroup": (trainer.log_group.log_group_name, "trainer output, one stream per attempt"),
+            StackOutput.BUCKET: (bucket, "the job bucket"),
+            StackOutput.STATE_MACHINE: (arn, "the training pipeline"),
+            StackOutput.TOPIC: (notifications.topic.topic_arn, "notifications (add subscriptions here)"),
+            StackOutput.JOB_TABLE: (storage.table.table_name, "one item per job: lock, attempts, progress"),
+            StackOutput.TRAINER_LOG_GROUP: (
+                trainer.log_group.log_group_name,
+                "trainer output, one stream per attempt",
+            ),
             "DeadLetterQueueUrl": (self.dlq.queue_url, "events that could not be delivered or handled"),
             "UploadCommand": (
                 f"aws s3 cp ./myjob s3://{bucket}/jobs/myjob/ --recursive --exclude config.yaml{region} && "

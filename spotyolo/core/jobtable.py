@@ -307,3 +307,12 @@ class JobTable:
     def finish(self, job: str, execution: str, **fields: Any) -> bool:
         """Write the outcome (status, message, result, cost_usd) of ``execution``'s run."""
         return self._update(job, fields, condition="#exec = :me", values={":me": execution})
+
+    def scan(self) -> list[JobItem]:
+        """Every job's item (the ``spotyolo status`` table; a table holds one item per job)."""
+        items: list[JobItem] = []
+        for page in self.client.get_paginator("scan").paginate(
+            TableName=self.table_name, ConsistentRead=True
+        ):
+            items.extend(JobItem.model_validate(_from_dynamo(raw)) for raw in page.get("Items", []))
+        return sorted(items, key=lambda i: i.job)

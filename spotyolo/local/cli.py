@@ -452,6 +452,10 @@ def serve_banner(engine: Any) -> str:
             f"  topic          {r.topic_arn}",
             "",
             "Credentials: any (e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local), region us-east-1.",
+            f"The spotyolo commands find this emulator by its stack outputs: export AWS_ENDPOINT_URL={url}",
+            "  spotyolo submit my-job --wait · spotyolo status · spotyolo logs my-job --follow · "
+            "spotyolo weights my-job",
+            "Or with the AWS CLI.",
             "Start training (config.yaml is the trigger; the upload settle window covers any upload order):",
             f"  {aws} s3 cp my-job s3://{r.bucket}/jobs/my-job/ --recursive",
             "Retrain a job whose weights exist:",

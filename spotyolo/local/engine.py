@@ -49,11 +49,13 @@ from spotyolo.contract.events import (
 )
 from spotyolo.contract.lambdas import LAMBDAS, LambdaName
 from spotyolo.contract.layout import CONFIG_NAME
+from spotyolo.contract.outputs import DEFAULT_STACK, StackOutput
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import JobItem
 from spotyolo.local import rules
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.local.instances import InstanceRunner, InstanceWorld
+from spotyolo.local.logship import LOG_GROUP, LogShipper, ship_loop
 
 if TYPE_CHECKING:  # the stubs are a development dependency
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -185,6 +187,8 @@ class Resources:
     notification_queue: str = ""
     #: the state machine's CloudWatch Logs group (its logging configuration: asl.LOG_LEVEL)
     state_machine_log_group: str = "/aws/vendedlogs/states/spotyolo-training-pipeline"
+    #: the trainers' log group (the instances' log driver ships their output there)
+    log_group: str = LOG_GROUP
 
 
 @dataclass
@@ -301,11 +305,19 @@ class LocalEngine:
             self._spawn(self._notification_loop, "notifications")
             self._spawn(self._execution_watch_loop, "execution-status")
             self._spawn(self.instances.loop, "instances")
+            self._spawn(self._log_ship_loop, "trainer-logs")
             self.ready.set()  # everything is in place: answer the world
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _log_ship_loop(self) -> None:
+        """Each trainer's output into CloudWatch Logs, as the awslogs driver does on AWS."""
+        runner = self.instances
+        assert runner is not None
+        shipper = LogShipper(self.client("logs"), self.resources.log_group)
+        ship_loop(shipper, lambda: list(runner.instances.values()), self._stop, self.poll_seconds)
 
     def _instance_world(self) -> InstanceWorld:
         return InstanceWorld(
@@ -539,6 +551,22 @@ class LocalEngine:
         self._deploy_state_machine()
         self._update_env(self.settings().to_env())  # the handlers run in this process
         self._deploy_rules()
+        self.client("logs").create_log_group(logGroupName=r.log_group)
+        self._deploy_outputs()
+
+    def _deploy_outputs(self) -> None:
+        """A stack named as the CDK app's, with the same outputs (an empty template: the
+        resources are above), so the ``spotyolo`` commands find this deployment as on AWS."""
+        r = self.resources
+        values = {
+            StackOutput.BUCKET: r.bucket,
+            StackOutput.STATE_MACHINE: r.state_machine_arn,
+            StackOutput.TOPIC: r.topic_arn,
+            StackOutput.JOB_TABLE: r.table,
+            StackOutput.TRAINER_LOG_GROUP: r.log_group,
+        }
+        template = {"Resources": {}, "Outputs": {str(k): {"Value": v} for k, v in values.items()}}
+        self.client("cloudformation").create_stack(StackName=DEFAULT_STACK, TemplateBody=json.dumps(template))
 
     def _queue_arn(self, url: str) -> str:
         attrs = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])

@@ -761,6 +761,13 @@ def test_cdk_nag_has_no_open_finding_and_every_acknowledgement_is_used_and_expla
         assert len(reason) >= 40, key
 
 
+def test_the_stack_has_every_output_the_spotyolo_commands_read(synth: Synth) -> None:
+    from spotyolo.contract.outputs import REQUIRED_OUTPUTS
+
+    missing = [name for name in REQUIRED_OUTPUTS if name not in synth.template["Outputs"]]
+    assert missing == [], f"`spotyolo status` and the others would say the stack lacks {missing}"
+
+
 def test_outputs_give_the_exact_upload_and_retrain_commands(synth: Synth) -> None:
     outputs = synth.template["Outputs"]
     assert {

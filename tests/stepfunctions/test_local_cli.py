@@ -157,6 +157,13 @@ def test_serve_answers_the_aws_cli_and_stops_on_ctrl_c(
         time.sleep(1)
     assert described["status"] == "FAILED"  # the same invalid config, read from the bucket
 
+    # the spotyolo commands find the served emulator by its endpoint alone (its stack outputs)
+    status = spotyolo("status", "--json", "--endpoint-url", f"http://127.0.0.1:{port}", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert isinstance(json.loads(status.stdout), list)  # the job table, found through the stack
+    unknown = spotyolo("logs", "cli-job", "--endpoint-url", f"http://127.0.0.1:{port}", cwd=tmp_path)
+    assert unknown.returncode == 4 and "unknown job 'cli-job'" in unknown.stderr
+
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0
