@@ -1,0 +1,347 @@
+"""Every config.yaml rule from both sides: the values a user may write are accepted (and reach
+the trainer as written), the ones Ultralytics or the pipeline would fail on are refused before
+any spend, with the line and a message that says what to write instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spotyolo.core.config import OPTIMIZERS, check_values, inspect_config
+
+BASE = "model: yolo11n.pt\n"
+
+# (config.yaml line, what the trainer gets for the key: a value, or None for "not passed")
+ACCEPTED: list[tuple[str, dict[str, Any]]] = (
+    [
+        # batch: a size, AutoBatch (-1) or a fraction of GPU memory
+        ("batch: 16", {"batch": 16}),
+        ("batch: 1", {"batch": 1}),
+        ("batch: 32.0", {"batch": 32}),
+        ("batch: -1", {"batch": -1}),
+        ("batch: 0.7", {"batch": 0.7}),
+        # imgsz
+        ("imgsz: 32", {"imgsz": 32}),
+        ("imgsz: 640", {"imgsz": 640}),
+        ("imgsz: [640, 480]", {"imgsz": [640, 480]}),
+        # time (hours)
+        ("time: 0.5", {"time": 0.5}),
+        ("time: 2", {"time": 2}),
+        # floats and fractions
+        ("cls: 3.0", {"cls": 3.0}),
+        ("cls: 0", {"cls": 0}),
+        ("lr0: 0.0", {"lr0": 0.0}),
+        ("lr0: 1", {"lr0": 1}),
+        ("lr0: 1e-3", {"lr0": 0.001}),
+        ("mosaic: 0.5", {"mosaic": 0.5}),
+        ("scale: 0.0", {"scale": 0.0}),
+        ("scale: 1.0", {"scale": 1.0}),
+        ("scale: [0.2, 0.9]", {"scale": [0.2, 0.9]}),
+        ("fraction: 0.25", {"fraction": 0.25}),
+        ("fraction: 1.0", {"fraction": 1.0}),
+        ("fraction: 500", {"fraction": 500}),
+        ("fraction: [100, 20]", {"fraction": [100, 20]}),
+        ("fraction: [0.8, 0.1, 0.1]", {"fraction": [0.8, 0.1, 0.1]}),
+        ("fraction: [100, 20, 0]", {"fraction": [100, 20, 0]}),
+        # integers
+        ("epochs: 1", {"epochs": 1}),
+        ("epochs: 300", {"epochs": 300}),
+        ("patience: 0", {"patience": 0}),
+        ("seed: 0", {"seed": 0}),
+        ("workers: 0", {"workers": 0}),
+        ("close_mosaic: 10.0", {"close_mosaic": 10}),
+        # booleans
+        ("cos_lr: true", {"cos_lr": True}),
+        ("plots: false", {"plots": False}),
+        ("save: true", {"save": True}),
+        # text
+        ("auto_augment: augmix", {"auto_augment": "augmix"}),
+        # amp
+        ("amp: true", {"amp": True}),
+        ("amp: false", {"amp": False}),
+        ("amp: bf16", {"amp": "bf16"}),
+        ("amp: FP16", {"amp": "FP16"}),
+        ("amp: fp32", {"amp": "fp32"}),
+        # cache
+        ("cache: true", {"cache": True}),
+        ("cache: false", {"cache": False}),
+        ("cache: ram", {"cache": "ram"}),
+        ("cache: disk", {"cache": "disk"}),
+        # compile
+        ("compile: true", {"compile": True}),
+        ("compile: max-autotune", {"compile": "max-autotune"}),
+        # quantize
+        ("quantize: int8", {"quantize": "int8"}),
+        ("quantize: FP16", {"quantize": "FP16"}),
+        # pretrained: a toggle or weights
+        ("pretrained: false", {"pretrained": False}),
+        ("pretrained: yolo11s.pt", {"pretrained": "yolo11s.pt"}),
+        ("distill_model: yolo11m.pt", {"distill_model": "yolo11m.pt"}),
+        # checked and dropped: the trainer always trains detection
+        ("mode: train", {"mode": None}),
+        ("task: detect", {"task": None}),
+        # classes and freeze
+        ("classes: 0", {"classes": 0}),
+        ("classes: [0, 2]", {"classes": [0, 2]}),
+        ("freeze: 10", {"freeze": 10}),
+        ("freeze: [0, model.22]", {"freeze": [0, "model.22"]}),
+        # a null where the default is null: the default
+        ("time:", {"time": None}),
+        ("quantize:", {"quantize": None}),
+    ]
+    + [(f"optimizer: {name}", {"optimizer": name}) for name in OPTIMIZERS]
+    + [("optimizer: adamw", {})]
+)
+
+# pipeline keys: (line, attribute of the config, value)
+ACCEPTED_PIPELINE: list[tuple[str, str, Any]] = [
+    ("instance_type: g5.xlarge", "instance_types", ["g5.xlarge"]),
+    ("instance_type: p4d.24xlarge", "instance_types", ["p4d.24xlarge"]),
+    ("instance_types: [g5.xlarge, g6e-x.2xlarge]", "instance_types", ["g5.xlarge", "g6e-x.2xlarge"]),
+    ("capacity: spot", "capacity", "spot"),
+    ("capacity: on-demand", "capacity", "on-demand"),
+    ("capacity: spot-then-on-demand", "capacity", "spot-then-on-demand"),
+    ("max_interruptions: 0", "max_interruptions", 0),
+    ("max_interruptions: 7", "max_interruptions", 7),
+    ("max_interruptions: 2.0", "max_interruptions", 2),
+    ("max_hours: 0.5", "max_hours", 0.5),
+    ("max_hours: 8760", "max_hours", 8760),
+    ("max_hours: 3\nstall_hours: 3", "stall_hours", 3),
+    ("stall_hours: 0.0003", "stall_hours", 0.0003),
+    ("max_cost_usd: 0.01", "max_cost_usd", 0.01),
+    ("max_cost_usd: 25", "max_cost_usd", 25),
+    ("max_cost_usd:", "max_cost_usd", None),
+    ("target: {metric: recall, min: 0.8}", "target", {"metric": "recall", "min": 0.8}),
+    ("target: {metric: mAP50-95, min: 0}", "target", {"metric": "mAP50-95", "min": 0}),
+    ("target: {metric: precision, min: 1}", "target", {"metric": "precision", "min": 1}),
+    ("target:", "target", None),
+]
+
+# (line, the message a user reads, at line 2 of config.yaml)
+REFUSED: list[tuple[str, str]] = [
+    ("batch: 0", "batch: 0 is not a batch size: use a whole number >= 1 (e.g. 16), -1 for AutoBatch"),
+    ("batch: -2", "batch: -2 is not a batch size"),
+    ("batch: 1.5", "batch: 1.5 is not a batch size"),
+    ("batch: 1.0e0", ""),  # 1.0 is batch 1: accepted (marker, see below)
+    ("batch: big", "batch: 'big' must be a number (e.g. batch: 16)"),
+    ("batch: true", "batch: True must be a number (e.g. batch: 16)"),
+    ("batch: .nan", "batch: nan must be a finite number"),
+    ("batch: .inf", "batch: inf must be a finite number"),
+    ("imgsz: 31", "imgsz: 31 must be a whole number of pixels >= 32 (e.g. imgsz: 640)"),
+    ("imgsz: 64.5", "imgsz: 64.5 must be a whole number of pixels >= 32"),
+    ("imgsz: true", "imgsz: True must be a whole number of pixels"),
+    ("imgsz: [640, 480, 320]", "imgsz: [640, 480, 320] must be a whole number of pixels"),
+    ("imgsz: []", "imgsz: [] must be a whole number of pixels"),
+    ("imgsz: big", "imgsz: 'big' must be a whole number of pixels"),
+    ("time: 0", "time: the training time limit in hours must be > 0 (or remove it)"),
+    ("time: -1", "time: the training time limit in hours must be > 0"),
+    ("cls: high", "cls: 'high' must be a number (e.g. cls: 0.5)"),
+    ("lr0: 1.5", "lr0: 1.5 is out of range: allowed 0.0 to 1.0 (default 0.01)"),
+    ("lr0: -0.1", "lr0: -0.1 is out of range: allowed 0.0 to 1.0"),
+    ("scale: 1.5", "scale: 1.5 is out of range: allowed 0.0 to 1.0"),
+    ("scale: -0.5", "scale: -0.5 is out of range"),
+    ("scale: [0.2]", "scale: [0.2] must be a number in [0, 1] or a pair [min, max]"),
+    ("scale: [0.2, true]", "scale: [0.2, True] must be a number in [0, 1] or a pair"),
+    ("scale: [0.2, x]", "scale: [0.2, 'x'] must be a number in [0, 1] or a pair"),
+    ("fraction: 0", "fraction: 0: use a ratio in (0, 1] or a whole count > 1 of images"),
+    ("fraction: 1.5", "fraction: 1.5: use a ratio in (0, 1]"),
+    ("fraction: -3", "fraction: -3: use a ratio in (0, 1]"),
+    ("fraction: [100]", "fraction: [100]: use [train, val] or [train, val, test] counts or ratios"),
+    ("fraction: [0, 0.5]", "fraction: [0, 0.5]: use [train, val]"),
+    ("fraction: [0.5, 0]", "fraction: [0.5, 0]: use [train, val]"),
+    ("fraction: [1, 2, 3, 4]", "fraction: [1, 2, 3, 4]: use [train, val]"),
+    ("fraction: [100, -1]", "fraction: [100, -1]: use [train, val]"),
+    ("fraction: [0.8, 1.5]", "fraction: [0.8, 1.5]: use [train, val]"),
+    ("fraction: [0.8, true]", "fraction: [0.8, True]: use [train, val]"),
+    ("epochs: 0", "epochs: 0 is too small: it must be >= 1"),
+    ("epochs: 2.5", "epochs: 2.5 must be a whole number"),
+    ("epochs: ten", "epochs: 'ten' must be an integer (e.g. epochs: 100)"),
+    ("patience: -1", "patience: -1 is too small: it must be >= 0"),
+    ("plots: yes please", "plots: 'yes please' must be true or false"),
+    ("cos_lr: 1", "cos_lr: 1 must be true or false"),
+    ("save: false", "save: false would keep no checkpoints, which the pipeline needs: remove it"),
+    ("optimizer: Adagrad", "optimizer: 'Adagrad' is not one of SGD, MuSGD, Adam, Adamax, AdamW"),
+    ("optimizer: 3", "optimizer: 3 is not one of SGD"),
+    ("auto_augment: 3", "auto_augment: 3 must be text (default 'randaugment')"),
+    ("compile: 3", "compile: 3 must be true, false or a torch.compile mode name"),
+    ("amp: fp8", "amp: 'fp8': allowed true, false, 'fp16', 'bf16' or 'fp32'"),
+    ("amp: 1", "amp: 1: allowed true, false"),
+    ("quantize: int4", "quantize: 'int4': allowed 16, 32, 8, fp16"),
+    ("cache: gpu", "cache: 'gpu': allowed true, false, 'ram' or 'disk'"),
+    ("cache: 1", "cache: 1: allowed true, false, 'ram' or 'disk'"),
+    ("pretrained: best.onnx", "pretrained: 'best.onnx' is not a model training can start from"),
+    ("pretrained: yolo11nn.pt", "(did you mean yolo11n.pt"),
+    ("distill_model: 3", "distill_model: must name a model"),
+    ("mode: predict", "mode: 'predict': a job trains; only 'mode: train' is accepted (or remove it)"),
+    ("task: segment", "task: 'segment': this pipeline trains detection models; use 'task: detect'"),
+    ("classes: -1", "classes: -1 must be a class id or a list of class ids (e.g. [0, 2])"),
+    ("classes: [0, true]", "classes: [0, True] must be a class id"),
+    ("classes: [0, x]", "classes: [0, 'x'] must be a class id"),
+    ("freeze: true", "freeze: True must be a number of layers or a list of layer indices/names"),
+    ("freeze: [1, 0.5]", "freeze: [1, 0.5] must be a number of layers"),
+    ("epochs:", "epochs: must have a value (default 100); remove the line to use the default"),
+    ("amp:", "amp: must have a value (default True)"),
+    ("scale:", "scale: must have a value (default 0.5)"),
+    ("compile:", "compile: must have a value (default False)"),
+    ("optimizer:", "optimizer: must have a value (default 'auto')"),
+    ("data: coco.yaml", "data: the dataset is the job's dataset/ folder (dataset/data.yaml): remove it"),
+    ("resume: true", "resume: the pipeline resumes interrupted runs from their checkpoint itself"),
+    ("project: out", "project: the pipeline decides where a run's outputs go"),
+    ("device: 0", "device: the trainer uses the instance's GPU"),
+    ("show: true", "show: is a predict/export setting and has no effect on training: remove it"),
+    ("epoch: 10", "unknown key 'epoch'; did you mean 'epochs'?"),
+    ("zzzz: 10", "unknown key 'zzzz' (valid keys: Ultralytics train arguments and instance_type"),
+    # pipeline keys
+    ("instance_type: G5.xlarge", "instance_type: 'G5.xlarge' is not an EC2 instance type (e.g. g5.xlarge)"),
+    ("instance_type: g5", "instance_type: 'g5' is not an EC2 instance type"),
+    ("instance_type: 5", "instance_type: 5 is not an EC2 instance type"),
+    (
+        "instance_types: []",
+        "instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]",
+    ),
+    ("instance_types: g5.xlarge", "instance_types: must be a list of EC2 instance types"),
+    (
+        "instance_types: [g5.xlarge, big]",
+        "instance_types: 'big' is not an EC2 instance type (e.g. g5.xlarge)",
+    ),
+    ("instance_types: [g5.xlarge, 3]", "instance_types: 3 is not an EC2 instance type"),
+    ("instance_types: [g5.xlarge, g5.xlarge]", "instance_types: lists a type twice: keep each once"),
+    ("capacity: spotty", "capacity: 'spotty': allowed spot, on-demand, spot-then-on-demand"),
+    ("max_interruptions: -1", "max_interruptions: must be 0 or more"),
+    ("max_interruptions: 1.5", "max_interruptions: 1.5 must be a whole number"),
+    ("max_hours: 0", "max_hours: must be more than 0 hours"),
+    ("max_hours: -2", "max_hours: must be more than 0 hours"),
+    ("max_hours: 8761", "max_hours: 8761 is over 8760 hours (a Step Functions execution's limit)"),
+    ("max_hours: lots", "max_hours: 'lots' must be a number"),
+    ("stall_hours: 0.0002", "stall_hours: must be at least one second (0.0003 hours)"),
+    ("stall_hours: 0", "stall_hours: must be more than 0 hours"),
+    ("max_hours: 2\nstall_hours: 3", "stall_hours: 3 is longer than max_hours (2)"),
+    ("max_cost_usd: 0", "max_cost_usd: must be more than 0 (or remove it for no budget)"),
+    ("max_cost_usd: -5", "max_cost_usd: must be more than 0"),
+    ("max_cost_usd: free", "max_cost_usd: 'free' must be a number"),
+    ("target: recall", "target: must be a mapping, e.g. target: {metric: recall, min: 0.8}; allowed metrics"),
+    ("target: {metric: accuracy, min: 0.5}", "target.metric: 'accuracy': allowed precision, recall, mAP50"),
+    ("target: {metric: recall}", "target.min: None must be a number from 0 to 1 (e.g. 0.8)"),
+    ("target: {metric: recall, min: 1.5}", "target.min: 1.5 must be a number from 0 to 1"),
+    ("target: {metric: recall, min: -0.1}", "target.min: -0.1 must be a number from 0 to 1"),
+    ("target: {metric: recall, min: true}", "target.min: True must be a number from 0 to 1"),
+    ("target: {metric: recall, min: 0.8, mni: 1}", "target: unknown key 'mni' (did you mean 'min'?)"),
+    ("target: {metric: recall, min: 0.8, zzz: 1}", "target: unknown key 'zzz'; target has metric and min"),
+]
+
+
+def _problems(line: str) -> tuple[Any, list[str]]:
+    config, problems = inspect_config(BASE + line + "\n")
+    return config, [str(p) for p in problems]
+
+
+@pytest.mark.parametrize(("line", "passed"), ACCEPTED, ids=[a[0] for a in ACCEPTED])
+def test_a_valid_training_value_is_accepted_and_reaches_the_trainer(
+    line: str, passed: dict[str, Any]
+) -> None:
+    config, problems = _problems(line)
+    assert problems == [] and config is not None
+    args = config.train_args()
+    for key, value in passed.items():
+        if value is None:
+            assert key not in args
+        else:
+            assert args[key] == value and type(args[key]) is type(value)
+
+
+@pytest.mark.parametrize(("line", "attr", "value"), ACCEPTED_PIPELINE, ids=[a[0] for a in ACCEPTED_PIPELINE])
+def test_a_valid_pipeline_value_is_accepted(line: str, attr: str, value: Any) -> None:
+    config, problems = _problems(line)
+    assert problems == [] and config is not None
+    got = config.resolved_instance_types() if attr == "instance_types" else getattr(config, attr)
+    got = got.model_dump() if hasattr(got, "model_dump") else got
+    assert got == value
+    assert attr not in config.train_args()  # pipeline keys never reach Ultralytics
+
+
+@pytest.mark.parametrize(("line", "message"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_an_invalid_value_is_refused_where_it_was_written(line: str, message: str) -> None:
+    config, problems = _problems(line)
+    if not message:  # the accepted twin of a refused row
+        assert problems == [] and config is not None
+        return
+    assert config is None
+    last_line = 1 + len(line.splitlines())
+    assert any(message in p and p.startswith(f"config.yaml:{last_line}:") for p in problems), problems
+
+
+def test_a_missing_model_and_both_instance_keys_are_named() -> None:
+    config, problems = inspect_config("epochs: 3\ninstance_type: g5.xlarge\ninstance_types: [g6.xlarge]\n")
+    text = "\n".join(str(p) for p in problems)
+    assert config is None
+    assert "model: missing: add e.g. 'model: yolo11n.pt' (pretrained) or 'model: yolo11n.yaml'" in text
+    assert "config.yaml:3:1: set instance_type or instance_types, not both" in text
+
+
+def test_the_model_must_name_something_training_can_start_from() -> None:
+    for model in ("yolo11n.pt", "yolo11n.yaml", "yolov8s.yaml"):
+        config, problems = inspect_config(f"model: {model}\n")
+        assert problems == [] and config is not None and config.model == model
+    refused = {
+        "model: ''": "model: must name a model, e.g. 'model: yolo11n.pt' (pretrained) or yolo11n.yaml",
+        "model: 3": "model: must name a model",
+        "model: best.onnx": "model: 'best.onnx' is not a model training can start from: use a .pt",
+        "model: yolo11n.yml": "model: 'yolo11n.yml' is neither a detection model Ultralytics can download "
+        "(yolo11n.yaml, yolov8s.yaml, ...) (did you mean yolo11n.yaml",
+        "model: mine.pt": "model: 'mine.pt' is neither a detection model Ultralytics can download "
+        "(yolo11n.pt, yolo11s.pt, yolo11m.pt, yolo26n.pt, ...) nor a file in the job folder",
+        "model: /abs/mine.pt": "nor a path inside the job folder",
+    }
+    for line, message in refused.items():
+        config, problems = inspect_config(line + "\n", file_exists=lambda p: False)
+        assert config is None and any(message in str(p) for p in problems), (line, problems)
+
+
+def test_a_model_file_next_to_the_config_is_trained_from() -> None:
+    seen: list[str] = []
+
+    def exists(path: str) -> bool:
+        seen.append(path)
+        return path == "weights/mine.pt"
+
+    config, problems = inspect_config("model: weights\\mine.pt\n", file_exists=exists)
+    assert problems == [] and config is not None and config.model == "weights\\mine.pt"
+    assert seen == ["weights/mine.pt"]
+    config, problems = inspect_config("model: weights/other.pt\n", file_exists=exists)
+    assert config is None and "'weights/other.pt' is neither" in str(problems[0])
+    # without a way to look, a file name is not trusted
+    config, problems = inspect_config("model: weights/mine.pt\n")
+    assert config is None
+
+
+def test_an_override_is_checked_like_the_file_and_named_as_an_override() -> None:
+    config, problems = inspect_config(BASE + "instance_type: g5.xlarge\n", overrides={"instance_types": []})
+    assert config is None and [str(p) for p in problems] == [
+        "overrides: instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]"
+    ]
+    config, problems = inspect_config(
+        BASE + "instance_types: [g5.xlarge]\n", overrides={"instance_type": "g6.xlarge"}
+    )
+    assert problems == [] and config is not None and config.resolved_instance_types() == ["g6.xlarge"]
+    config, problems = inspect_config(
+        BASE, overrides={"instance_type": "g6.xlarge", "instance_types": ["g5.xlarge"]}
+    )
+    assert config is None and "set instance_type or instance_types, not both" in str(problems)
+
+
+def test_problems_are_sorted_by_line_with_overrides_last() -> None:
+    _, problems = inspect_config(BASE + "epochs: 0\nlr0: 5\nbatch: 0\n", overrides={"imgsz": 3})
+    assert [(p.where, p.line) for p in problems] == [
+        ("config.yaml", 2),
+        ("config.yaml", 3),
+        ("config.yaml", 4),
+        ("overrides", None),
+    ]
+
+
+def test_check_values_reports_a_rule_it_missed_cleanly() -> None:
+    config, problems = check_values(
+        {"model": "yolo11n.pt", "epochs": 1, "capacity": "spot"}, lambda k: ("x", 1, 1)
+    )
+    assert problems == [] and config is not None

@@ -1,0 +1,209 @@
+"""Mutation testing of the money-and-correctness core: ``make mutate`` (not part of ``make test``).
+
+Runs mutmut (pinned in the dev extras; ``[tool.mutmut]`` in pyproject.toml) one module at a time,
+with one worker under ``nice``, each in its own folder ``build/mutate/<module>/`` (links to the
+checkout and a pyproject.toml whose ``[tool.mutmut]`` mutates only that module and selects only
+its fast tests; mutmut copies them into ``mutants/`` there). Each mutant runs only the selected
+tests that call its function. Writes each module's row (mutants, killed, equivalent, kill rate
+without the equivalent ones, date, command, run time) into docs/TESTING.md.
+
+    python tools/mutate.py                      # every module of the core
+    python tools/mutate.py planning jobtable    # some of them
+    python tools/mutate.py --table-only         # rewrite the table from the last runs
+    python tools/mutate.py --survivors planning # what survived; then, in build/mutate/planning:
+                                                #   mutmut show NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "TESTING.md"
+RESULTS = ROOT / "docs" / "mutation-results.json"
+
+WORK = ROOT / "build" / "mutate"
+#: what the work folders link to (mutmut copies spotyolo/ and these into mutants/)
+LINKED = ("spotyolo", "tests", "examples", "stepfunctions", "functions")
+
+
+class Module(NamedTuple):
+    sources: list[str]
+    #: the fast tests that exercise the module (no training, no synth, no e2e)
+    tests: list[str]
+
+
+MODULES: dict[str, Module] = {
+    "planning": Module(["spotyolo/core/planning.py"], ["tests/unit/test_planning.py"]),
+    "jobtable": Module(["spotyolo/core/jobtable.py"], ["tests/unit/test_jobtable.py"]),
+    "launch": Module(
+        ["spotyolo/steps/launch.py"],
+        ["tests/functions/test_launch_request.py", "tests/functions/test_steps.py", "-k", "launch or fleet"],
+    ),
+    "check_result": Module(
+        ["spotyolo/steps/check_result.py"],
+        [
+            "tests/unit/test_summary_message.py",
+            "tests/functions/test_steps.py",
+            "-k",
+            "check_result or promot or message",
+        ],
+    ),
+    "config": Module(
+        ["spotyolo/core/config.py"],
+        ["tests/unit/test_config.py", "tests/unit/test_config_rules.py", "tests/unit/test_dataset_corpus.py"],
+    ),
+    "cost": Module(["spotyolo/core/cost.py"], ["tests/unit/test_cost_edges.py"]),
+    "dataset": Module(
+        sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spotyolo/core/dataset").glob("*.py")),
+        ["tests/unit/test_dataset.py", "tests/unit/test_dataset_corpus.py"],
+    ),
+}
+
+#: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
+EQUIVALENT: dict[str, str] = {}
+
+#: mutmut's exit codes (mutmut.stats.status_by_exit_code) counted as a kill
+KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
+
+
+def _statuses(name: str) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
+    for source in MODULES[name].sources:
+        meta = WORK / name / "mutants" / (source + ".meta")
+        if meta.exists():
+            codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return codes
+
+
+def count(name: str) -> dict[str, int]:
+    """Mutants, killed, equivalent (that survived) and survived of one module, from mutants/."""
+    codes = _statuses(name)
+    killed = sum(1 for c in codes.values() if c in KILLED)
+    equivalent = sum(1 for k, c in codes.items() if c not in KILLED and k in EQUIVALENT)
+    return {
+        "mutants": len(codes),
+        "killed": killed,
+        "equivalent": equivalent,
+        "survived": len(codes) - killed - equivalent,
+    }
+
+
+def survivors(name: str) -> list[str]:
+    codes = _statuses(name)
+    return sorted(k for k, c in codes.items() if c not in KILLED and k not in EQUIVALENT)
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def prepare(name: str) -> Path:
+    """build/mutate/<name>/: links to the checkout and a pyproject.toml for this module alone."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in LINKED:
+        link = work / entry
+        if not link.is_symlink():
+            link.symlink_to(ROOT / entry)
+    module = MODULES[name]
+    text = (ROOT / "pyproject.toml").read_text()
+    override = (
+        f"only_mutate = {_toml_list(module.sources)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}\n"
+    )
+    text = re.sub(r"^only_mutate = \[.*?\]\n", "", text, flags=re.S | re.M)
+    text = re.sub(r"^pytest_add_cli_args_test_selection = \[.*?\]\n", "", text, flags=re.S | re.M)
+    text = text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + override)
+    (work / "pyproject.toml").write_text(text)
+    return work
+
+
+def run(name: str) -> dict[str, object]:
+    work = prepare(name)
+    command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", "1"]
+    started = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only mutants/ may be imported
+    subprocess.run(command, cwd=work, env=env, check=False)
+    seconds = time.monotonic() - started
+    return {
+        **count(name),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "command": f"mutmut run --max-children 1 (tests: {' '.join(MODULES[name].tests)})",
+        "seconds": round(seconds),
+    }
+
+
+def _row(name: str, r: dict[str, object]) -> str:
+    mutants, killed, eq = int(str(r["mutants"])), int(str(r["killed"])), int(str(r["equivalent"]))
+    rate = f"{100 * killed / (mutants - eq):.1f}%" if mutants > eq else "-"
+    files = (
+        ", ".join(f"`{s}`" for s in MODULES[name].sources)
+        if name != "dataset"
+        else "`spotyolo/core/dataset/`"
+    )
+    minutes = f"{int(str(r['seconds'])) // 60}m{int(str(r['seconds'])) % 60:02d}s"
+    return (
+        f"| {files} | {mutants} | {killed} | {eq} | {r['survived']} | {rate} | {r['date']} "
+        f"| `{r['command']}` | {minutes} |"
+    )
+
+
+def write_page(results: dict[str, dict[str, object]]) -> None:
+    header = (
+        "| module | mutants | killed | equivalent | survived | kill rate (non-equivalent) | date "
+        "| command | run time |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = "\n".join(_row(n, results[n]) for n in MODULES if n in results)
+    table = f"<!-- mutate:table -->\n{header}{rows}\n<!-- /mutate:table -->"
+    eq_rows = "\n".join(f"- `{k}`: {v}" for k, v in sorted(EQUIVALENT.items())) or "- (none)"
+    equivalents = f"<!-- mutate:equivalent -->\n{eq_rows}\n<!-- /mutate:equivalent -->"
+    text = PAGE.read_text()
+    text = re.sub(r"<!-- mutate:table -->.*?<!-- /mutate:table -->", lambda _: table, text, flags=re.S)
+    text = re.sub(
+        r"<!-- mutate:equivalent -->.*?<!-- /mutate:equivalent -->", lambda _: equivalents, text, flags=re.S
+    )
+    PAGE.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table, run nothing")
+    parser.add_argument("--survivors", action="store_true", help="list the surviving mutants, run nothing")
+    args = parser.parse_args(argv)
+    names = args.modules or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}: choose from {', '.join(MODULES)}")
+    if args.survivors:
+        for name in names:
+            print("\n".join(survivors(name)))
+        return 0
+    results: dict[str, dict[str, object]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in names:
+        if args.table_only:
+            if name in results:
+                results[name] = {**results[name], **count(name)}
+            continue
+        results[name] = run(name)
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        print(_row(name, results[name]))
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_page(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
