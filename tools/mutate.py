@@ -47,15 +47,17 @@ MODULES: dict[str, Module] = {
     "jobtable": Module(["spotyolo/core/jobtable.py"], ["tests/unit/test_jobtable.py"]),
     "launch": Module(
         ["spotyolo/steps/launch.py"],
+        # -k also matches module names: all of test_launch_request.py, test_steps.py's launch tests
         ["tests/functions/test_launch_request.py", "tests/functions/test_steps.py", "-k", "launch or fleet"],
     ),
     "check_result": Module(
         ["spotyolo/steps/check_result.py"],
         [
             "tests/unit/test_summary_message.py",
+            "tests/functions/test_launch_request.py",
             "tests/functions/test_steps.py",
             "-k",
-            "check_result or promot or message",
+            "summary or notification or check_result or promotion or message",
         ],
     ),
     "config": Module(

@@ -19,9 +19,10 @@ from moto import mock_aws
 from spotyolo.contract.env import Settings
 from spotyolo.contract.errors import JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
 from spotyolo.core import fleet
+from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
-from spotyolo.core.models import Attempt, JobConfig, JobSpec
-from spotyolo.steps import launch
+from spotyolo.core.models import Attempt, JobConfig, JobSpec, TrainResult
+from spotyolo.steps import check_result, launch
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 GIB = 2**30
@@ -39,6 +40,8 @@ class World:
             BillingMode="PAY_PER_REQUEST",
         )
         self.table = JobTable(ddb, "jobs")
+        self.s3 = boto3.client("s3", region_name="us-east-1")
+        self.s3.create_bucket(Bucket="bkt")
         lt = self.ec2.create_launch_template(
             LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-03cf127a"}
         )
@@ -59,14 +62,14 @@ def world() -> Iterator[World]:
 
 
 def make_job(
-    name: str | None = None, *, run_id: str = "run-a", image: str = "repo/trainer:pinned"
+    name: str | None = None, *, run_id: str = "run-a", image: str = "repo/trainer:pinned", **config: Any
 ) -> JobSpec:
     return JobSpec(
         name=name or f"job-{next(_names)}",
         bucket="bkt",
         run_id=run_id,
         execution=EXEC,
-        config=JobConfig(model="yolo11n.yaml"),
+        config=JobConfig.model_validate({"model": "yolo11n.yaml", **config}),
         dataset={"bytes": 5 * GIB, "files": 10},
         instance_types=["g5.xlarge", "g6.xlarge"],
         deadline=int(time.time()) + 3600,
@@ -400,3 +403,29 @@ def test_the_instance_is_read_from_the_fleet_response() -> None:
     assert launch.launched_instance(typed) == launch.Launched("i-3", "g5.xlarge", None, None, [])
     assert launch.launched_instance({"Instances": [{"InstanceIds": []}]}) is None
     assert launch.launched_instance({}) is None
+
+
+# ------------------------------------------------------------------ what the run cost, in the notification
+
+
+def test_the_notification_says_what_the_launched_attempts_cost_and_if_the_target_was_missed(
+    world: World,
+) -> None:
+    job = make_job(target={"metric": "recall", "min": 0.95})
+    att = make_attempt(capacity="on-demand")
+    run_launch(world, job, att)
+    world.table.end_attempt(job.name, EXEC, 1, "succeeded")
+    for name in ("best.pt", "last.pt"):
+        world.s3.put_object(Bucket="bkt", Key=f"runs/{job.name}/run-a/artifacts/{name}", Body=b"w")
+    result = TrainResult(metrics={"recall": 0.9, "mAP50": 0.8}, best_epoch=4, epochs=5, seconds=30, attempt=1)
+    event = check_result.CheckEvent(job=job, attempt=att, result=result, execution=EXEC)
+    summary = check_result.check_result(event, s3=world.s3, ec2=world.ec2, table=world.table)
+    item = world.table.get(job.name)
+    assert item and item.attempts[0].start and item.attempts[0].instance_type == "g5.xlarge"
+    expected = run_cost(item.attempts, price_fn(world.ec2))
+    assert expected > 0 and summary.cost_usd == expected  # at least a minute of g5.xlarge on demand
+    assert f"~${expected:.2f}" in summary.message
+    assert summary.status == "below target" and summary.met_target is False
+    assert summary.message.startswith(
+        f"{job.name} below target: 90.0% recall (mAP50 0.800) · target recall ≥ 95.0%"
+    )

@@ -4,6 +4,7 @@ any spend, with the line and a message that says what to write instead."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -44,6 +45,9 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = (
         ("fraction: [100, 20]", {"fraction": [100, 20]}),
         ("fraction: [0.8, 0.1, 0.1]", {"fraction": [0.8, 0.1, 0.1]}),
         ("fraction: [100, 20, 0]", {"fraction": [100, 20, 0]}),
+        ("fraction: [0.8, 0.2, 0.0]", {"fraction": [0.8, 0.2, 0.0]}),
+        ("fraction: [1.0, 0.5]", {"fraction": [1.0, 0.5]}),
+        ("fraction: 2", {"fraction": 2}),
         # integers
         ("epochs: 1", {"epochs": 1}),
         ("epochs: 300", {"epochs": 300}),
@@ -144,6 +148,9 @@ REFUSED: list[tuple[str, str]] = [
     ("scale: [0.2]", "scale: [0.2] must be a number in [0, 1] or a pair [min, max]"),
     ("scale: [0.2, true]", "scale: [0.2, True] must be a number in [0, 1] or a pair"),
     ("scale: [0.2, x]", "scale: [0.2, 'x'] must be a number in [0, 1] or a pair"),
+    ("fraction: lots", "fraction: 'lots' must be a number (e.g. fraction: 1.0)"),
+    ("scale: big", "scale: 'big' must be a number (e.g. scale: 0.5)"),
+    ("time: soon", "time: 'soon' must be a number (e.g. time: 1)"),
     ("fraction: 0", "fraction: 0: use a ratio in (0, 1] or a whole count > 1 of images"),
     ("fraction: 1.5", "fraction: 1.5: use a ratio in (0, 1]"),
     ("fraction: -3", "fraction: -3: use a ratio in (0, 1]"),
@@ -171,7 +178,10 @@ REFUSED: list[tuple[str, str]] = [
     ("cache: gpu", "cache: 'gpu': allowed true, false, 'ram' or 'disk'"),
     ("cache: 1", "cache: 1: allowed true, false, 'ram' or 'disk'"),
     ("pretrained: best.onnx", "pretrained: 'best.onnx' is not a model training can start from"),
-    ("pretrained: yolo11nn.pt", "(did you mean yolo11n.pt"),
+    (
+        "pretrained: yolo11nn.pt",
+        "pretrained: 'yolo11nn.pt' is neither a detection model Ultralytics can download",
+    ),
     ("distill_model: 3", "distill_model: must name a model"),
     ("mode: predict", "mode: 'predict': a job trains; only 'mode: train' is accepted (or remove it)"),
     ("task: segment", "task: 'segment': this pipeline trains detection models; use 'task: detect'"),
@@ -268,7 +278,10 @@ def test_an_invalid_value_is_refused_where_it_was_written(line: str, message: st
         return
     assert config is None
     last_line = 1 + len(line.splitlines())
-    assert any(message in p and p.startswith(f"config.yaml:{last_line}:") for p in problems), problems
+    # the message comes right after where it was written: config.yaml:<line>:<column>: <message>
+    assert any(re.match(rf"config\.yaml:{last_line}:\d+: {re.escape(message)}", p) for p in problems), (
+        problems
+    )
 
 
 def test_a_missing_model_and_both_instance_keys_are_named() -> None:
@@ -345,3 +358,107 @@ def test_check_values_reports_a_rule_it_missed_cleanly() -> None:
         {"model": "yolo11n.pt", "epochs": 1, "capacity": "spot"}, lambda k: ("x", 1, 1)
     )
     assert problems == [] and config is not None
+
+
+# the whole message, for the rules whose message is the whole advice
+EXACT: list[tuple[str, str]] = [
+    ("time: 0", "time: the training time limit in hours must be > 0 (or remove it)"),
+    ("max_cost_usd: 0", "max_cost_usd: must be more than 0 (or remove it for no budget)"),
+    ("max_interruptions: -1", "max_interruptions: must be 0 or more"),
+    ("max_hours: 0", "max_hours: must be more than 0 hours"),
+    ("max_hours: 8761", "max_hours: 8761 is over 8760 hours (a Step Functions execution's limit)"),
+    ("stall_hours: 0.0002", "stall_hours: must be at least one second (0.0003 hours)"),
+    ("max_hours: 2\nstall_hours: 3", "stall_hours: 3 is longer than max_hours (2)"),
+    (
+        "instance_types: []",
+        "instance_types: must be a list of EC2 instance types, e.g. [g5.xlarge, g6.xlarge]",
+    ),
+    ("instance_types: [g5.xlarge, g5.xlarge]", "instance_types: lists a type twice: keep each once"),
+    ("instance_types: [big]", "instance_types: 'big' is not an EC2 instance type (e.g. g5.xlarge)"),
+    ("instance_type: G5.xlarge", "instance_type: 'G5.xlarge' is not an EC2 instance type (e.g. g5.xlarge)"),
+    ("capacity: spotty", "capacity: 'spotty': allowed spot, on-demand, spot-then-on-demand"),
+    (
+        "target: recall",
+        "target: must be a mapping, e.g. target: {metric: recall, min: 0.8}; "
+        "allowed metrics precision, recall, mAP50, mAP50-95, fitness",
+    ),
+    (
+        "target: {metric: accuracy, min: 0.5}",
+        "target.metric: 'accuracy': allowed precision, recall, mAP50, mAP50-95, fitness",
+    ),
+    ("target: {metric: recall, min: 1.5}", "target.min: 1.5 must be a number from 0 to 1 (e.g. 0.8)"),
+    (
+        "target: {metric: recall, min: 0.8, mni: 1}",
+        "target: unknown key 'mni' (did you mean 'min'?); target has metric and min",
+    ),
+    (
+        "batch: 0",
+        "batch: 0 is not a batch size: use a whole number >= 1 (e.g. 16), -1 for AutoBatch, "
+        "or a fraction in (0, 1) of GPU memory",
+    ),
+    ("imgsz: 31", "imgsz: 31 must be a whole number of pixels >= 32 (e.g. imgsz: 640)"),
+    ("scale: 1.5", "scale: 1.5 is out of range: allowed 0.0 to 1.0"),
+    ("scale: [0.2]", "scale: [0.2] must be a number in [0, 1] or a pair [min, max]"),
+    ("fraction: [100]", "fraction: [100]: use [train, val] or [train, val, test] counts or ratios"),
+    ("fraction: 0", "fraction: 0: use a ratio in (0, 1] or a whole count > 1 of images"),
+    ("lr0: 1.5", "lr0: 1.5 is out of range: allowed 0.0 to 1.0 (default 0.01)"),
+    ("epochs: 0", "epochs: 0 is too small: it must be >= 1"),
+    ("epochs: 2.5", "epochs: 2.5 must be a whole number"),
+    ("epochs: ten", "epochs: 'ten' must be an integer (e.g. epochs: 100)"),
+    ("batch: .nan", "batch: nan must be a finite number"),
+    ("plots: maybe", "plots: 'maybe' must be true or false"),
+    ("save: false", "save: false would keep no checkpoints, which the pipeline needs: remove it"),
+    (
+        "optimizer: Adagrad",
+        "optimizer: 'Adagrad' is not one of SGD, MuSGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp, auto",
+    ),
+    ("auto_augment: 3", "auto_augment: 3 must be text (default 'randaugment')"),
+    ("compile: 3", "compile: 3 must be true, false or a torch.compile mode name"),
+    ("amp: fp8", "amp: 'fp8': allowed true, false, 'fp16', 'bf16' or 'fp32'"),
+    (
+        "quantize: int4",
+        "quantize: 'int4': allowed 16, 32, 8, fp16, fp32, int8, w16a16, w32a32, w8a16, w8a32, w8a8 (or remove it)",
+    ),
+    ("cache: gpu", "cache: 'gpu': allowed true, false, 'ram' or 'disk'"),
+    ("mode: predict", "mode: 'predict': a job trains; only 'mode: train' is accepted (or remove it)"),
+    (
+        "task: segment",
+        "task: 'segment': this pipeline trains detection models; use 'task: detect' or remove it",
+    ),
+    ("classes: -1", "classes: -1 must be a class id or a list of class ids (e.g. [0, 2])"),
+    ("freeze: true", "freeze: True must be a number of layers or a list of layer indices/names"),
+    ("epochs:", "epochs: must have a value (default 100); remove the line to use the default"),
+    ("data: coco.yaml", "data: the dataset is the job's dataset/ folder (dataset/data.yaml): remove it"),
+    (
+        "epoch: 3",
+        "unknown key 'epoch'; did you mean 'epochs'? (valid keys: Ultralytics train arguments and "
+        "instance_type, instance_types, capacity, max_interruptions, stall_hours, max_hours, max_cost_usd, target)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), EXACT, ids=[e[0] for e in EXACT])
+def test_the_refusal_says_exactly_what_to_write_instead(line: str, message: str) -> None:
+    _, problems = _problems(line)
+    messages = [
+        str(p).split(": ", 1)[1] if re.match(r"config\.yaml:\d+:\d+: ", str(p)) else str(p) for p in problems
+    ]
+    assert message in messages, problems
+
+
+def test_a_key_a_newer_ultralytics_adds_is_checked_by_its_defaults_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spotyolo.core import config as config_module
+
+    defaults = {**config_module.default_cfg(), "new_flag": False, "new_mode": "fast", "new_number": 3}
+    monkeypatch.setattr(config_module, "default_cfg", lambda: defaults)
+    accepted, problems = inspect_config(BASE + "new_flag: true\nnew_mode: slow\nnew_number: 4.5\n")
+    assert problems == [] and accepted is not None
+    args = accepted.train_args()
+    assert (args["new_flag"], args["new_mode"], args["new_number"]) == (True, "slow", 4.5)
+    _, problems = inspect_config(BASE + "new_flag: 3\nnew_mode: 3\n")
+    assert [str(p) for p in problems] == [
+        "config.yaml:2:1: new_flag: 3 must be true or false",
+        "config.yaml:3:1: new_mode: 3 must be text (default 'fast')",
+    ]
