@@ -417,7 +417,8 @@ EXACT: list[tuple[str, str]] = [
     ("amp: fp8", "amp: 'fp8': allowed true, false, 'fp16', 'bf16' or 'fp32'"),
     (
         "quantize: int4",
-        "quantize: 'int4': allowed 16, 32, 8, fp16, fp32, int8, w16a16, w32a32, w8a16, w8a32, w8a8 (or remove it)",
+        "quantize: 'int4': allowed 16, 32, 8, fp16, fp32, int8, w16a16, w32a32, w8a16, w8a32, w8a8 "
+        "(or remove it)",
     ),
     ("cache: gpu", "cache: 'gpu': allowed true, false, 'ram' or 'disk'"),
     ("mode: predict", "mode: 'predict': a job trains; only 'mode: train' is accepted (or remove it)"),
@@ -432,7 +433,8 @@ EXACT: list[tuple[str, str]] = [
     (
         "epoch: 3",
         "unknown key 'epoch'; did you mean 'epochs'? (valid keys: Ultralytics train arguments and "
-        "instance_type, instance_types, capacity, max_interruptions, stall_hours, max_hours, max_cost_usd, target)",
+        "instance_type, instance_types, capacity, max_interruptions, stall_hours, max_hours, "
+        "max_cost_usd, target)",
     ),
 ]
 
