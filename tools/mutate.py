@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -72,7 +73,24 @@ MODULES: dict[str, Module] = {
 }
 
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
-EQUIVALENT: dict[str, str] = {}
+_CONFIG = "spotyolo.core.config."
+_REQUIRED = (
+    "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
+)
+EQUIVALENT: dict[str, str] = {
+    _CONFIG + "x__distill_model__mutmut_3": _REQUIRED,
+    _CONFIG + "x__distill_model__mutmut_7": _REQUIRED,
+    _CONFIG + "x__pretrained__mutmut_4": _REQUIRED,
+    _CONFIG + "x__pretrained__mutmut_8": _REQUIRED,
+    _CONFIG + "x__fraction__mutmut_43": "`value > 1` to `>= 1`: 1 is already accepted as the ratio 1.0",
+    _CONFIG + "x__batch__mutmut_18": "`0 < n < 1` to `<= 1`: 1 is already accepted as a whole batch size",
+    _CONFIG + "x__target__mutmut_24": "`get_close_matches(n=1)` to n=3: only the first match is shown",
+    _CONFIG + "x__target__mutmut_30": "`get_close_matches(n=1)` to n=2: only the first match is shown",
+    _CONFIG + "x_inspect_job__mutmut_9": (
+        'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
+        "and then the job has a problem and None is returned"
+    ),
+}
 
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) counted as a kill
 KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
@@ -131,7 +149,9 @@ def prepare(name: str) -> Path:
 
 
 def run(name: str) -> dict[str, object]:
+    """A fresh run: mutmut keeps earlier verdicts, and a survivor must meet today's tests."""
     work = prepare(name)
+    shutil.rmtree(work / "mutants", ignore_errors=True)
     command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", "1"]
     started = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only mutants/ may be imported

@@ -5,11 +5,22 @@ any spend, with the line and a message that says what to write instead."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from bad_jobs import make_job
 
-from spotyolo.core.config import OPTIMIZERS, check_values, inspect_config
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.core.config import (
+    OPTIMIZERS,
+    check_job,
+    check_values,
+    inspect_config,
+    inspect_job,
+    parse_config,
+)
+from spotyolo.core.dataset import LocalSource
 
 BASE = "model: yolo11n.pt\n"
 
@@ -19,6 +30,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = (
         # batch: a size, AutoBatch (-1) or a fraction of GPU memory
         ("batch: 16", {"batch": 16}),
         ("batch: 1", {"batch": 1}),
+        ("batch: 1.0", {"batch": 1}),
         ("batch: 32.0", {"batch": 32}),
         ("batch: -1", {"batch": -1}),
         ("batch: 0.7", {"batch": 0.7}),
@@ -142,6 +154,7 @@ REFUSED: list[tuple[str, str]] = [
     ("time: -1", "time: the training time limit in hours must be > 0"),
     ("cls: high", "cls: 'high' must be a number (e.g. cls: 0.5)"),
     ("lr0: 1.5", "lr0: 1.5 is out of range: allowed 0.0 to 1.0 (default 0.01)"),
+    ("lr0: fast", "lr0: 'fast' must be a number (e.g. lr0: 0.01)"),
     ("lr0: -0.1", "lr0: -0.1 is out of range: allowed 0.0 to 1.0"),
     ("scale: 1.5", "scale: 1.5 is out of range: allowed 0.0 to 1.0"),
     ("scale: -0.5", "scale: -0.5 is out of range"),
@@ -388,6 +401,10 @@ EXACT: list[tuple[str, str]] = [
     ),
     ("target: {metric: recall, min: 1.5}", "target.min: 1.5 must be a number from 0 to 1 (e.g. 0.8)"),
     (
+        "target: {metrc: recall, min: 0.5}",
+        "target: unknown key 'metrc' (did you mean 'metric'?); target has metric and min",
+    ),
+    (
         "target: {metric: recall, min: 0.8, mni: 1}",
         "target: unknown key 'mni' (did you mean 'min'?); target has metric and min",
     ),
@@ -464,3 +481,70 @@ def test_a_key_a_newer_ultralytics_adds_is_checked_by_its_defaults_type(
         "config.yaml:2:1: new_flag: 3 must be true or false",
         "config.yaml:3:1: new_mode: 3 must be text (default 'fast')",
     ]
+
+
+def test_a_config_with_any_problem_is_refused_even_when_the_values_are_fine() -> None:
+    with pytest.raises(
+        JobInvalid, match=r"config.yaml:3:1: duplicate key 'epochs' \(first on line 2\): keep one"
+    ):
+        parse_config(BASE + "epochs: 3\nepochs: 4\n")
+    assert parse_config(BASE + "epochs: 3\n").epochs == 3
+
+
+# ------------------------------------------------------------------ a whole job folder
+
+
+class Uploaded(LocalSource):
+    """A job folder as Validate job sees it on S3: messages name the object's key."""
+
+    def where(self, path: str) -> str:
+        return f"s3://bkt/jobs/shapes/{path}"
+
+
+class Listed(Uploaded):
+    """A source whose listing the caller already has (listing again would cost S3 calls)."""
+
+    def list(self, prefix: str = "") -> Any:
+        raise AssertionError("listed twice")
+
+
+def test_a_job_without_config_yaml_is_told_to_add_one(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job")
+    (job / "config.yaml").unlink()
+    config, _, problems = inspect_job(Uploaded(job))
+    assert config is None
+    assert str(problems[0]) == (
+        "s3://bkt/jobs/shapes/config.yaml: missing: a job needs config.yaml next to dataset/ "
+        "(e.g. 'model: yolo11n.pt')"
+    )
+
+
+def test_a_job_folder_is_checked_with_its_overrides_its_files_and_its_classes(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job")
+    (job / "weights").mkdir()
+    (job / "weights" / "mine.pt").write_bytes(b"w")
+    (job / "config.yaml").write_text("model: weights/mine.pt\nclasses: [0, 2]\n")
+    entries = list(LocalSource(job).list())
+    config, summary, problems = inspect_job(Listed(job), entries=entries, overrides={"epochs": 7})
+    assert problems == [] and config is not None and summary.names
+    assert (config.model, config.epochs, config.classes) == ("weights/mine.pt", 7, [0, 2])
+    _, _, problems = inspect_job(Uploaded(job), overrides={"epochs": 0})
+    assert [str(p) for p in problems] == ["overrides: epochs: 0 is too small: it must be >= 1"]
+    (job / "config.yaml").write_text("model: yolo11n.yaml\nepochs: 0\n")
+    _, _, problems = inspect_job(Uploaded(job))
+    assert [str(p) for p in problems] == [
+        "s3://bkt/jobs/shapes/config.yaml:2:1: epochs: 0 is too small: it must be >= 1"
+    ]
+
+
+@pytest.mark.parametrize("classes", ["3", "[0, 3]"])
+def test_classes_must_be_classes_of_the_dataset(tmp_path: Path, classes: str) -> None:
+    job = make_job(tmp_path / "job")
+    (job / "config.yaml").write_text(f"model: yolo11n.yaml\nclasses: {classes}\n")
+    config, _, problems = inspect_job(Uploaded(job))
+    assert config is None
+    assert [str(p) for p in problems] == [
+        "s3://bkt/jobs/shapes/config.yaml: classes: 3 is not a class of this dataset (ids 0-2)"
+    ]
+    with pytest.raises(JobInvalid, match=r"^the job is invalid \(1 problem\)"):
+        check_job(Uploaded(job))
