@@ -93,3 +93,92 @@ def test_times_are_read_as_utc_and_never_negative() -> None:
 
 def test_the_cost_is_rounded_to_a_hundredth_of_a_cent() -> None:
     assert run_cost([record(0, 61)], lambda t, c, az: 1.0) == round(61 / 60, 4)
+
+
+class SpotHistory:
+    """describe_spot_price_history as EC2 answers it (or fails: no permission, throttled)."""
+
+    def __init__(self, history: list[dict[str, str]] | None = None, error: Exception | None = None) -> None:
+        self.history, self.error = history or [], error
+        self.calls: list[dict[str, object]] = []
+
+    def describe_spot_price_history(self, **kw: object) -> dict[str, object]:
+        self.calls.append(kw)
+        if self.error:
+            raise self.error
+        return {"SpotPriceHistory": self.history}
+
+
+def test_a_live_spot_price_is_the_cheapest_current_one_of_that_type_and_zone() -> None:
+    from spotyolo.core.cost import price_fn
+
+    ec2 = SpotHistory(
+        [
+            {"InstanceType": "g5.xlarge", "SpotPrice": "0.45"},
+            {"InstanceType": "g5.xlarge", "SpotPrice": "0.39"},
+            {"InstanceType": "g6.xlarge", "SpotPrice": "0.10"},
+        ]
+    )
+    price = price_fn(ec2)  # type: ignore[arg-type]
+    assert price("g5.xlarge", "spot", "us-east-1a") == 0.39
+    assert price("g5.xlarge", "spot", "us-east-1a") == 0.39  # asked once per type and zone
+    (call,) = ec2.calls
+    assert call["InstanceTypes"] == ["g5.xlarge"] and call["AvailabilityZone"] == "us-east-1a"
+    assert call["ProductDescriptions"] == ["Linux/UNIX"]
+    price("g5.xlarge", "spot", None)
+    assert "AvailabilityZone" not in ec2.calls[1]
+
+
+def test_without_a_live_spot_price_spot_is_estimated_from_on_demand() -> None:
+    from spotyolo.core.cost import SPOT_FRACTION, on_demand_price, price_fn
+
+    estimate = round(on_demand_price("g5.xlarge") * SPOT_FRACTION, 4)
+    for ec2 in (SpotHistory([]), SpotHistory(error=RuntimeError("AccessDenied")), None):
+        assert price_fn(ec2)("g5.xlarge", "spot", "us-east-1a") == estimate  # type: ignore[arg-type]
+    assert 0 < estimate < on_demand_price("g5.xlarge")
+
+
+def test_on_demand_is_never_priced_as_spot_and_an_unknown_type_still_costs_money() -> None:
+    from spotyolo.core.cost import UNKNOWN_ON_DEMAND, on_demand_price, price_fn
+
+    ec2 = SpotHistory([{"InstanceType": "g5.xlarge", "SpotPrice": "0.01"}])
+    assert price_fn(ec2)("g5.xlarge", "on-demand", None) == on_demand_price("g5.xlarge") > 0.01  # type: ignore[arg-type]
+    assert ec2.calls == []
+    assert on_demand_price("x9.unknown") == UNKNOWN_ON_DEMAND > 0
+
+
+def test_the_spot_price_request_is_one_ec2_accepts() -> None:
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    from spotyolo.core.cost import price_fn
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    expected = {
+        "InstanceTypes": ["g5.xlarge"],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": ANY,  # now: the current price of each zone, not the history
+        "MaxResults": 20,
+        "AvailabilityZone": "us-east-1a",
+    }
+    answer = {"SpotPriceHistory": [{"InstanceType": "g5.xlarge", "SpotPrice": "0.33"}]}
+    with Stubber(ec2) as stub:  # validates the parameters against EC2's API model
+        stub.add_response("describe_spot_price_history", answer, expected)
+        assert price_fn(ec2)("g5.xlarge", "spot", "us-east-1a") == 0.33
+        stub.assert_no_pending_responses()
+
+
+def test_an_answer_without_a_price_list_falls_back_to_the_estimate() -> None:
+    from spotyolo.core.cost import price_fn, spot_estimate
+
+    class Empty:
+        def describe_spot_price_history(self, **kw: object) -> dict[str, object]:
+            return {}
+
+    assert price_fn(Empty())("g6.xlarge", "spot", None) == spot_estimate("g6.xlarge")  # type: ignore[arg-type]
+
+
+def test_each_type_has_its_own_on_demand_price() -> None:
+    from spotyolo.core.cost import on_demand_price
+
+    assert on_demand_price("g4dn.xlarge") < on_demand_price("g5.xlarge") < on_demand_price("p4d.24xlarge")
