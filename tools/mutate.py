@@ -75,6 +75,7 @@ MODULES: dict[str, Module] = {
 
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
 _CONFIG = "spotyolo.core.config."
+_ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
 _REQUIRED = (
     "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
 )
@@ -91,6 +92,11 @@ EQUIVALENT: dict[str, str] = {
         "asking EC2 without a client: live_spot_price catches every error (the AttributeError too) "
         "and the estimate is used, as when no client is given"
     ),
+    "spotyolo.core.jobtable.xǁJobTableǁreplace_token__mutmut_25": (
+        "`AND` to `and` in a condition expression: DynamoDB's keywords are case-insensitive"
+    ),
+    "spotyolo.core.cost.x__parse__mutmut_7": _ISO_Z,
+    "spotyolo.core.cost.x__parse__mutmut_8": _ISO_Z,
     "spotyolo.core.cost.x_spot_estimate__mutmut_7": (
         "rounding to 5 digits instead of 4: every listed on-demand price times SPOT_FRACTION has at most 4"
     ),
@@ -159,6 +165,15 @@ def prepare(name: str) -> Path:
     return work
 
 
+def _command(name: str) -> str:
+    return f"mutmut run --max-children 1 (tests: {' '.join(MODULES[name].tests)})"
+
+
+def _run_date(name: str) -> str:
+    meta = WORK / name / "mutants" / (MODULES[name].sources[0] + ".meta")
+    return dt.datetime.fromtimestamp(meta.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d")
+
+
 def run(name: str) -> dict[str, object]:
     """A fresh run: mutmut keeps earlier verdicts, and a survivor must meet today's tests."""
     work = prepare(name)
@@ -171,7 +186,7 @@ def run(name: str) -> dict[str, object]:
     return {
         **count(name),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-        "command": f"mutmut run --max-children 1 (tests: {' '.join(MODULES[name].tests)})",
+        "command": _command(name),
         "seconds": round(seconds),
     }
 
@@ -184,7 +199,8 @@ def _row(name: str, r: dict[str, object]) -> str:
         if name != "dataset"
         else "`spotyolo/core/dataset/`"
     )
-    minutes = f"{int(str(r['seconds'])) // 60}m{int(str(r['seconds'])) % 60:02d}s"
+    seconds = int(str(r["seconds"]))
+    minutes = f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 0 else "not recorded"
     unchecked = int(str(r.get("unchecked", 0)))
     # a run cut short says how much of the module it covers
     mutants_cell = f"{mutants} (of {mutants + unchecked}: run cut short)" if unchecked else str(mutants)
@@ -203,7 +219,16 @@ def write_page(results: dict[str, dict[str, object]]) -> None:
     table = f"<!-- mutate:table -->\n{header}{rows}\n<!-- /mutate:table -->"
     eq_rows = "\n".join(f"- `{k}`: {v}" for k, v in sorted(EQUIVALENT.items())) or "- (none)"
     equivalents = f"<!-- mutate:equivalent -->\n{eq_rows}\n<!-- /mutate:equivalent -->"
+    lines = [
+        f"- {n}: " + (", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in survivors(n)) or "none")
+        for n in MODULES
+        if n in results
+    ]
+    lasting = "<!-- mutate:survivors -->\n" + "\n".join(lines) + "\n<!-- /mutate:survivors -->"
     text = PAGE.read_text()
+    text = re.sub(
+        r"<!-- mutate:survivors -->.*?<!-- /mutate:survivors -->", lambda _: lasting, text, flags=re.S
+    )
     text = re.sub(r"<!-- mutate:table -->.*?<!-- /mutate:table -->", lambda _: table, text, flags=re.S)
     text = re.sub(
         r"<!-- mutate:equivalent -->.*?<!-- /mutate:equivalent -->", lambda _: equivalents, text, flags=re.S
@@ -232,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.table_only:
             if name in results:
                 results[name] = {**results[name], **count(name)}
+            elif _statuses(name):  # a run stopped before it recorded itself
+                results[name] = {
+                    **count(name),
+                    "date": _run_date(name),
+                    "command": _command(name),
+                    "seconds": -1,
+                }
             continue
         results[name] = run(name)
         RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

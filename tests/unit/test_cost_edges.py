@@ -182,3 +182,10 @@ def test_each_type_has_its_own_on_demand_price() -> None:
     from spotyolo.core.cost import on_demand_price
 
     assert on_demand_price("g4dn.xlarge") < on_demand_price("g5.xlarge") < on_demand_price("p4d.24xlarge")
+
+
+def test_a_launch_round_without_capacity_does_not_hide_the_attempts_after_it() -> None:
+    refused = AttemptRecord(number=1, capacity="spot", outcome="NoCapacity")
+    launched = record(0, 60, capacity="on-demand")  # the next round got an instance: 1 h at $1.20
+    assert run_cost([refused, launched], priced()) == pytest.approx(1.2)
+    assert run_cost([launched, refused, record(60, 120)], priced()) == pytest.approx(1.8)

@@ -205,6 +205,7 @@ def test_writes_for_another_attempt_or_execution_change_nothing(table):
     )
     assert table.replace_token("shapes", "exec-1", 1, "tok-2") and table.token_for("shapes", 1) == "tok-2"
     assert table.token_for("other", 1) is None
+    assert not table.replace_token("other", "exec-1", 1, "tok-9")  # a job nobody started
     assert table.clear_token("shapes", "exec-1") and table.token_for("shapes", 1) is None
     assert not table.replace_token("shapes", "exec-1", 1, "tok-3")  # no current attempt
 
