@@ -100,6 +100,12 @@ EQUIVALENT: dict[str, str] = {
     "spotyolo.core.cost.x_spot_estimate__mutmut_7": (
         "rounding to 5 digits instead of 4: every listed on-demand price times SPOT_FRACTION has at most 4"
     ),
+    _CONFIG + "x_check_job__mutmut_10": (
+        "`problems or config is None` to `and`: inspect_job returns no config exactly when there are problems"
+    ),
+    _CONFIG + "x_inspect_job__mutmut_39": (
+        "`if config` to `if config or True`: getattr(None, 'classes', None) is None, as the else branch"
+    ),
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
@@ -165,6 +171,15 @@ def prepare(name: str) -> Path:
     return work
 
 
+def rerun_survivors(name: str) -> None:
+    """mutmut run NAME...: reruns exactly those mutants (the rest keep their verdicts)."""
+    names = survivors(name)
+    if names:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
+        subprocess.run(command, cwd=prepare(name), env=env, check=False)
+
+
 def _command(name: str) -> str:
     return f"mutmut run --max-children 1 (tests: {' '.join(MODULES[name].tests)})"
 
@@ -204,8 +219,9 @@ def _row(name: str, r: dict[str, object]) -> str:
     unchecked = int(str(r.get("unchecked", 0)))
     # a run cut short says how much of the module it covers
     mutants_cell = f"{mutants} (of {mutants + unchecked}: run cut short)" if unchecked else str(mutants)
+    date = f"{r['date']} (survivors rerun {r['rerun']})" if r.get("rerun") else r["date"]
     return (
-        f"| {files} | {mutants_cell} | {killed} | {eq} | {r['survived']} | {rate} | {r['date']} "
+        f"| {files} | {mutants_cell} | {killed} | {eq} | {r['survived']} | {rate} | {date} "
         f"| `{r['command']}` | {minutes} |"
     )
 
@@ -243,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
     parser.add_argument("--table-only", action="store_true", help="rewrite the table, run nothing")
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants, run nothing")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="run only the last run's survivors again, against today's tests (after adding tests)",
+    )
     args = parser.parse_args(argv)
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -254,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: dict[str, dict[str, object]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in names:
+        if args.rerun_survivors:
+            rerun_survivors(name)
+            if name in results:
+                results[name] = {**results[name], **count(name), "rerun": _run_date(name)}
+            continue
         if args.table_only:
             if name in results:
                 results[name] = {**results[name], **count(name)}

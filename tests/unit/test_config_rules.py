@@ -548,3 +548,23 @@ def test_classes_must_be_classes_of_the_dataset(tmp_path: Path, classes: str) ->
     ]
     with pytest.raises(JobInvalid, match=r"^the job is invalid \(1 problem\)"):
         check_job(Uploaded(job))
+
+
+def test_classes_are_not_checked_against_a_dataset_without_names(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job")
+    (job / "dataset" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\n")
+    (job / "config.yaml").write_text("model: yolo11n.yaml\nclasses: 0\n")
+    config, _, problems = inspect_job(LocalSource(job))
+    assert config is None  # the dataset's own problem is the one to fix
+    assert [str(p) for p in problems] == [
+        "dataset/data.yaml: data.yaml has neither names nor nc: add names: [class0, class1, ...]"
+    ]
+
+
+def test_check_job_uses_the_listing_and_overrides_it_is_given(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job")
+    entries = list(LocalSource(job).list())
+    config, summary = check_job(Listed(job), entries=entries, overrides={"epochs": 7})
+    assert config.epochs == 7 and summary.splits["train"].images == 3
+    with pytest.raises(JobInvalid, match=r"overrides: epochs: 0 is too small"):
+        check_job(Listed(job), entries=entries, overrides={"epochs": 0})
