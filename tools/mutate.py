@@ -106,6 +106,13 @@ EQUIVALENT: dict[str, str] = {
     _CONFIG + "x_inspect_job__mutmut_39": (
         "`if config` to `if config or True`: getattr(None, 'classes', None) is None, as the else branch"
     ),
+    **{
+        _CONFIG + f"x_inspect_job__mutmut_{n}": (
+            "the classes problem's line and column are None (where = (config_where, None, None)): "
+            "passing None or leaving them out (default None) is the same Problem"
+        )
+        for n in (59, 60, 63, 64)
+    },
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
