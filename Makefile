@@ -8,7 +8,7 @@ TYPED := spotyolo functions cdk
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 export YOLO_OFFLINE = 1
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench mutate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,10 @@ lint: $(STAMP)
 	$(PY) -m mypy $(TYPED)
 	$(VENV)/bin/lint-imports
 
+# Mutation testing of the money-and-correctness core with the fast tests (docs/TESTING.md).
+# Slow (tens of minutes on 2 cores): not part of `make test`. MODULES="planning config" for some.
+mutate: $(STAMP)
+	$(PY) tools/mutate.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) cdk.out outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cdk.out outputs mutants .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
@@ -26,7 +26,7 @@ from spotyolo.contract.env import Settings
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
-from spotyolo.core.models import Attempt, AttemptRecord, JobSpec
+from spotyolo.core.models import Attempt, AttemptRecord, Capacity, JobSpec
 from spotyolo.steps.common import hide, logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -63,6 +63,28 @@ THROTTLE_DELAYS = (1.0, 2.0, 4.0, 8.0)
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidVolume.NotFound"})
 #: seconds between tries of a call on the new instance (7.5 s in all; the Lambda has 120)
 NOT_FOUND_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+class RootEbs(TypedDict):
+    """The root volume every instance gets: encrypted, and deleted with the instance (the types
+    say so: a mutation or an edit to False is a type error, not a silent leak of data or money)."""
+
+    VolumeSize: int
+    VolumeType: Literal["gp3"]
+    Encrypted: Literal[True]
+    DeleteOnTermination: Literal[True]
+
+
+class RootVolume(TypedDict):
+    DeviceName: str
+    Ebs: RootEbs
+
+
+class OneInstance(TypedDict):
+    """An attempt is one instance: a fleet never asks for more (a surplus is terminated)."""
+
+    TotalTargetCapacity: Literal[1]
+    DefaultTargetCapacityType: Capacity
 
 
 class LaunchEvent(BaseModel):
@@ -140,7 +162,7 @@ def fleet_request(job: JobSpec, attempt: Attempt, cfg: Settings, execution: str)
         raise ValueError("LAUNCH_TEMPLATE_ID is not set for the launch function: deploy with the CDK app")
     image = job.image or cfg.trainer_image
     tags = [{"Key": k, "Value": v} for k, v in instance_tags(job, attempt, image).items()]
-    volume = {
+    volume: RootVolume = {
         "DeviceName": ROOT_DEVICE,
         "Ebs": {
             "VolumeSize": root_volume_gb(job.dataset.bytes, cfg.root_volume_base_gb),
@@ -159,6 +181,7 @@ def fleet_request(job: JobSpec, attempt: Attempt, cfg: Settings, execution: str)
             if attempt.capacity == "on-demand":
                 override["Priority"] = float(priority)
             overrides.append(override)
+    target: OneInstance = {"TotalTargetCapacity": 1, "DefaultTargetCapacityType": attempt.capacity}
     request: dict[str, Any] = {
         "Type": "instant",
         "ClientToken": client_token(execution, attempt),
@@ -171,10 +194,7 @@ def fleet_request(job: JobSpec, attempt: Attempt, cfg: Settings, execution: str)
                 "Overrides": overrides,
             }
         ],
-        "TargetCapacitySpecification": {
-            "TotalTargetCapacity": 1,
-            "DefaultTargetCapacityType": attempt.capacity,
-        },
+        "TargetCapacitySpecification": target,
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": tags},
             {"ResourceType": "fleet", "Tags": tags},

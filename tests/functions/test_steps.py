@@ -19,6 +19,7 @@ from spotyolo.contract.asl import load_asl_text
 from spotyolo.contract.errors import (
     BudgetExceeded,
     Cancelled,
+    JobAlreadyRunning,
     LaunchFailed,
     NoCapacity,
     QuotaExceeded,
@@ -140,6 +141,8 @@ def test_a_retried_launch_of_the_same_attempt_starts_no_second_instance(aws: Aws
     assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
     item = aws.table.get("shapes")
     assert item and item.current and item.current.token == "tok-2" and len(item.attempts) == 1
+    assert item.current.instance == first["instance"] and item.attempts[0].instance == first["instance"]
+    assert item.attempts[0].outcome == "running" and item.status == "training"
 
 
 def test_fleet_request_sizes_the_root_volume_and_orders_on_demand(aws: Aws) -> None:
@@ -353,7 +356,7 @@ def test_a_launch_throttled_for_good_is_not_called_a_quota_problem(
 
 def test_launch_without_the_lock_launches_nothing(aws: Aws) -> None:
     aws.lock(OTHER)
-    with pytest.raises(Exception, match="no longer held by this execution"):
+    with pytest.raises(JobAlreadyRunning, match=f"no longer held by this execution \\(held by {OTHER}"):
         aws.launch(make_job(), attempt())
     assert fleet.run_instances_of(aws.ec2, "shapes") == []
 
@@ -564,7 +567,7 @@ def test_check_result_promotes_weights_and_keeps_the_previous_ones(aws: Aws) -> 
 def test_check_result_without_best_pt_is_an_error(aws: Aws) -> None:
     result = TrainResult(metrics={"recall": 0.9}, best_epoch=1, epochs=1, seconds=1, attempt=1)
     event = check_result.CheckEvent(job=make_job(), attempt=attempt(), result=result)
-    with pytest.raises(Exception, match=r"best\.pt is missing"):
+    with pytest.raises(TrainerError, match=r"best\.pt is missing"):
         check_result.check_result(event, s3=aws.s3, ec2=aws.ec2, table=aws.table)
     assert "Contents" not in aws.s3.list_objects_v2(Bucket="bkt", Prefix="weights/")
 

@@ -29,7 +29,8 @@ def test_integral_float_epochs_become_int() -> None:
 
 
 def test_model_file_in_the_job_folder_is_accepted() -> None:
-    assert parse_config("model: weights/mine.pt\n", file_exists={"weights/mine.pt"}.__contains__).model
+    config = parse_config("model: weights/mine.pt\n", file_exists={"weights/mine.pt"}.__contains__)
+    assert config.model == "weights/mine.pt" and "model" not in config.train_args()
 
 
 def test_model_path_may_not_escape_the_job() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import boto3
 import pytest
 from moto import mock_aws
@@ -11,17 +13,24 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import AttemptRecord, Progress
 
 
-@pytest.fixture
-def table():
+@pytest.fixture(scope="module")
+def dynamodb():
+    """One emulator for the module (starting one is most of a test's time); a table per test."""
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="jobs",
-            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield JobTable(client, "jobs")
+        yield boto3.client("dynamodb", region_name="us-east-1")
+
+
+@pytest.fixture
+def table(dynamodb, request):
+    name = f"jobs-{request.node.name}"[:255].replace("[", "-").replace("]", "")
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield JobTable(dynamodb, name)
+    dynamodb.delete_table(TableName=name)
 
 
 def test_lock_is_reentrant_and_refuses_a_second_running_execution(table):
@@ -80,3 +89,162 @@ def test_a_takeover_whose_retire_fails_leaves_the_lock_where_it_was(table):
         table.acquire_lock("shapes", "exec-2", "run-b", lambda e: False, retire=cannot_terminate)
     item = table.get("shapes")
     assert item and item.execution == "exec-1" and item.run_id == "run-a"
+
+
+def _record(number: int = 1, capacity: str = "spot") -> AttemptRecord:
+    return AttemptRecord(number=number, capacity=capacity)  # type: ignore[arg-type]
+
+
+def test_the_job_status_follows_the_run_starting_launching_training(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    item = table.get("shapes")
+    assert (
+        item and item.status == "starting" and item.message == "run run-a started" and item.run_id == "run-a"
+    )
+    assert table.start_attempt("shapes", "exec-1", _record(1, "on-demand"), "tok-1")
+    item = table.get("shapes")
+    assert item and item.status == "launching" and item.current
+    assert (item.current.number, item.current.instance, item.current.token) == (1, None, "tok-1")
+    assert [(a.number, a.capacity, a.outcome, a.instance, a.start) for a in item.attempts] == [
+        (1, "on-demand", "launching", None, None)
+    ]
+    assert table.set_instance("shapes", "exec-1", 1, "i-1", "g5.xlarge", "us-east-1b")
+    item = table.get("shapes")
+    assert item and item.status == "training" and item.current and item.current.instance == "i-1"
+    (rec,) = item.attempts
+    assert (rec.instance, rec.instance_type, rec.az, rec.outcome) == (
+        "i-1",
+        "g5.xlarge",
+        "us-east-1b",
+        "running",
+    )
+    assert table.release_lock("shapes", "exec-1", "complete")
+    item = table.get("shapes")
+    assert item and item.status == "complete" and item.execution is None
+
+
+def test_an_attempt_records_when_its_instance_started_so_it_is_paid_for(table):
+    from spotyolo.core.cost import run_cost
+
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1, "on-demand"), "tok-1")
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    table.set_instance("shapes", "exec-1", 1, "i-1", "g5.xlarge", None)
+    item = table.get("shapes")
+    assert item and item.attempts[0].start
+    started = dt.datetime.fromisoformat(item.attempts[0].start.replace("Z", "+00:00"))
+    assert before <= started <= dt.datetime.now(dt.UTC)
+    an_hour_later = started + dt.timedelta(hours=1)
+    assert run_cost(item.attempts, lambda t, c, az: 2.0, now=an_hour_later) == pytest.approx(2.0)
+
+
+def test_a_later_launch_round_leaves_the_earlier_rounds_record_alone(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1, "spot"), "tok-1")
+    assert table.end_attempt("shapes", "exec-1", 1, "NoCapacity")  # round 1: no spot capacity
+    table.start_attempt("shapes", "exec-1", _record(1, "on-demand"), "tok-2")  # round 2
+    assert table.set_instance("shapes", "exec-1", 1, "i-2", "g6.xlarge", None)
+    item = table.get("shapes")
+    assert item
+    assert [(a.capacity, a.outcome, a.instance) for a in item.attempts] == [
+        ("spot", "NoCapacity", None),
+        ("on-demand", "running", "i-2"),
+    ]
+    assert item.attempts[0].end and not item.attempts[1].end
+    assert table.end_attempt("shapes", "exec-1", 1, "succeeded")
+    item = table.get("shapes")
+    assert item and [a.outcome for a in item.attempts] == ["NoCapacity", "succeeded"]
+    assert table.end_attempt("shapes", "exec-1", 1, "InstanceLost")  # nothing open: nothing changes
+    again = table.get("shapes")
+    assert again and again.attempts == item.attempts
+
+
+def test_a_takeover_starts_the_new_run_from_a_clean_item(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+    table.set_instance("shapes", "exec-1", 1, "i-1", "g5.xlarge", None)
+    table.update_progress("shapes", "run-a", 1, Progress(epoch=3, epochs=10))
+    assert table.finish("shapes", "exec-1", status="complete", result={"recall": 0.9}, cost_usd=0.42)
+    item = table.get("shapes")
+    assert item and item.cost_usd == 0.42 and item.result == {"recall": 0.9} and item.progress
+    # exec-1 died without releasing the lock; a new upload takes the job over
+    assert table.acquire_lock("shapes", "exec-2", "run-b", lambda e: False) == "run-b"
+    item = table.get("shapes")
+    assert item and (item.execution, item.run_id, item.status) == ("exec-2", "run-b", "starting")
+    assert (item.attempts, item.current, item.progress, item.result, item.cost_usd) == (
+        [],
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_released_job_is_started_again_from_a_clean_item(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+    table.update_progress("shapes", "run-a", 1, Progress(epoch=3, epochs=10))
+    table.finish("shapes", "exec-1", status="complete", cost_usd=1.5, result={"recall": 0.9})
+    table.release_lock("shapes", "exec-1", "complete")
+    assert table.acquire_lock("shapes", "exec-2", "run-b", lambda e: True) == "run-b"
+    item = table.get("shapes")
+    assert item and (item.attempts, item.current, item.progress, item.result, item.cost_usd) == (
+        [],
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_holder_that_cannot_be_checked_keeps_its_lock(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+
+    def unknown(execution: str) -> bool:
+        raise RuntimeError("DescribeExecution throttled")
+
+    with pytest.raises(RuntimeError, match="throttled"):
+        table.acquire_lock("shapes", "exec-2", "run-b", unknown)
+    item = table.get("shapes")
+    assert item and item.execution == "exec-1" and item.run_id == "run-a"
+
+
+def test_writes_for_another_attempt_or_execution_change_nothing(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    assert not table.start_attempt("shapes", "exec-2", _record(1), "tok-x")
+    assert table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+    before = table.get("shapes")
+    assert not table.set_instance("shapes", "exec-1", 2, "i-9", "g5.xlarge", None)
+    assert not table.set_instance("shapes", "exec-2", 1, "i-9", "g5.xlarge", None)
+    assert not table.set_instance("other", "exec-1", 1, "i-9", "g5.xlarge", None)
+    assert not table.end_attempt("shapes", "exec-2", 1, "SpotInterrupted")
+    assert not table.replace_token("shapes", "exec-1", 2, "tok-9")
+    assert not table.replace_token("shapes", "exec-2", 1, "tok-9")
+    assert not table.update_progress("shapes", "run-b", 1, Progress(epoch=1, epochs=2))
+    assert not table.clear_token("shapes", "exec-2")
+    assert not table.finish("shapes", "exec-2", status="failed")
+    after = table.get("shapes")
+    assert (
+        before and after and after.model_dump(exclude={"updated"}) == before.model_dump(exclude={"updated"})
+    )
+    assert (
+        table.replace_token("shapes", "exec-1", 1, "tok-2")
+        and table.token_for("shapes", "run-a", 1) == "tok-2"
+    )
+    assert table.token_for("other", "run-a", 1) is None
+    assert not table.replace_token("other", "exec-1", 1, "tok-9")  # a job nobody started
+    assert table.clear_token("shapes", "exec-1") and table.token_for("shapes", "run-a", 1) is None
+    assert not table.replace_token("shapes", "exec-1", 1, "tok-3")  # no current attempt
+
+
+def test_numbers_come_back_as_written(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+    progress = Progress(epoch=3, epochs=10, losses={"box": 1.25, "cls": 2.0}, seconds_per_epoch=0.5)
+    table.update_progress("shapes", "run-a", 1, progress)
+    table.finish("shapes", "exec-1", cost_usd=0.42, result={"epochs": 10, "metrics": {"recall": 0.875}})
+    item = table.get("shapes")
+    assert item and item.progress and item.progress.losses == {"box": 1.25, "cls": 2.0}
+    assert item.progress.epoch == 3 and item.progress.seconds_per_epoch == 0.5
+    assert item.cost_usd == 0.42 and item.result == {"epochs": 10, "metrics": {"recall": 0.875}}
+    assert type(item.result["epochs"]) is int and item.updated.endswith("Z")

@@ -1,0 +1,431 @@
+"""Launch trainer as the account sees it: what the fleet request pays for and protects (one
+instance, encrypted root volume deleted with it, the job's pinned image, this run's own
+instance), and how each EC2 refusal, returned or raised, reaches the user. One emulator world
+for the module; each test uses its own job name."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from fake_settings import make_settings
+from moto import mock_aws
+
+from spotyolo.contract.env import Settings
+from spotyolo.contract.errors import JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
+from spotyolo.core import fleet
+from spotyolo.core.cost import price_fn, run_cost
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, JobConfig, JobSpec, TrainResult
+from spotyolo.steps import check_result, launch
+
+EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
+GIB = 2**30
+_names = itertools.count()
+
+
+class World:
+    def __init__(self) -> None:
+        self.ec2 = boto3.client("ec2", region_name="us-east-1")
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="jobs",
+            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.table = JobTable(ddb, "jobs")
+        self.s3 = boto3.client("s3", region_name="us-east-1")
+        self.s3.create_bucket(Bucket="bkt")
+        lt = self.ec2.create_launch_template(
+            LaunchTemplateName="t", LaunchTemplateData={"ImageId": "ami-03cf127a"}
+        )
+        self.cfg = make_settings(
+            subnet_ids=[],
+            bucket="bkt",
+            job_table="jobs",
+            launch_template_id=lt["LaunchTemplate"]["LaunchTemplateId"],
+            trainer_image="repo/trainer:latest",
+            root_volume_base_gb=40,
+        )
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with mock_aws():
+        yield World()
+
+
+def make_job(
+    name: str | None = None, *, run_id: str = "run-a", image: str = "repo/trainer:pinned", **config: Any
+) -> JobSpec:
+    return JobSpec(
+        name=name or f"job-{next(_names)}",
+        bucket="bkt",
+        run_id=run_id,
+        execution=EXEC,
+        config=JobConfig.model_validate({"model": "yolo11n.yaml", **config}),
+        dataset={"bytes": 5 * GIB, "files": 10},
+        instance_types=["g5.xlarge", "g6.xlarge"],
+        deadline=int(time.time()) + 3600,
+        stall_seconds=600,
+        image=image,
+    )
+
+
+def make_attempt(
+    number: int = 1, capacity: str = "spot", types: list[str] | None = None, **kw: Any
+) -> Attempt:
+    return Attempt(
+        number=number,
+        capacity=capacity,  # type: ignore[arg-type]
+        instance_types=types or ["g5.xlarge", "g6.xlarge"],
+        seconds_left=3000,
+        heartbeat_seconds=600,
+        **kw,
+    )
+
+
+class Recording:
+    """EC2 that records the CreateFleet requests (and may answer or raise instead of EC2)."""
+
+    def __init__(self, ec2: Any, answer: Any = None) -> None:
+        self._ec2, self.answer = ec2, answer
+        self.requests: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ec2, name)
+
+    def create_fleet(self, **kw: Any) -> Any:
+        self.requests.append(kw)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if callable(self.answer):
+            return self.answer(kw)
+        return self._ec2.create_fleet(**kw)
+
+
+def run_launch(world: World, job: JobSpec, att: Attempt, ec2: Any = None, cfg: Settings | None = None) -> Any:
+    world.table.acquire_lock(job.name, job.execution, job.run_id, lambda e: True)
+    event = launch.LaunchEvent(job=job, attempt=att, token="tok-1")
+    return launch.launch(event, ec2=ec2 or world.ec2, table=world.table, cfg=cfg or world.cfg)
+
+
+# ------------------------------------------------------------------ the fleet request
+
+
+def test_the_fleet_asks_for_one_instance_with_an_encrypted_root_volume_deleted_with_it(world: World) -> None:
+    job = make_job()
+    ec2 = Recording(world.ec2)
+    out = run_launch(world, job, make_attempt(), ec2=ec2)
+    (request,) = ec2.requests
+    assert request["Type"] == "instant"
+    assert request["TargetCapacitySpecification"] == {
+        "TotalTargetCapacity": 1,
+        "DefaultTargetCapacityType": "spot",
+    }
+    overrides = request["LaunchTemplateConfigs"][0]["Overrides"]
+    assert [o["InstanceType"] for o in overrides] == ["g5.xlarge", "g6.xlarge"]
+    for override in overrides:
+        assert "SubnetId" not in override and "Priority" not in override  # spot: EC2 picks the pool
+        assert override["BlockDeviceMappings"] == [
+            {
+                "DeviceName": "/dev/xvda",
+                "Ebs": {
+                    "VolumeSize": 50,
+                    "VolumeType": "gp3",
+                    "Encrypted": True,
+                    "DeleteOnTermination": True,
+                },
+            }
+        ]
+    spec = request["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]
+    assert spec == {"LaunchTemplateId": world.cfg.launch_template_id, "Version": "$Latest"}
+    assert len(fleet.run_instances_of(world.ec2, job.name)) == 1 and out["reused"] is False
+
+
+def test_the_instance_runs_the_image_pinned_for_the_run_and_carries_its_tags(world: World) -> None:
+    job = make_job(image="repo/trainer@sha256:abc")
+    ec2 = Recording(world.ec2)
+    out = run_launch(world, job, make_attempt(), ec2=ec2)
+    expected = {
+        "app": "spotyolo",
+        "job": job.name,
+        "run": "run-a",
+        "attempt": "1",
+        "image": "repo/trainer@sha256:abc",
+        "Name": f"spotyolo-{job.name}-1",
+    }
+    for spec in ec2.requests[0]["TagSpecifications"]:
+        assert {t["Key"]: t["Value"] for t in spec["Tags"]} == expected
+    assert [s["ResourceType"] for s in ec2.requests[0]["TagSpecifications"]] == ["instance", "fleet"]
+    (inst,) = fleet.run_instances_of(world.ec2, job.name, "run-a", 1)
+    assert inst["InstanceId"] == out["instance"]
+    assert {t["Key"]: t["Value"] for t in inst["Tags"]}["image"] == "repo/trainer@sha256:abc"
+    # a job recorded without an image (older execution) runs the deployment's
+    request = launch.fleet_request(make_job(image=""), make_attempt(), world.cfg, EXEC)
+    assert {t["Key"]: t["Value"] for t in request["TagSpecifications"][0]["Tags"]}[
+        "image"
+    ] == "repo/trainer:latest"
+
+
+def test_on_demand_tries_the_types_in_the_configured_order_over_every_subnet(world: World) -> None:
+    cfg = make_settings(
+        launch_template_id="lt-1", launch_template_version="7", subnet_ids=["subnet-a", "subnet-b"]
+    )
+    request = launch.fleet_request(make_job(), make_attempt(capacity="on-demand"), cfg, EXEC)
+    overrides = request["LaunchTemplateConfigs"][0]["Overrides"]
+    assert [(o["InstanceType"], o["SubnetId"], o["Priority"]) for o in overrides] == [
+        ("g5.xlarge", "subnet-a", 0.0),
+        ("g5.xlarge", "subnet-b", 0.0),
+        ("g6.xlarge", "subnet-a", 1.0),
+        ("g6.xlarge", "subnet-b", 1.0),
+    ]
+    assert (
+        request["OnDemandOptions"] == {"AllocationStrategy": "prioritized"} and "SpotOptions" not in request
+    )
+    assert request["TargetCapacitySpecification"] == {
+        "TotalTargetCapacity": 1,
+        "DefaultTargetCapacityType": "on-demand",
+    }
+    assert request["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "7"
+    spot = launch.fleet_request(make_job(), make_attempt(), cfg, EXEC)
+    assert (
+        spot["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
+        and "OnDemandOptions" not in spot
+    )
+
+
+def test_a_deployment_without_a_launch_template_launches_nothing() -> None:
+    cfg = make_settings(launch_template_id="")
+    with pytest.raises(ValueError, match="LAUNCH_TEMPLATE_ID is not set for the launch function"):
+        launch.fleet_request(make_job(), make_attempt(), cfg, EXEC)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "gb"), [(0, 40), (1, 41), (GIB // 2, 41), (GIB // 2 + 1, 42), (5 * GIB, 50)]
+)
+def test_the_root_volume_holds_the_dataset_twice(dataset: int, gb: int) -> None:
+    assert launch.root_volume_gb(dataset, 40) == gb
+
+
+def test_each_launch_round_has_its_own_idempotency_token() -> None:
+    base = launch.client_token(EXEC, make_attempt())
+    assert base.startswith("spotyolo-") and len(base) == 9 + 48
+    assert base == launch.client_token(EXEC, make_attempt())
+    others = {
+        launch.client_token(EXEC + "x", make_attempt()),
+        launch.client_token(EXEC, make_attempt(2)),
+        launch.client_token(EXEC, make_attempt(launch_waits=1)),
+    }
+    assert base not in others and len(others) == 3
+
+
+# ------------------------------------------------------------------ the run's own instance
+
+
+def test_a_retried_launch_reuses_only_this_runs_instance(world: World) -> None:
+    name = f"job-{next(_names)}"
+    old = make_job(name, run_id="run-old")
+    first = run_launch(world, old, make_attempt())
+    world.table.release_lock(name, EXEC, "failed")  # the old run's instance is still up (being cleaned up)
+    new = make_job(name, run_id="run-new").model_copy(update={"execution": EXEC + "-2"})
+    out = run_launch(world, new, make_attempt())
+    assert out["reused"] is False and out["instance"] != first["instance"]
+    (mine,) = fleet.run_instances_of(world.ec2, name, "run-new", 1)
+    assert mine["InstanceId"] == out["instance"]
+    again = run_launch(world, new, make_attempt())  # Step Functions retried the task
+    assert again["reused"] is True and again["instance"] == out["instance"]
+    assert (again["instance_type"], again["capacity"]) == (out["instance_type"], "spot")
+    item = world.table.get(name)
+    assert item and item.current and item.current.instance == out["instance"]
+    assert [a.instance for a in item.attempts] == [out["instance"]]
+
+
+def test_a_launch_for_a_job_nobody_holds_launches_nothing(world: World) -> None:
+    job = make_job()
+    event = launch.LaunchEvent(job=job, attempt=make_attempt(), token="tok")
+    with pytest.raises(JobAlreadyRunning, match=r"no longer held by this execution \(held by nobody"):
+        launch.launch(event, ec2=world.ec2, table=world.table, cfg=world.cfg)
+    assert fleet.run_instances_of(world.ec2, job.name) == []
+
+
+def test_the_job_is_launching_while_the_fleet_is_asked_and_training_once_it_started(world: World) -> None:
+    job = make_job()
+    seen: list[str] = []
+
+    def answer(request: dict[str, Any]) -> Any:
+        item = world.table.get(job.name)
+        assert item
+        seen.append(item.status)
+        return world.ec2.create_fleet(**request)
+
+    run_launch(world, job, make_attempt(), ec2=Recording(world.ec2, answer))
+    item = world.table.get(job.name)
+    assert seen == ["launching"] and item and item.status == "training"
+
+
+def test_a_surplus_instance_is_terminated_at_once(world: World) -> None:
+    job = make_job()
+
+    def two(request: dict[str, Any]) -> Any:
+        spec = {**request["TargetCapacitySpecification"], "TotalTargetCapacity": 2}
+        return world.ec2.create_fleet(**{**request, "TargetCapacitySpecification": spec})
+
+    out = run_launch(world, job, make_attempt(), ec2=Recording(world.ec2, two))
+    live = fleet.run_instances_of(world.ec2, job.name, states=["pending", "running"])
+    assert [i["InstanceId"] for i in live] == [out["instance"]]
+
+
+# ------------------------------------------------------------------ EC2's refusals
+
+
+def _raised(code: str, message: str = "EC2 says no") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "CreateFleet")
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "says"),
+    [
+        ("InsufficientInstanceCapacity", NoCapacity, r"no spot capacity for g5\.xlarge, g6\.xlarge in the"),
+        ("UnfulfillableCapacity", NoCapacity, "more instance_types or subnets in other availability zones"),
+        ("SpotMaxPriceTooLow", NoCapacity, "SpotMaxPriceTooLow: EC2 says no"),
+        (
+            "MaxSpotInstanceCountExceeded",
+            QuotaExceeded,
+            r"All G and VT Spot Instance Requests\" \(L-3819A6DF\)",
+        ),
+        ("VcpuLimitExceeded", QuotaExceeded, "Service Quotas console"),
+        ("UnauthorizedOperation", LaunchFailed, "fix what EC2 names"),
+        (
+            "InvalidLaunchTemplateId.NotFound",
+            LaunchFailed,
+            r"EC2 refused the spot launch of g5\.xlarge, g6\.xlarge",
+        ),
+    ],
+)
+def test_an_ec2_error_raised_by_the_call_is_classified_like_a_returned_one(
+    world: World, code: str, error: type, says: str
+) -> None:
+    for how in ("raised", "returned"):
+        job = make_job()
+        answer: Any = (
+            _raised(code)
+            if how == "raised"
+            else (lambda _: {"Instances": [], "Errors": [{"ErrorCode": code, "ErrorMessage": "EC2 says no"}]})
+        )
+        with pytest.raises(error, match=says) as caught:
+            run_launch(world, job, make_attempt(), ec2=Recording(world.ec2, answer))
+        assert f"{code}: EC2 says no" in str(caught.value)
+        item = world.table.get(job.name)
+        assert item and [a.outcome for a in item.attempts] == [error.__name__]
+        assert fleet.run_instances_of(world.ec2, job.name) == []
+
+
+def test_a_fleet_that_returns_nothing_and_no_error_is_no_capacity(world: World) -> None:
+    job = make_job()
+    with pytest.raises(NoCapacity, match=r"\(the fleet returned no instance\)"):
+        run_launch(world, job, make_attempt(), ec2=Recording(world.ec2, lambda _: {"Instances": []}))
+
+
+def test_launch_error_names_the_most_useful_cause() -> None:
+    att = make_attempt()
+    capacity = ("InsufficientInstanceCapacity", "none in us-east-1a")
+    quota = ("VcpuLimitExceeded", "vcpus")
+    other = ("InvalidParameterValue", "bad")
+    assert type(launch.launch_error([capacity, quota], att)) is QuotaExceeded
+    assert type(launch.launch_error([other, capacity], att)) is NoCapacity
+    assert type(launch.launch_error([other], att)) is LaunchFailed
+    both = launch.launch_error(
+        [capacity, capacity, ("InsufficientInstanceCapacity", "none in us-east-1b")], att
+    )
+    assert (
+        "(InsufficientInstanceCapacity: none in us-east-1a; InsufficientInstanceCapacity: none in us-east-1b)"
+        in str(both)
+    )
+    throttled = launch.launch_error([("Throttling", "slow"), ("RequestLimitExceeded", "slow")], att)
+    assert type(throttled) is LaunchFailed and "EC2 kept throttling the account's requests for 15 s" in str(
+        throttled
+    )
+    mixed = launch.launch_error([("Throttling", "slow"), other], att)
+    assert "fix what EC2 names" in str(mixed) and "throttling" not in str(mixed)
+    on_demand = launch.launch_error(
+        [quota], make_attempt(capacity="on-demand", types=["g5.xlarge", "p3.2xlarge"])
+    )
+    assert "stops a on-demand launch of g5.xlarge, p3.2xlarge (VcpuLimitExceeded: vcpus)" in str(on_demand)
+    assert '"Running On-Demand G and VT instances" (L-DB2E81BA) / "Running On-Demand P instances"' in str(
+        on_demand
+    )
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "capacity", "quota"),
+    [
+        ("g5.xlarge", "spot", '"All G and VT Spot Instance Requests" (L-3819A6DF)'),
+        ("G6.xlarge", "spot", '"All G and VT Spot Instance Requests" (L-3819A6DF)'),
+        ("vt1.3xlarge", "on-demand", '"Running On-Demand G and VT instances" (L-DB2E81BA)'),
+        ("p4d.24xlarge", "on-demand", '"Running On-Demand P instances" (L-417A185B)'),
+        ("p3.2xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
+        ("p4de.24xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
+        ("p5.48xlarge", "spot", "the EC2 Spot Instance Requests quota of the p5 family"),
+        ("c5.xlarge", "on-demand", "the EC2 Running On-Demand quota of the c5 family"),
+    ],
+)
+def test_the_quota_to_raise_is_named(instance_type: str, capacity: str, quota: str) -> None:
+    assert launch.quota_name(instance_type, capacity) == quota
+
+
+def test_the_instance_is_read_from_the_fleet_response() -> None:
+    response = {
+        "Instances": [
+            {"InstanceIds": []},
+            {
+                "InstanceIds": ["i-1", "i-2"],
+                "LaunchTemplateAndOverrides": {
+                    "Overrides": {
+                        "InstanceType": "g6.xlarge",
+                        "AvailabilityZone": "us-east-1c",
+                        "SubnetId": "s-1",
+                    }
+                },
+            },
+        ]
+    }
+    assert launch.launched_instance(response) == launch.Launched(
+        "i-1", "g6.xlarge", "us-east-1c", "s-1", ["i-2"]
+    )
+    typed = {"Instances": [{"InstanceIds": ["i-3"], "InstanceType": "g5.xlarge"}]}
+    assert launch.launched_instance(typed) == launch.Launched("i-3", "g5.xlarge", None, None, [])
+    assert launch.launched_instance({"Instances": [{"InstanceIds": []}]}) is None
+    assert launch.launched_instance({}) is None
+
+
+# ------------------------------------------------------------------ what the run cost, in the notification
+
+
+def test_the_notification_says_what_the_launched_attempts_cost_and_if_the_target_was_missed(
+    world: World,
+) -> None:
+    job = make_job(target={"metric": "recall", "min": 0.95})
+    att = make_attempt(capacity="on-demand")
+    run_launch(world, job, att)
+    world.table.end_attempt(job.name, EXEC, 1, "succeeded")
+    for name in ("best.pt", "last.pt"):
+        world.s3.put_object(Bucket="bkt", Key=f"runs/{job.name}/run-a/artifacts/{name}", Body=b"w")
+    result = TrainResult(metrics={"recall": 0.9, "mAP50": 0.8}, best_epoch=4, epochs=5, seconds=30, attempt=1)
+    event = check_result.CheckEvent(job=job, attempt=att, result=result, execution=EXEC)
+    summary = check_result.check_result(event, s3=world.s3, ec2=world.ec2, table=world.table)
+    item = world.table.get(job.name)
+    assert item and item.attempts[0].start and item.attempts[0].instance_type == "g5.xlarge"
+    expected = run_cost(item.attempts, price_fn(world.ec2))
+    assert expected > 0 and summary.cost_usd == expected  # at least a minute of g5.xlarge on demand
+    assert f"~${expected:.2f}" in summary.message
+    assert summary.status == "below target" and summary.met_target is False
+    assert summary.message.startswith(
+        f"{job.name} below target: 90.0% recall (mAP50 0.800) · target recall ≥ 95.0%"
+    )

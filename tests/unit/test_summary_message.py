@@ -1,0 +1,130 @@
+"""The notification a user reads when training ends: the verdict against the target, the numbers,
+the cost. Pure (``check_result.summarize``); Check result's S3 side is in tests/functions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from spotyolo.core.models import Attempt, JobConfig, JobSpec, TrainResult
+from spotyolo.steps.check_result import job_seconds, summarize
+
+
+def job(name: str = "shapes", **config: Any) -> JobSpec:
+    return JobSpec(
+        name=name,
+        bucket="bkt",
+        run_id="run-a",
+        execution="exec",
+        config=JobConfig.model_validate({"model": "yolo11n.yaml", **config}),
+        dataset={"bytes": 1, "files": 1},
+        instance_types=["g5.xlarge"],
+        deadline=int(time.time()) + 3600,
+        stall_seconds=600,
+    )
+
+
+def attempt(number: int = 1, interruptions: int = 0) -> Attempt:
+    return Attempt(
+        number=number,
+        capacity="spot",
+        instance_types=["g5.xlarge"],
+        seconds_left=3000,
+        heartbeat_seconds=600,
+        interruptions=interruptions,
+    )
+
+
+def result(**metrics: float) -> TrainResult:
+    return TrainResult(metrics=metrics, best_epoch=9, epochs=10, seconds=75, attempt=1)
+
+
+@pytest.mark.parametrize(
+    ("target", "metrics", "status", "met", "head"),
+    [
+        (
+            {"metric": "recall", "min": 0.8},
+            {"recall": 0.9, "mAP50": 0.5},
+            "complete",
+            True,
+            "90.0% recall (mAP50",
+        ),
+        ({"metric": "recall", "min": 0.8}, {"recall": 0.8}, "complete", True, "80.0% recall"),
+        ({"metric": "recall", "min": 0.8}, {"recall": 0.79}, "below target", False, "79.0% recall"),
+        (
+            {"metric": "mAP50", "min": 0.5},
+            {"mAP50": 0.25, "mAP50-95": 0.1},
+            "below target",
+            False,
+            "mAP50 0.250",
+        ),
+        (
+            {"metric": "precision", "min": 0.5},
+            {"metrics/precision(B)": 0.4},
+            "below target",
+            False,
+            "40.0% precision",
+        ),
+        (
+            {"metric": "recall", "min": 0.8},
+            {"mAP50": 0.9},
+            "complete",
+            None,
+            "recall not reported (mAP50 0.900)",
+        ),
+        (None, {"mAP50": 0.9, "mAP50-95": 0.6}, "complete", None, "mAP50 0.900 (mAP50-95 0.600)"),
+        (None, {"metrics/mAP50(B)": 0.9}, "complete", None, "mAP50 0.900 ·"),
+    ],
+)
+def test_the_verdict_against_the_target(
+    target: dict[str, Any] | None, metrics: dict[str, float], status: str, met: bool | None, head: str
+) -> None:
+    s = summarize(job(target=target), attempt(), result(**metrics), 0.0)
+    assert s.status == status and s.met_target is met
+    assert s.subject == f"spotyolo: shapes {status}"
+    assert s.message.startswith(f"shapes {status}: {head}")
+    if target:
+        value = (
+            f"{target['min'] * 100:.1f}%"
+            if target["metric"] in ("precision", "recall")
+            else f"{target['min']:.3f}"
+        )
+        assert f" · target {target['metric']} ≥ {value} · " in s.message
+    else:
+        assert "target" not in s.message
+
+
+def test_a_model_below_its_target_is_never_announced_as_complete() -> None:
+    s = summarize(job(target={"metric": "recall", "min": 0.95}), attempt(), result(recall=0.9), 0.37)
+    assert s.status == "below target" and s.met_target is False
+    assert s.subject == "spotyolo: shapes below target"
+    assert "complete" not in s.message and "complete" not in s.subject
+
+
+def test_the_message_gives_epochs_time_interruptions_cost_and_where_the_weights_are() -> None:
+    s = summarize(job(), attempt(3, interruptions=2), result(mAP50=0.9), 1.234)
+    first, second = s.message.split("\n")
+    assert first == "shapes complete: mAP50 0.900 · 10 epochs · 1m15s · 2 interruptions · ~$1.23"
+    assert second == "weights: s3://bkt/weights/shapes/best.pt"
+    assert (s.cost_usd, s.attempts, s.interruptions, s.weights) == (1.234, 3, 2, "s3://bkt/weights/shapes/")
+    assert s.metrics == {"mAP50": 0.9}
+    one = summarize(job(), attempt(2, interruptions=1), result(mAP50=0.9), 0.0, elapsed=3723)
+    assert " · 10 epochs · 1h02m · 1 interruption · ~$0.00" in one.message
+    assert "interruption" not in summarize(job(), attempt(), result(mAP50=0.9), 0.0).message
+
+
+def test_a_long_job_name_keeps_the_subject_within_email_limits() -> None:
+    name = "a" * 120
+    s = summarize(job(name), attempt(), result(mAP50=0.9), 0.0)
+    assert len(s.subject) == 100 and s.subject.startswith("spotyolo: aaa")
+
+
+def test_the_job_time_counts_from_when_the_run_was_accepted() -> None:
+    j = job().model_copy(update={"created": "2026-11-25T10:00:00Z"})
+    started = 1795600800.0  # 2026-11-25T10:00:00Z
+    assert job_seconds(j, now=started + 90) == 90
+    assert job_seconds(j, now=started - 5) == 0.0  # a skewed clock never gives a negative time
+    assert job_seconds(job()) is None  # not recorded (an older execution)
+    assert abs((job_seconds(j) or 0) - (time.time() - started)) < 5

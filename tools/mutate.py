@@ -1,0 +1,311 @@
+"""Mutation testing of the money-and-correctness core: ``make mutate`` (not part of ``make test``).
+
+Runs mutmut (pinned in the dev extras; ``[tool.mutmut]`` in pyproject.toml) one module at a time,
+with one worker under ``nice``, each in its own folder ``build/mutate/<module>/`` (links to the
+checkout and a pyproject.toml whose ``[tool.mutmut]`` mutates only that module and selects only
+its fast tests; mutmut copies them into ``mutants/`` there). Each mutant runs only the selected
+tests that call its function. Writes each module's row (mutants, killed, equivalent, kill rate
+without the equivalent ones, date, command, run time) into docs/TESTING.md.
+
+    python tools/mutate.py                      # every module of the core
+    python tools/mutate.py planning jobtable    # some of them
+    python tools/mutate.py --table-only         # rewrite the table from the last runs
+    python tools/mutate.py --survivors planning # what survived; then, in build/mutate/planning:
+                                                #   mutmut show NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "TESTING.md"
+RESULTS = ROOT / "docs" / "mutation-results.json"
+
+WORK = ROOT / "build" / "mutate"
+#: what the work folders link to (mutmut copies spotyolo/ and these into mutants/)
+LINKED = ("spotyolo", "tests", "examples", "stepfunctions", "functions")
+
+
+class Module(NamedTuple):
+    sources: list[str]
+    #: the fast tests that exercise the module (no training, no synth, no e2e)
+    tests: list[str]
+
+
+MODULES: dict[str, Module] = {
+    "planning": Module(["spotyolo/core/planning.py"], ["tests/unit/test_planning.py"]),
+    "jobtable": Module(["spotyolo/core/jobtable.py"], ["tests/unit/test_jobtable.py"]),
+    "launch": Module(
+        ["spotyolo/steps/launch.py"],
+        # -k also matches module names: all of test_launch_request.py, test_steps.py's launch tests
+        ["tests/functions/test_launch_request.py", "tests/functions/test_steps.py", "-k", "launch or fleet"],
+    ),
+    "check_result": Module(
+        ["spotyolo/steps/check_result.py"],
+        [
+            "tests/unit/test_summary_message.py",
+            "tests/functions/test_promotion.py",
+            "tests/functions/test_launch_request.py",
+            "tests/functions/test_steps.py",
+            "-k",
+            "summary or notification or check_result or promotion or message",
+        ],
+    ),
+    "config": Module(
+        ["spotyolo/core/config.py"],
+        ["tests/unit/test_config.py", "tests/unit/test_config_rules.py", "tests/unit/test_dataset_corpus.py"],
+    ),
+    "cost": Module(["spotyolo/core/cost.py"], ["tests/unit/test_cost_edges.py"]),
+    "dataset": Module(
+        sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spotyolo/core/dataset").glob("*.py")),
+        ["tests/unit/test_dataset.py", "tests/unit/test_dataset_corpus.py"],
+    ),
+}
+
+#: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
+_CONFIG = "spotyolo.core.config."
+_ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
+_REQUIRED = (
+    "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
+)
+EQUIVALENT: dict[str, str] = {
+    _CONFIG + "x__distill_model__mutmut_3": _REQUIRED,
+    _CONFIG + "x__distill_model__mutmut_7": _REQUIRED,
+    _CONFIG + "x__pretrained__mutmut_4": _REQUIRED,
+    _CONFIG + "x__pretrained__mutmut_8": _REQUIRED,
+    _CONFIG + "x__fraction__mutmut_43": "`value > 1` to `>= 1`: 1 is already accepted as the ratio 1.0",
+    _CONFIG + "x__batch__mutmut_18": "`0 < n < 1` to `<= 1`: 1 is already accepted as a whole batch size",
+    _CONFIG + "x__target__mutmut_24": "`get_close_matches(n=1)` to n=3: only the first match is shown",
+    _CONFIG + "x__target__mutmut_30": "`get_close_matches(n=1)` to n=2: only the first match is shown",
+    "spotyolo.core.cost.x_price_fn__mutmut_9": (
+        "asking EC2 without a client: live_spot_price catches every error (the AttributeError too) "
+        "and the estimate is used, as when no client is given"
+    ),
+    "spotyolo.core.jobtable.xǁJobTableǁreplace_token__mutmut_25": (
+        "`AND` to `and` in a condition expression: DynamoDB's keywords are case-insensitive"
+    ),
+    "spotyolo.core.cost.x__parse__mutmut_7": _ISO_Z,
+    "spotyolo.core.cost.x__parse__mutmut_8": _ISO_Z,
+    "spotyolo.core.cost.x_spot_estimate__mutmut_7": (
+        "rounding to 5 digits instead of 4: every listed on-demand price times SPOT_FRACTION has at most 4"
+    ),
+    _CONFIG + "x_check_job__mutmut_10": (
+        "`problems or config is None` to `and`: inspect_job returns no config exactly when there are problems"
+    ),
+    _CONFIG + "x_inspect_job__mutmut_39": (
+        "`if config` to `if config or True`: getattr(None, 'classes', None) is None, as the else branch"
+    ),
+    **{
+        _CONFIG + f"x_inspect_job__mutmut_{n}": (
+            "the classes problem's line and column are None (where = (config_where, None, None)): "
+            "passing None or leaving them out (default None) is the same Problem"
+        )
+        for n in (59, 60, 63, 64)
+    },
+    _CONFIG + "x_inspect_job__mutmut_9": (
+        'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
+        "and then the job has a problem and None is returned"
+    ),
+}
+
+#: mutmut's exit codes (mutmut.stats.status_by_exit_code) counted as a kill
+KILLED = {1, 3, 24, -24, 36, 152, 255, 37}
+
+
+def _statuses(name: str) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
+    for source in MODULES[name].sources:
+        meta = WORK / name / "mutants" / (source + ".meta")
+        if meta.exists():
+            codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return codes
+
+
+def count(name: str) -> dict[str, int]:
+    """Mutants, killed, equivalent (that survived), survived and not yet checked (a run cut
+    short) of one module, from its mutants/."""
+    codes = _statuses(name)
+    checked = {k: c for k, c in codes.items() if c is not None}
+    killed = sum(1 for c in checked.values() if c in KILLED)
+    equivalent = sum(1 for k, c in checked.items() if c not in KILLED and k in EQUIVALENT)
+    return {
+        "mutants": len(checked),
+        "killed": killed,
+        "equivalent": equivalent,
+        "survived": len(checked) - killed - equivalent,
+        "unchecked": len(codes) - len(checked),
+    }
+
+
+def survivors(name: str) -> list[str]:
+    codes = _statuses(name)
+    return sorted(k for k, c in codes.items() if c is not None and c not in KILLED and k not in EQUIVALENT)
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def prepare(name: str) -> Path:
+    """build/mutate/<name>/: links to the checkout and a pyproject.toml for this module alone."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in LINKED:
+        link = work / entry
+        if not link.is_symlink():
+            link.symlink_to(ROOT / entry)
+    module = MODULES[name]
+    text = (ROOT / "pyproject.toml").read_text()
+    override = (
+        f"only_mutate = {_toml_list(module.sources)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}\n"
+    )
+    text = re.sub(r"^only_mutate = \[.*?\]\n", "", text, flags=re.S | re.M)
+    text = re.sub(r"^pytest_add_cli_args_test_selection = \[.*?\]\n", "", text, flags=re.S | re.M)
+    text = text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + override)
+    (work / "pyproject.toml").write_text(text)
+    return work
+
+
+def rerun_survivors(name: str) -> None:
+    """mutmut run NAME...: reruns exactly those mutants (the rest keep their verdicts)."""
+    names = survivors(name)
+    if names:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
+        subprocess.run(command, cwd=prepare(name), env=env, check=False)
+
+
+def _command(name: str) -> str:
+    return f"mutmut run --max-children 1 (tests: {' '.join(MODULES[name].tests)})"
+
+
+def _run_date(name: str) -> str:
+    meta = WORK / name / "mutants" / (MODULES[name].sources[0] + ".meta")
+    return dt.datetime.fromtimestamp(meta.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d")
+
+
+def run(name: str) -> dict[str, object]:
+    """A fresh run: mutmut keeps earlier verdicts, and a survivor must meet today's tests."""
+    work = prepare(name)
+    shutil.rmtree(work / "mutants", ignore_errors=True)
+    command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", "1"]
+    started = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only mutants/ may be imported
+    subprocess.run(command, cwd=work, env=env, check=False)
+    seconds = time.monotonic() - started
+    return {
+        **count(name),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "command": _command(name),
+        "seconds": round(seconds),
+    }
+
+
+def _row(name: str, r: dict[str, object]) -> str:
+    mutants, killed, eq = int(str(r["mutants"])), int(str(r["killed"])), int(str(r["equivalent"]))
+    rate = f"{100 * killed / (mutants - eq):.1f}%" if mutants > eq else "-"
+    files = (
+        ", ".join(f"`{s}`" for s in MODULES[name].sources)
+        if name != "dataset"
+        else "`spotyolo/core/dataset/`"
+    )
+    seconds = int(str(r["seconds"]))
+    minutes = f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 0 else "not recorded"
+    unchecked = int(str(r.get("unchecked", 0)))
+    # a run cut short says how much of the module it covers
+    mutants_cell = f"{mutants} (of {mutants + unchecked}: run cut short)" if unchecked else str(mutants)
+    date = f"{r['date']} (survivors rerun {r['rerun']})" if r.get("rerun") else r["date"]
+    return (
+        f"| {files} | {mutants_cell} | {killed} | {eq} | {r['survived']} | {rate} | {date} "
+        f"| `{r['command']}` | {minutes} |"
+    )
+
+
+def write_page(results: dict[str, dict[str, object]]) -> None:
+    header = (
+        "| module | mutants | killed | equivalent | survived | kill rate (non-equivalent) | date "
+        "| command | run time |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = "\n".join(_row(n, results[n]) for n in MODULES if n in results)
+    table = f"<!-- mutate:table -->\n{header}{rows}\n<!-- /mutate:table -->"
+    eq_rows = "\n".join(f"- `{k}`: {v}" for k, v in sorted(EQUIVALENT.items())) or "- (none)"
+    equivalents = f"<!-- mutate:equivalent -->\n{eq_rows}\n<!-- /mutate:equivalent -->"
+    lines = [
+        f"- {n}: " + (", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in survivors(n)) or "none")
+        for n in MODULES
+        if n in results
+    ]
+    lasting = "<!-- mutate:survivors -->\n" + "\n".join(lines) + "\n<!-- /mutate:survivors -->"
+    text = PAGE.read_text()
+    text = re.sub(
+        r"<!-- mutate:survivors -->.*?<!-- /mutate:survivors -->", lambda _: lasting, text, flags=re.S
+    )
+    text = re.sub(r"<!-- mutate:table -->.*?<!-- /mutate:table -->", lambda _: table, text, flags=re.S)
+    text = re.sub(
+        r"<!-- mutate:equivalent -->.*?<!-- /mutate:equivalent -->", lambda _: equivalents, text, flags=re.S
+    )
+    PAGE.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table, run nothing")
+    parser.add_argument("--survivors", action="store_true", help="list the surviving mutants, run nothing")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="run only the last run's survivors again, against today's tests (after adding tests)",
+    )
+    args = parser.parse_args(argv)
+    names = args.modules or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}: choose from {', '.join(MODULES)}")
+    if args.survivors:
+        for name in names:
+            print("\n".join(survivors(name)))
+        return 0
+    results: dict[str, dict[str, object]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in names:
+        if args.rerun_survivors:
+            rerun_survivors(name)
+            if name in results:
+                results[name] = {**results[name], **count(name), "rerun": _run_date(name)}
+            continue
+        if args.table_only:
+            if name in results:
+                results[name] = {**results[name], **count(name)}
+            elif _statuses(name):  # a run stopped before it recorded itself
+                results[name] = {
+                    **count(name),
+                    "date": _run_date(name),
+                    "command": _command(name),
+                    "seconds": -1,
+                }
+            continue
+        results[name] = run(name)
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        write_page(results)
+        print(_row(name, results[name]))
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_page(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
