@@ -16,7 +16,10 @@ fails loudly when an upgrade changes what is patched here.
    the outcome it already holds.
 4. ``StopExecution`` ends a pending task-token wait (moto would keep the execution RUNNING
    until the heartbeat window passes) and records the given ``error``/``cause``.
-5. ``install(router, port=...)`` sets ``MOTO_PORT``: in server mode moto's state machine
+5. ``install_request_filter(fn)``: every HTTP request to the emulator is first shown to
+   ``fn(environ)``, which may answer it instead (the fault campaign's AWS errors:
+   :mod:`spotyolo.local.chaos`); without a filter, requests go straight to moto.
+6. ``install(router, port=...)`` sets ``MOTO_PORT``: in server mode moto's state machine
    calls its own services on ``localhost:$MOTO_PORT``.
 
 Patches must live in the process that runs the emulator (the test process, or the local
@@ -37,6 +40,7 @@ from typing import Any
 from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult, EmptyResult
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackEndpoint, HeartbeatEndpoint
 from moto.stepfunctions.responses import StepFunctionResponse
@@ -104,6 +108,9 @@ def make_router(handlers: Mapping[str, Handler], *, name_of: Callable[[str], str
 
 _ORIGINALS: dict[str, Any] = {}
 _ROUTER: list[Router] = []
+#: filter(environ) -> (status line, headers, body) to answer instead of moto, or None
+RequestFilter = Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes] | None]
+_FILTER: list[RequestFilter] = []
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
@@ -176,6 +183,23 @@ def _stop_execution(self: StepFunctionResponse) -> Any:
     return ActionResult({"stopDate": execution.stop_date})
 
 
+def _filtered_call(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Any) -> Any:
+    answer = _FILTER[-1](environ) if _FILTER else None
+    if answer is None:
+        return _ORIGINALS["dispatcher_call"](self, environ, start_response)
+    status, headers, body = answer
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def install_request_filter(request_filter: RequestFilter | None) -> None:
+    """Show every request to ``request_filter`` first (None: remove the filter)."""
+    _FILTER[:] = [request_filter] if request_filter is not None else []
+    if request_filter is not None and "dispatcher_call" not in _ORIGINALS:
+        _ORIGINALS["dispatcher_call"] = DomainDispatcherApplication.__call__
+        DomainDispatcherApplication.__call__ = _filtered_call  # type: ignore[method-assign]
+
+
 def install(router: Router, *, port: int | None = None) -> None:
     """Route every Lambda invocation of the emulator to ``router``; keep SendTaskFailure's cause."""
     if port is not None:
@@ -205,6 +229,9 @@ def uninstall() -> None:
         StepFunctionResponse.stop_execution = _ORIGINALS.pop("stop_execution")  # type: ignore[method-assign]
     if "setup_heartbeat_endpoint" in _ORIGINALS:
         CallbackEndpoint.setup_heartbeat_endpoint = _ORIGINALS.pop("setup_heartbeat_endpoint")  # type: ignore[method-assign]
+    if "dispatcher_call" in _ORIGINALS:
+        DomainDispatcherApplication.__call__ = _ORIGINALS.pop("dispatcher_call")  # type: ignore[method-assign]
+    _FILTER.clear()
     _ROUTER.clear()
 
 
