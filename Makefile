@@ -8,7 +8,7 @@ TYPED := spotyolo functions cdk
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 export YOLO_OFFLINE = 1
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy $(TYPED)
 	$(VENV)/bin/lint-imports
+
+# the seeded fault campaign (README, "Guarantees"): N seeds, the table into bench/README.md
+N ?= 200
+chaos: $(STAMP)
+	$(PY) bench/chaos.py --seeds $(N) --write bench/README.md
 
 clean:
 	rm -rf $(VENV) cdk.out outputs .pytest_cache .mypy_cache .ruff_cache

@@ -131,12 +131,14 @@ def _publish_prior(engine: LocalEngine, job: str) -> dict[str, str]:
 
 
 def _start(engine: LocalEngine, folder: Path, job: str, *, prior: bool) -> None:
-    """Upload the job as a user would; with a published model, retrain it by hand (force)."""
-    engine.upload_job(folder, job, trigger=not prior)
+    """Upload the job as a user would; with a model published already, that run is skipped,
+    and the user retrains by hand (force), as ``spotyolo``'s README says."""
+    engine.upload_job(folder, job)
+    first = engine.wait_for_execution(job, timeout=60)
     if prior:
+        engine.wait_done(first, timeout=120)
         payload = {"job": job, "force": True, "bucket": engine.resources.bucket}
         engine.start_execution(payload, name=execution_name(job))
-    engine.wait_for_execution(job, timeout=60)
 
 
 def _user_action(engine: LocalEngine, folder: Path, job: str, fault: Fault) -> None:
@@ -225,9 +227,10 @@ def _execution_facts(engine: LocalEngine, execution: Any) -> dict[str, Any]:
             facts["refused"] = True
         exited = event.get("stateExitedEventDetails", {})
         if exited.get("name") == "Validate job" and exited.get("output"):
-            job = (json.loads(exited["output"]).get("job") or {}) if exited["output"] else {}
-            facts["run_id"] = job.get("run_id")
-            facts["skipped"] = bool(job.get("already_trained"))
+            job = json.loads(exited["output"]).get("job")
+            if isinstance(job, dict) and job.get("run_id"):
+                facts["run_id"] = job.get("run_id")
+                facts["skipped"] = bool(job.get("already_trained"))
     return facts
 
 
@@ -306,7 +309,7 @@ def one_notification_per_execution(seen: Observed) -> list[str]:
 def failure_names_its_cause(seen: Observed) -> list[str]:
     found = []
     for e in seen.executions:
-        named = any(e["error"] in f"{n.get('subject')} {n.get('message')}" for n in seen.notifications)
+        named = any(str(e["error"]) in f"{n.get('subject')} {n.get('message')}" for n in seen.notifications)
         if e["status"] == "FAILED" and e["error"] and not named:
             found.append(
                 f"failure_names_its_cause: execution {e['name']} failed with {e['error']}, "
