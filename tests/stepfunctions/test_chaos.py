@@ -6,14 +6,29 @@ tiny job through the local engine under their faults with every guarantee holdin
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
+import botocore.parsers
+import botocore.session
 import pytest
 
 from spotyolo.local import campaign
 from spotyolo.local.campaign import Observed, run_seed
-from spotyolo.local.chaos import KINDS, Chaos, Kind, Point, draw_schedule, phase_names, trainer_phase
+from spotyolo.local.chaos import (
+    ENGINE_APP_ID,
+    KINDS,
+    TRAINER_APP_ID,
+    Chaos,
+    Fault,
+    Kind,
+    Point,
+    Schedule,
+    draw_schedule,
+    phase_names,
+    trainer_phase,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -70,6 +85,61 @@ def test_an_instance_fault_fires_once_on_its_instance_at_its_phase(tmp_path: Pat
     assert effect is not None and effect.action == "notice"
     assert chaos.at(Point.INSTANCE, "i-1", log=log, booted=True) is None  # once
     assert schedule.faults[0].fired and "epoch 1" in schedule.faults[0].where
+
+
+def _environ(
+    service: str, body: bytes = b"", target: str = "", agent: str = "Boto3/1.0"
+) -> dict[str, object]:
+    environ: dict[str, object] = {
+        "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential=local/20261129/us-east-1/{service}/aws4_request",
+        "HTTP_USER_AGENT": agent,
+        "REQUEST_METHOD": "POST" if body or target else "GET",
+        "PATH_INFO": "/spotyolo-local/jobs/j/dataset/a.jpg" if service == "s3" else "/",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    if target:
+        environ["HTTP_X_AMZ_TARGET"] = target
+    return environ
+
+
+def _parse(service: str, operation: str, answer: tuple[str, list[tuple[str, str]], bytes]) -> dict:
+    """The answer as botocore reads it: the error code a client raises, or the parsed result."""
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    status, headers, body = answer
+    parser = botocore.parsers.create_parser(model.metadata["protocol"])
+    return parser.parse(
+        {"status_code": int(status.split()[0]), "headers": dict(headers), "body": body}, model.output_shape
+    )
+
+
+def test_the_injected_aws_answers_are_what_the_sdk_reads_from_aws() -> None:
+    faults = [
+        Fault(Kind.CAPACITY, "CreateFleet", param="InsufficientInstanceCapacity", caller="pipeline",
+              service="ec2", status=200),
+        Fault(Kind.NOT_FOUND, "DescribeInstances by id", param="InvalidInstanceID.NotFound",
+              caller="pipeline", service="ec2"),
+        Fault(Kind.SLOWDOWN, "any", nth=1, param="2", caller="trainer", service="s3", status=503),
+        Fault(Kind.THROTTLE, "SendTaskHeartbeat", param="ThrottlingException", caller="trainer",
+              service="states"),
+    ]  # fmt: skip
+    chaos = Chaos(Schedule(0, faults, prior_weights=False), epochs=2)
+    trainer = f"Boto3/1.0 app/{TRAINER_APP_ID}"
+    filtered = _environ("ec2", b"Action=DescribeInstances&Filter.1.Name=tag%3Aapp")
+    assert chaos.answer(filtered) is None  # a query by filter is never NotFound
+    assert filtered["wsgi.input"].read() == b"Action=DescribeInstances&Filter.1.Name=tag%3Aapp"  # put back
+    fleet = _parse("ec2", "CreateFleet", chaos.answer(_environ("ec2", b"Action=CreateFleet&Type=instant")))
+    assert fleet["Errors"][0]["ErrorCode"] == "InsufficientInstanceCapacity" and not fleet.get("Instances")
+    by_id = chaos.answer(_environ("ec2", b"Action=DescribeInstances&InstanceId.1=i-1"))
+    assert _parse("ec2", "DescribeInstances", by_id)["Error"]["Code"] == "InvalidInstanceID.NotFound"
+    assert chaos.answer(_environ("s3", agent=f"Boto3/1.0 app/{ENGINE_APP_ID}")) is None  # the engine's own
+    for _ in range(2):  # a burst of two
+        slow = chaos.answer(_environ("s3", agent=trainer))
+        assert slow is not None and _parse("s3", "GetObject", slow)["Error"]["Code"] == "SlowDown"
+    assert chaos.answer(_environ("s3", agent=trainer)) is None
+    throttled = chaos.answer(_environ("states", b"{}", "AWSStepFunctions.SendTaskHeartbeat", trainer))
+    assert _parse("stepfunctions", "SendTaskHeartbeat", throttled)["Error"]["Code"] == "ThrottlingException"
+    assert all(f.fired for f in faults)
 
 
 # ---------------------------------------------------------------------- the invariants catch
