@@ -32,7 +32,8 @@ from spotyolo.local.engine import LocalEngine, execution_name
 NOTICE_SECONDS = 6.0
 #: the run id the campaign gives the model published before the run
 PRIOR_RUN = "prior-run-of-the-campaign"
-#: after every execution ended: how long things must stay settled (a late event may still come)
+#: after every execution ended: how long things must stay settled (a late event or a
+#: notification may still come)
 QUIET_SECONDS = 5.0
 #: what success and failure leave in the job table
 SUCCESS_STATUSES = {"complete", "below target", "skipped"}
@@ -111,9 +112,14 @@ def run_seed(
         "executions": [
             {k: e[k] for k in ("name", "status", "error", "run_id", "refused")} for e in seen.executions
         ],
-        "notifications": [n["subject"] for n in seen.notifications],
+        "notifications": [f"{n['subject']}: {_short(n.get('message'))}" for n in seen.notifications],
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _short(text: object, limit: int = 400) -> str:
+    words = " ".join(str(text or "").split())
+    return words if len(words) <= limit else words[: limit - 1] + "…"
 
 
 def _publish_prior(engine: LocalEngine, job: str) -> dict[str, str]:
@@ -167,7 +173,6 @@ def _drive(engine: LocalEngine, chaos: Chaos, folder: Path, job: str, deadline: 
             bool(executions)
             and all(e["status"] != "RUNNING" for e in executions)
             and not any(_leftovers(engine, job).values())
-            and len(_notifications(engine, job)) >= len(executions)
         )
         if not settled:
             quiet_since = None
@@ -217,6 +222,7 @@ def _execution_facts(engine: LocalEngine, execution: Any) -> dict[str, Any]:
         "status": described["status"],
         "error": described.get("error"),
         "start": execution["startDate"].timestamp(),
+        "stop": described["stopDate"].timestamp() if described.get("stopDate") else None,
         "run_id": None,
         "refused": False,
         "skipped": False,
@@ -292,6 +298,20 @@ def nothing_left(seen: Observed) -> list[str]:
     found = [f"nothing_left: {what} at the end: {', '.join(ids)}" for what, ids in left if ids]
     if seen.alive_after_stop:
         found.append(f"nothing_left: trainers alive after the engine stopped: {seen.alive_after_stop}")
+    return found
+
+
+def refused_only_while_another_runs(seen: Observed) -> list[str]:
+    """A start refused as JobAlreadyRunning must have met another execution of the job that
+    was still running; otherwise the user's upload was dropped for nothing."""
+    found = []
+    for refused in (e for e in seen.executions if e["error"] == "JobAlreadyRunning"):
+        others = [e for e in seen.executions if e is not refused and e["start"] < refused["start"]]
+        if not any(e["stop"] is None or e["stop"] > refused["start"] for e in others):
+            found.append(
+                f"refused_only_while_another_runs: execution {refused['name']} was refused as "
+                "JobAlreadyRunning although no other execution of the job was running when it started"
+            )
     return found
 
 
@@ -474,6 +494,7 @@ INVARIANTS: list[Callable[[Observed], list[str]]] = [
     nothing_left,
     one_notification_per_execution,
     failure_names_its_cause,
+    refused_only_while_another_runs,
     published_weights_are_the_runs,
     previous_keeps_the_last_good_model,
     weights_untouched_without_success,

@@ -7,6 +7,7 @@ tiny job through the local engine under their faults with every guarantee holdin
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import botocore.parsers
 import botocore.session
 import pytest
 
+from spotyolo.cli import main
 from spotyolo.local import campaign
-from spotyolo.local.campaign import Observed, run_seed
+from spotyolo.local.campaign import Observed
 from spotyolo.local.chaos import (
     ENGINE_APP_ID,
     KINDS,
@@ -224,6 +226,16 @@ def test_a_failed_run_must_leave_the_weights_alone_and_name_its_cause() -> None:
     assert _broken(changed) == {"weights_untouched_without_success", "failure_names_its_cause"}
 
 
+def test_a_start_refused_when_nothing_ran_is_caught() -> None:
+    stopped = {"name": "j-R1", "status": "ABORTED", "error": None, "run_id": "r1", "refused": False,
+               "skipped": False, "start": 1.0, "stop": 5.0}  # fmt: skip
+    refused = {"name": "j-R2", "status": "FAILED", "error": "JobAlreadyRunning", "run_id": None,
+               "refused": True, "skipped": False, "start": 6.0, "stop": 7.0}  # fmt: skip
+    assert "refused_only_while_another_runs" in _broken(_succeeded(executions=[stopped, refused]))
+    running = {**stopped, "stop": 9.0}
+    assert "refused_only_while_another_runs" not in _broken(_succeeded(executions=[running, refused]))
+
+
 def test_work_redone_after_a_checkpoint_and_two_trainers_at_once_are_caught() -> None:
     redone = _succeeded()
     redone.trainers[1]["log"] = _log(
@@ -248,9 +260,13 @@ def chaos_job(tmp_path_factory: pytest.TempPathFactory, shapes_dataset: Path) ->
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
-def test_a_fixed_seed_keeps_every_guarantee(seed: int, chaos_job: Path, ultralytics_offline: Path) -> None:
-    result = run_seed(chaos_job, seed, trainer_env={"YOLO_CONFIG_DIR": str(ultralytics_offline.parent)})
-    fired = [f for f in result["faults"] if f["fired"]]
-    assert fired, result["faults"]  # the schedule's faults really happened
+def test_a_fixed_seed_keeps_every_guarantee(
+    seed: int, chaos_job: Path, ultralytics_offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``spotyolo local JOB --chaos SEED --json``: exit 0, the seed's faults fired, no violation."""
+    code = main(["local", str(chaos_job), "--chaos", str(seed), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert [f["plan"] for f in result["faults"]] == _plans(seed)  # the seed's schedule
+    assert any(f["fired"] for f in result["faults"]), result["faults"]  # its faults really happened
     assert result["violations"] == [], result
-    assert result["faults"][0]["plan"] == draw_schedule(seed, 2).faults[0].describe()  # the seed's
+    assert code == 0 and result["outcome"] == "SUCCEEDED"
