@@ -60,6 +60,10 @@ def _conditional_failed(err: ClientError) -> bool:
     return error_code(err) == "ConditionalCheckFailedException"
 
 
+#: how often a start looks again when the lock changed hands while it looked
+LOCK_TRIES = 3
+
+
 class JobTable:
     """The job table over a low-level DynamoDB client (moto's or real)."""
 
@@ -149,19 +153,22 @@ class JobTable:
             "message": f"run {run_id} started",
         }
         removes = ("current", "progress", "result", "cost_usd")
-        if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
-            return run_id
-        holder = (self.get(job) or JobItem(job=job)).execution
-        if holder == execution:  # lost a race against our own retry
-            return (self.get(job) or JobItem(job=job)).run_id or run_id
-        if (
-            holder
-            and not is_running(holder)
-            and self._update(
+        holder: str | None = None
+        # the lock may change hands while we look (the holder's clean up releases it): look again
+        for _ in range(LOCK_TRIES):
+            if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
+                return run_id
+            holder = (self.get(job) or JobItem(job=job)).execution
+            if holder == execution:  # lost a race against our own retry
+                return (self.get(job) or JobItem(job=job)).run_id or run_id
+            if holder is None:  # released since the first write: take it
+                continue
+            if is_running(holder):
+                break
+            if self._update(
                 job, fresh, removes=removes, condition="#exec = :holder", values={":holder": holder}
-            )
-        ):
-            return run_id
+            ):
+                return run_id
         raise JobAlreadyRunning(
             f"job {job!r} is already being trained by execution {holder}; this start was "
             "refused and the running job is untouched. Wait for it to finish, or cancel it by "

@@ -113,6 +113,7 @@ def run_seed(
             {k: e[k] for k in ("name", "status", "error", "run_id", "refused")} for e in seen.executions
         ],
         "notifications": [f"{n['subject']}: {_short(n.get('message'))}" for n in seen.notifications],
+        "trainers": [_trainer_summary(t) for t in seen.trainers],
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -120,6 +121,20 @@ def run_seed(
 def _short(text: object, limit: int = 400) -> str:
     words = " ".join(str(text or "").split())
     return words if len(words) <= limit else words[: limit - 1] + "…"
+
+
+def _trainer_summary(trainer: dict[str, Any]) -> dict[str, Any]:
+    done, checkpointed, _ = _epochs_of(trainer["log"])
+    lines = [line for line in trainer["log"].splitlines() if _TS.match(line)]
+    return {
+        "instance": trainer["instance"],
+        "run": trainer["run"],
+        "attempt": trainer["attempt"],
+        "epochs_trained": done,
+        "checkpointed": sorted(checkpointed),
+        "from_scratch": "training from the start" in trainer["log"],
+        "last_line": _short(lines[-1] if lines else "", 200),
+    }
 
 
 def _publish_prior(engine: LocalEngine, job: str) -> dict[str, str]:

@@ -117,9 +117,11 @@ THROTTLES = (
 
 
 def phase_names(epochs: int) -> list[str]:
-    """The phases of one trainer, in order: boot, download (and resume), each epoch, final
-    validation and upload, reported (just after it sent its result)."""
-    return ["boot", "download", *[f"epoch {e}" for e in range(1, epochs + 1)], "final", "reported"]
+    """The phases of one trainer, in order: boot, download (and resume), each epoch and the
+    upload of its checkpoint, final validation and the artifact upload, reported (just after
+    it sent its result)."""
+    steps = [name for e in range(1, epochs + 1) for name in (f"epoch {e}", f"checkpoint {e}")]
+    return ["boot", "download", *steps, "final", "reported"]
 
 
 _EPOCH_LINE = re.compile(r"spotyolo\.trainer\.monitor: epoch (\d+)/(\d+)")
@@ -131,10 +133,12 @@ def trainer_phase(log_text: str | None, epochs: int) -> str:
         return "boot"
     if "success sent" in log_text:
         return "reported"
-    done = [int(m.group(1)) for m in _EPOCH_LINE.finditer(log_text)]
-    if "training epochs" not in log_text and not done:
-        return "download"
-    last = max(done, default=0)
+    done = list(_EPOCH_LINE.finditer(log_text))
+    if not done:
+        return "epoch 1" if "training epochs" in log_text else "download"
+    last = int(done[-1].group(1))
+    if "checkpoint uploaded" not in log_text[done[-1].end() :]:
+        return f"checkpoint {last}"
     return "final" if last >= epochs else f"epoch {last + 1}"
 
 

@@ -63,20 +63,27 @@ def test_every_fault_kind_has_one_point_and_says_what_it_does() -> None:
 
 def test_a_trainers_phase_is_read_from_its_log() -> None:
     epoch = "2026-11-29T22:57:29.772 INFO spotyolo.trainer.monitor: epoch {}/2  box_loss=2.554\n"
+    saved = "2026-11-29T22:57:29.996 INFO spotyolo.trainer.monitor: checkpoint uploaded (25.1 MiB)\n"
     log = "2026-11-29T22:57:26.754 INFO spotyolo.trainer.data: dataset: 49 files\n"
     assert trainer_phase(None, 2) == "boot"
     assert trainer_phase(log, 2) == "download"
     log += "2026-11-29T22:57:28.843 INFO spotyolo.trainer.monitor: training epochs 1-2 on cpu\n"
     assert trainer_phase(log, 2) == "epoch 1"
-    assert trainer_phase(log + epoch.format(1), 2) == "epoch 2"
-    assert trainer_phase(log + epoch.format(1) + epoch.format(2), 2) == "final"
-    assert trainer_phase(log + epoch.format(2) + "INFO spotyolo.trainer: success sent: {}", 2) == "reported"
-    assert phase_names(2) == ["boot", "download", "epoch 1", "epoch 2", "final", "reported"]
+    assert trainer_phase(log + epoch.format(1), 2) == "checkpoint 1"
+    assert trainer_phase(log + epoch.format(1) + saved, 2) == "epoch 2"
+    assert trainer_phase(log + epoch.format(1) + saved + epoch.format(2), 2) == "checkpoint 2"
+    assert trainer_phase(log + epoch.format(1) + saved + epoch.format(2) + saved, 2) == "final"
+    assert (
+        trainer_phase(log + epoch.format(2) + saved + "INFO spotyolo.trainer: success sent: {}", 2)
+        == "reported"
+    )
+    assert phase_names(2) == [
+        "boot", "download", "epoch 1", "checkpoint 1", "epoch 2", "checkpoint 2", "final", "reported"
+    ]  # fmt: skip
 
 
 def test_an_instance_fault_fires_once_on_its_instance_at_its_phase(tmp_path: Path) -> None:
-    schedule = draw_schedule(2, 2)  # spot notice at epoch 1 of instance #1
-    assert [(f.kind, f.target, f.nth) for f in schedule.faults] == [(Kind.SPOT_NOTICE, "epoch 1", 1)]
+    schedule = Schedule(0, [Fault(Kind.SPOT_NOTICE, "epoch 1", nth=1)], prior_weights=False)
     chaos = Chaos(schedule, epochs=2)
     log = tmp_path / "trainer.log"
     log.write_text("2026-11-29T22:57:26.754 INFO spotyolo.trainer.data: dataset: 49 files\n")
