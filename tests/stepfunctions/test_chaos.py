@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import botocore.parsers
 import botocore.session
 import pytest
 
-from spotyolo.cli import main
 from spotyolo.local import campaign
 from spotyolo.local.campaign import Observed
 from spotyolo.local.chaos import (
@@ -33,6 +35,8 @@ from spotyolo.local.chaos import (
 )
 
 pytestmark = pytest.mark.chaos
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: seeds whose schedules cover a spot notice at boot with a throttled Prepare retry and a model
 #: published before (seed 3), and a Launch run twice, a Check result whose answer is lost and a
@@ -270,13 +274,14 @@ def chaos_job(tmp_path_factory: pytest.TempPathFactory, shapes_dataset: Path) ->
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
-def test_a_fixed_seed_keeps_every_guarantee(
-    seed: int, chaos_job: Path, ultralytics_offline: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``spotyolo local JOB --chaos SEED --json``: exit 0, the seed's faults fired, no violation."""
-    code = main(["local", str(chaos_job), "--chaos", str(seed), "--json"])
-    result = json.loads(capsys.readouterr().out)
+def test_a_fixed_seed_keeps_every_guarantee(seed: int, chaos_job: Path, ultralytics_offline: Path) -> None:
+    """``spotyolo local JOB --chaos SEED --json``, as a user runs it (its own process, its own
+    emulator): exit 0, the seed's faults fired, no violation."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "spotyolo.cli", "local", str(chaos_job), "--chaos", str(seed), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=chaos_job.parent, timeout=600)
+    result = json.loads(done.stdout)
     assert [f["plan"] for f in result["faults"]] == _plans(seed)  # the seed's schedule
-    assert any(f["fired"] for f in result["faults"]), result["faults"]  # its faults really happened
+    assert any(f["fired"] for f in result["faults"]), result  # its faults really happened
     assert result["violations"] == [], result
-    assert code == 0 and result["outcome"] == "SUCCEEDED"
+    assert done.returncode == 0 and result["outcome"] == "SUCCEEDED", done.stderr[-2000:]
