@@ -8,7 +8,7 @@ TYPED := spotyolo functions cdk
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 export YOLO_OFFLINE = 1
 
-.PHONY: venv test lint demo bench mutate clean
+.PHONY: venv test lint demo bench mutate chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: $(STAMP)
 # Slow (tens of minutes on 2 cores): not part of `make test`. MODULES="planning config" for some.
 mutate: $(STAMP)
 	$(PY) tools/mutate.py $(MODULES)
+
+# the seeded fault campaign (README, "Guarantees"): N seeds, the table into bench/README.md
+N ?= 200
+chaos: $(STAMP)
+	$(PY) bench/chaos.py --seeds $(N) --write bench/README.md
 
 clean:
 	rm -rf $(VENV) cdk.out outputs mutants .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """The ``spotyolo`` command line.
 
     spotyolo validate JOB_DIR                 check a job folder before uploading it
-    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--json]
+    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--chaos SEED] [--json]
     spotyolo local serve [--port 4566]        the emulator, for the real AWS CLI
     spotyolo submit DIR | status [JOB] | logs JOB | cancel JOB | retrain JOB | weights JOB
                                               operate a deployment (AWS or `local serve`)
@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="announce a spot interruption during epoch N (repeatable)",
     )
     local.add_argument("--json", action="store_true", help="print one final summary object")
+    local.add_argument(
+        "--chaos",
+        type=int,
+        metavar="SEED",
+        help="run the job under the fault schedule of SEED and check the guarantees (README, Guarantees)",
+    )
     local.add_argument("--port", type=int, default=4566, help="emulator port for 'serve'")
     local.add_argument("--force", action="store_true", help="retrain even if weights exist")
     _operations(sub)

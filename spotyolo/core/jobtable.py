@@ -66,6 +66,10 @@ def _conditional_failed(err: ClientError) -> bool:
     return error_code(err) == "ConditionalCheckFailedException"
 
 
+#: how often a start looks again when the lock changed hands while it looked
+LOCK_TRIES = 3
+
+
 class JobTable:
     """The job table over a low-level DynamoDB client (moto's or real)."""
 
@@ -164,13 +168,19 @@ class JobTable:
             "message": f"run {run_id} started",
         }
         removes = ("current", "progress", "result", "cost_usd")
-        if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
-            return run_id
-        held = self.get(job) or JobItem(job=job)
-        holder = held.execution
-        if holder == execution:  # lost a race against our own retry
-            return held.run_id or run_id
-        if holder and not is_running(holder):
+        holder: str | None = None
+        # the lock may change hands while we look (the holder's clean up releases it): look again
+        for _ in range(LOCK_TRIES):
+            if self._update(job, fresh, removes=removes, condition="attribute_not_exists(#exec)"):
+                return run_id
+            held = self.get(job) or JobItem(job=job)
+            holder = held.execution
+            if holder == execution:  # lost a race against our own retry
+                return held.run_id or run_id
+            if holder is None:  # released since the first write: take it
+                continue
+            if is_running(holder):
+                break
             if retire is not None and held.run_id:
                 retire(held.run_id)
             if self._update(

@@ -217,6 +217,8 @@ def run_local(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"status": "invalid", "job": job, "problems": problems}, indent=2))
         return INVALID
+    if getattr(args, "chaos", None) is not None:
+        return _run_chaos(job_dir, int(args.chaos), json_out=args.json)
     output = Path(args.output) if args.output else Path("outputs") / job
     interrupts = sorted(set(args.interrupt_at_epoch or []))
     console.say(f"job {job!r} from {job_dir} is valid")
@@ -244,6 +246,23 @@ def run_local(args: argparse.Namespace) -> int:
     if summary["status"] == "interrupted":
         return INTERRUPTED
     return OK if summary.get("success") else FAILED
+
+
+def _run_chaos(job_dir: Path, seed: int, *, json_out: bool) -> int:
+    """``--chaos SEED``: the job under SEED's fault schedule; exit 0 only if every guarantee held."""
+    from spotyolo.local.campaign import run_seed
+
+    summary = run_seed(job_dir, seed)
+    if json_out:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"seed {seed}: {summary['outcome']} in {summary['seconds']} s")
+        for fault in summary["faults"]:
+            fired = f"fired at {fault['at_seconds']} s: {fault['where']}" if fault["fired"] else "not fired"
+            print(f"  fault {fault['plan']}: {fired}")
+        for violation in summary["violations"] or ["every guarantee held"]:
+            print(f"  {violation}")
+    return OK if not summary["violations"] else FAILED
 
 
 def _install_sigint() -> threading.Event:

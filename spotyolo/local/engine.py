@@ -53,6 +53,7 @@ from spotyolo.contract.outputs import DEFAULT_STACK, StackOutput
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import JobItem
 from spotyolo.local import rules
+from spotyolo.local.chaos import ENGINE_APP_ID, NO_FAULTS, FaultHook, LambdaEffect, Point
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.local.instances import InstanceRunner, InstanceWorld
 from spotyolo.local.logship import LOG_GROUP, LogShipper, ship_loop
@@ -191,15 +192,9 @@ class Resources:
     log_group: str = LOG_GROUP
 
 
-@dataclass
-class LambdaFault:
-    """An injected invoke error: the next ``count`` invocations of ``function`` fail."""
-
-    function: str
-    error: str = "TooManyRequestsException"
-    count: int = 1
-    #: fail after the handler ran (its work is done, the answer is lost: a retry repeats it)
-    after: bool = False
+#: an injected invoke error: the next ``count`` invocations of ``function`` fail (``after``: the
+#: handler ran, its answer is lost, so a retry repeats its work; ``runs``: handler runs per call)
+LambdaFault = LambdaEffect
 
 
 class LocalEngine:
@@ -225,6 +220,7 @@ class LocalEngine:
         warm_trainer: bool = True,
         boot_seconds: float = 2.0,
         ec2_visible_after: float = 1.0,
+        faults: FaultHook = NO_FAULTS,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -247,6 +243,8 @@ class LocalEngine:
         #: from tag queries); a few seconds on AWS
         self.ec2_visible_after = ec2_visible_after
         self.resources = Resources()
+        #: the fault hook every fault point asks (spotyolo.local.chaos); none by default
+        self.fault_hook = faults
         self.faults: list[LambdaFault] = []
         #: handler overrides by function (tests of the engine itself); default functions/<name>.py
         self.handlers: dict[str, Callable[[Any, Any], Any]] = {}
@@ -336,6 +334,7 @@ class LocalEngine:
             trainer_env=self.trainer_env,
             warm_trainer=self.warm_trainer,
             interrupt_at_epochs=self.interrupt_at_epochs,
+            faults=self.fault_hook,
         )
 
     def stop(self) -> None:
@@ -467,7 +466,11 @@ class LocalEngine:
                 endpoint_url=self.endpoint,
                 aws_access_key_id="local",
                 aws_secret_access_key="local",
-                config=Config(retries={"max_attempts": 2}, max_pool_connections=32),
+                config=Config(
+                    retries={"max_attempts": 2},
+                    max_pool_connections=32,
+                    user_agent_extra=f"app/{ENGINE_APP_ID}",
+                ),
             )
             self._mark(cache[service])
         return cache[service]
@@ -492,7 +495,12 @@ class LocalEngine:
                 endpoint_url=self.endpoint,
                 aws_access_key_id="local",
                 aws_secret_access_key="local",
-                config=Config(retries={"total_max_attempts": 1}, read_timeout=900, max_pool_connections=8),
+                config=Config(
+                    retries={"total_max_attempts": 1},
+                    read_timeout=900,
+                    max_pool_connections=8,
+                    user_agent_extra=f"app/{ENGINE_APP_ID}",
+                ),
             )
             self._mark(cache["lambda-invoke"])
         return cache["lambda-invoke"]
@@ -504,6 +512,7 @@ class LocalEngine:
 
         moto_patches.install(self.route, port=self.port)
         moto_patches.LIMITS.ec2_visible_after = self.ec2_visible_after
+        moto_patches.install_request_filter(self.fault_hook.answer)
 
     def _uninstall_patches(self) -> None:
         from spotyolo.local import moto_patches
@@ -718,8 +727,8 @@ class LocalEngine:
         from spotyolo.local import moto_patches
 
         name = self._function_names.get(function_name) or LambdaName(function_name)
-        fault = self._take_fault(name)
-        if fault is not None and not fault.after:
+        fault = self._take_fault(name) or self.fault_hook.at(Point.LAMBDA, name)
+        if fault is not None and fault.error and not fault.after:
             raise moto_patches.LambdaServiceError(
                 f"injected by the local engine ({name})", code=fault.error, status=429
             )
@@ -734,8 +743,10 @@ class LocalEngine:
         )
         with warnings.catch_warnings():  # Powertools warns when a handler published no metric
             warnings.filterwarnings("ignore", message="No application metrics to publish")
+            for _ in range((fault.runs if fault is not None else 1) - 1):  # at least once: a run
+                handler(copy.deepcopy(event), context)  # whose answer nobody sees
             result = handler(event, context)
-        if fault is not None:
+        if fault is not None and fault.error:
             raise moto_patches.LambdaServiceError(
                 f"injected by the local engine after {name} ran", code=fault.error, status=429
             )
@@ -802,7 +813,13 @@ class LocalEngine:
     def _deliver(self, body: str) -> None:
         try:
             event = json.loads(body)
-            self._bridge(rules.rule_of(event), event)
+            rule = rules.rule_of(event)
+            fault = self.fault_hook.at(Point.EVENT, rule)  # a late or a repeated delivery
+            if fault is not None:
+                self._stop.wait(fault.delay)
+                for _ in range(fault.copies - 1):
+                    self._targets.submit(self._bridge, rule, copy.deepcopy(event))
+            self._bridge(rule, event)
         except Exception:
             log.exception("bridging an event failed: %s", body[:500])
 
@@ -829,7 +846,7 @@ class LocalEngine:
         self.bridged.append((rule, event))
         target = next(spec.target for spec in RULES if spec.name == rule)
         if target is not None:
-            self.invoke(target, event)
+            self._invoke_target(target, event)
         else:
             start = rules.start_input(event)
             job = start["key"].split("/")[1] if start["key"].count("/") >= 2 else "job"
@@ -837,6 +854,20 @@ class LocalEngine:
             self.client("stepfunctions").start_execution(
                 stateMachineArn=self.resources.state_machine_arn, name=name, input=json.dumps(start)
             )
+
+    def _invoke_target(self, target: str, event: dict[str, Any]) -> None:
+        """EventBridge retries a target whose invocation the Lambda service refused
+        (throttling, a service error) with backoff, for up to a day on AWS; a few tries here."""
+        from botocore.exceptions import ClientError
+
+        for delay in (0.5, 1.0, 2.0, 4.0, None):
+            try:
+                self.invoke(target, event)
+                return
+            except ClientError:
+                if delay is None or self._stop.is_set():
+                    raise
+                self._stop.wait(delay)
 
     def _execution_watch_loop(self) -> None:
         sfn = self.client("stepfunctions")

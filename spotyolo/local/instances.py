@@ -33,6 +33,7 @@ from spotyolo.contract.env import TrainerVar
 from spotyolo.contract.events import EC2_SOURCE, EC2_STATE_CHANGE, LOST_STATES
 from spotyolo.core.fleet import ATTEMPT_TAG, JOB_TAG, RUN_TAG
 from spotyolo.core.models import JobItem
+from spotyolo.local.chaos import NO_FAULTS, FaultHook, Point
 from spotyolo.local.imds import FakeMetadataService
 
 if TYPE_CHECKING:  # the stubs are a development dependency
@@ -259,6 +260,8 @@ class InstanceWorld:
     trainer_env: dict[str, str]
     warm_trainer: bool
     interrupt_at_epochs: list[int]
+    #: the fault hook (spotyolo.local.chaos): asked about each running instance every tick
+    faults: FaultHook = NO_FAULTS
 
 
 class InstanceRunner:
@@ -303,7 +306,7 @@ class InstanceRunner:
                     self._sync(described)
             now = time.monotonic()
             for inst in list(self.instances.values()):
-                if inst.state != "running":
+                if inst.state != "running" or self._fault(inst):
                     continue
                 if inst.process is None:
                     if now >= inst.boot_at:
@@ -319,6 +322,21 @@ class InstanceRunner:
                     self.terminate(inst.id)
                     continue
                 self._maybe_interrupt(inst, now)
+
+    def _fault(self, inst: LocalInstance) -> bool:
+        """Ask the fault hook about this instance: a spot notice, or a loss with no notice.
+        True when the instance was terminated."""
+        booted = inst.process is not None
+        effect = self.world.faults.at(Point.INSTANCE, inst.id, log=inst.log_path, booted=booted)
+        if effect is None:
+            return False
+        if effect.action == "notice":
+            if inst.announced_at is None:
+                self.interrupt(inst.id)
+            return False
+        log.info("instance %s is lost with no notice", inst.id)
+        self.terminate(inst.id)
+        return True
 
     def _sync(self, described: InstanceTypeDef) -> None:
         iid = described["InstanceId"]

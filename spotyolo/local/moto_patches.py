@@ -16,22 +16,25 @@ fails loudly when an upgrade changes what is patched here.
    the outcome it already holds.
 4. ``StopExecution`` ends a pending task-token wait (moto would keep the execution RUNNING
    until the heartbeat window passes) and records the given ``error``/``cause``.
-5. ``install(router, port=...)`` sets ``MOTO_PORT``: in server mode moto's state machine
+5. ``install_request_filter(fn)``: every HTTP request to the emulator is first shown to
+   ``fn(environ)``, which may answer it instead (the fault campaign's AWS errors:
+   :mod:`spotyolo.local.chaos`); without a filter, requests go straight to moto.
+6. ``install(router, port=...)`` sets ``MOTO_PORT``: in server mode moto's state machine
    calls its own services on ``localhost:$MOTO_PORT``.
-6. AWS's limits that moto does not enforce (:data:`LIMITS`), each with AWS's error at the point
+7. AWS's limits that moto does not enforce (:data:`LIMITS`), each with AWS's error at the point
    AWS raises it: SNS Publish's subject and message (``InvalidParameter``), SendTaskFailure's
    ``error``/``cause`` and SendTaskSuccess's ``output`` (``ValidationException``), a Lambda
    invocation's request and response (6 MB), the 25 000 events of an execution's history
    (the execution fails). moto already raises ``States.DataLimitExceeded`` over the 256 KB state
    payload, but lets ``States.ALL`` catch it and ``States.Runtime``: on AWS neither is caught
    by ``States.ALL`` (only by a catcher that names it).
-7. EC2 eventual consistency: for ``LIMITS.ec2_visible_after`` seconds after its launch, an
+8. EC2 eventual consistency: for ``LIMITS.ec2_visible_after`` seconds after its launch, an
    instance named by id in DescribeInstances or CreateTags is ``InvalidInstanceID.NotFound``,
    and a filtered DescribeInstances does not list it (0 = off; the local engine sets it).
-8. A state machine's ``loggingConfiguration`` is honoured: its executions write their history
+9. A state machine's ``loggingConfiguration`` is honoured: its executions write their history
    to the CloudWatch Logs group at its level, with or without execution data (moto never
    opens the logging session).
-9. SNS throttling on demand (:func:`throttle_sns`): the next publishes fail with ``Throttled``,
+10. SNS throttling on demand (:func:`throttle_sns`): the next publishes fail with ``Throttled``,
    as SNS does over its rate (the ASL retries it).
 
 Patches must live in the process that runs the emulator (the test process, or the local
@@ -58,6 +61,7 @@ from moto.ec2.exceptions import InvalidInstanceIdError
 from moto.ec2.models.instances import InstanceBackend
 from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.tags import TagResponse
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.sns.exceptions import InvalidParameterValue, SNSException
 from moto.sns.models import SNSBackend
 from moto.stepfunctions.exceptions import ValidationException
@@ -169,6 +173,9 @@ def make_router(handlers: Mapping[str, Handler], *, name_of: Callable[[str], str
 
 _ORIGINALS: dict[str, Any] = {}
 _ROUTER: list[Router] = []
+#: filter(environ) -> (status line, headers, body) to answer instead of moto, or None
+RequestFilter = Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes] | None]
+_FILTER: list[RequestFilter] = []
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
@@ -426,6 +433,23 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
 ]
 
 
+def _filtered_call(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Any) -> Any:
+    answer = _FILTER[-1](environ) if _FILTER else None
+    if answer is None:
+        return _ORIGINALS["dispatcher_call"](self, environ, start_response)
+    status, headers, body = answer
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def install_request_filter(request_filter: RequestFilter | None) -> None:
+    """Show every request to ``request_filter`` first (None: remove the filter)."""
+    _FILTER[:] = [request_filter] if request_filter is not None else []
+    if request_filter is not None and "dispatcher_call" not in _ORIGINALS:
+        _ORIGINALS["dispatcher_call"] = DomainDispatcherApplication.__call__
+        DomainDispatcherApplication.__call__ = _filtered_call  # type: ignore[method-assign]
+
+
 def install(router: Router, *, port: int | None = None) -> None:
     """Route every Lambda invocation of the emulator to ``router``; keep SendTaskFailure's cause;
     enforce AWS's limits and eventual consistency (see the module's docstring)."""
@@ -464,6 +488,9 @@ def uninstall() -> None:
         StepFunctionResponse.stop_execution = _ORIGINALS.pop("stop_execution")  # type: ignore[method-assign]
     if "setup_heartbeat_endpoint" in _ORIGINALS:
         CallbackEndpoint.setup_heartbeat_endpoint = _ORIGINALS.pop("setup_heartbeat_endpoint")  # type: ignore[method-assign]
+    if "dispatcher_call" in _ORIGINALS:
+        DomainDispatcherApplication.__call__ = _ORIGINALS.pop("dispatcher_call")  # type: ignore[method-assign]
+    _FILTER.clear()
     _ROUTER.clear()
 
 

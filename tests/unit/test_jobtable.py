@@ -51,6 +51,22 @@ def test_lock_of_a_finished_execution_is_taken_over(table):
     assert item and item.execution == "exec-2" and item.run_id == "run-b" and item.attempts == []
 
 
+def test_a_lock_released_while_the_start_checks_its_holder_is_taken(table):
+    """Found by the fault campaign (seed 30: a takeover): execution 1 is stopped, the user uploads
+    config.yaml again, and execution 1's clean up releases the lock just while execution 2 asks
+    whether execution 1 still runs. The lock is free: execution 2 must get it, not be refused
+    as JobAlreadyRunning naming an execution that has ended."""
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+
+    def cleanup_races(holder: str) -> bool:
+        assert table.release_lock("shapes", holder, "cancelled")  # the status rule's clean up
+        return False  # exec-1 is ABORTED
+
+    assert table.acquire_lock("shapes", "exec-2", "run-b", cleanup_races) == "run-b"
+    item = table.get("shapes")
+    assert item and item.execution == "exec-2" and item.run_id == "run-b"
+
+
 def test_writes_of_other_executions_and_attempts_are_ignored(table):
     table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
     table.start_attempt("shapes", "exec-1", AttemptRecord(number=1, capacity="spot"), "tok-1")

@@ -1,0 +1,126 @@
+"""The fault campaign: N seeds of a tiny job through the local engine, each under its own
+fault schedule (spotyolo/local/chaos.py), each checked against the guarantees
+(spotyolo/local/campaign.py). Writes the results table into bench/README.md.
+
+    .venv/bin/python bench/chaos.py [--seeds 200] [--first 1] [--write bench/README.md]
+
+(``make chaos N=200``.) Each seed is one ``spotyolo local JOB --chaos SEED`` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+#: the shortened sample job: YOLO11n from scratch, 16/8 images of 64 px, 2 epochs
+CONFIG = (
+    "model: yolo11n.yaml\nepochs: 2\nimgsz: 64\nbatch: 8\nworkers: 0\nplots: false\n"
+    "instance_type: g5.xlarge\ncapacity: spot\nmax_interruptions: 3\nstall_hours: 0.05\n"
+    "max_hours: 1\nmax_cost_usd: 5\ntarget: {metric: recall, min: 0.0}\n"
+)
+
+
+def tiny_job(folder: Path, name: str = "chaos-tiny") -> Path:
+    spec = importlib.util.spec_from_file_location("generate_shapes", ROOT / "examples" / "generate_shapes.py")
+    assert spec and spec.loader
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    job = folder / name
+    shapes.generate(job / "dataset", train=16, val=8, size=64, seed=1)
+    (job / "config.yaml").write_text(CONFIG)
+    return job
+
+
+def table(results: list[dict[str, Any]], seconds: float) -> str:
+    planned: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    broken: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter(r["outcome"] for r in results)
+    for r in results:
+        for f in r["faults"]:
+            planned[f["kind"]] += 1
+            fired[f["kind"]] += f["fired"]
+        for v in r["violations"]:
+            broken[v.split(":", 1)[0]] += 1
+    lines = [
+        f"{len(results)} seeds ({results[0]['seed']}..{results[-1]['seed']}) in {seconds / 60:.1f} min; "
+        f"outcomes: {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}; "
+        f"seeds with a violation: {sum(1 for r in results if r['violations'])}",
+        "",
+        "| fault kind | planned | fired |",
+        "|---|---|---|",
+        *[f"| {k} | {planned[k]} | {fired[k]} |" for k in sorted(planned)],
+        "",
+        "| invariant broken | seeds |",
+        "|---|---|",
+        *([f"| {k} | {v} |" for k, v in sorted(broken.items())] or ["| (none) | 0 |"]),
+        "",
+        "| seed | faults fired (where) | outcome | violations | s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        faults = "; ".join(f"{f['kind']} @ {f['where']}" for f in r["faults"] if f["fired"]) or "none fired"
+        violations = "<br>".join(r["violations"]) or "-"
+        lines.append(f"| {r['seed']} | {faults} | {r['outcome']} | {violations} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def write(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in content and END in content:
+        head, rest = content.split(BEGIN, 1)
+        content = head + block + rest.split(END, 1)[1]
+    else:
+        content = content.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(content)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first", type=int, default=1)
+    parser.add_argument("--write", help="the README to write the table into (between the chaos markers)")
+    parser.add_argument("--jsonl", help="also append each seed's summary to this file")
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".yolo"))
+    from spotyolo.local.campaign import run_seed
+    from spotyolo.trainer.offline import prepare_ultralytics
+
+    prepare_ultralytics(os.environ["YOLO_CONFIG_DIR"])
+    results = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="spotyolo-chaos-job-") as tmp:
+        job = tiny_job(Path(tmp))
+        for seed in range(args.first, args.first + args.seeds):
+            result = run_seed(job, seed)
+            results.append(result)
+            print(
+                f"seed {seed}: {result['outcome']} {result['seconds']} s, "
+                f"{sum(f['fired'] for f in result['faults'])} fault(s) fired, "
+                f"violations: {result['violations'] or 'none'}",
+                flush=True,
+            )
+            if args.jsonl:
+                with open(args.jsonl, "a") as out:
+                    out.write(json.dumps(result, default=str) + "\n")
+    text = table(results, time.monotonic() - started)
+    print(text)
+    if args.write:
+        write(Path(args.write), text)
+    return 1 if any(r["violations"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
