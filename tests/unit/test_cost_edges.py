@@ -5,6 +5,7 @@ instance cost nothing. Prices come from the caller (``price``), so the sums are 
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 
@@ -98,6 +99,8 @@ def test_the_cost_is_rounded_to_a_hundredth_of_a_cent() -> None:
 class SpotHistory:
     """describe_spot_price_history as EC2 answers it (or fails: no permission, throttled)."""
 
+    meta = SimpleNamespace(region_name="us-east-1")
+
     def __init__(self, history: list[dict[str, str]] | None = None, error: Exception | None = None) -> None:
         self.history, self.error = history or [], error
         self.calls: list[dict[str, object]] = []
@@ -109,24 +112,41 @@ class SpotHistory:
         return {"SpotPriceHistory": self.history}
 
 
-def test_a_live_spot_price_is_the_cheapest_current_one_of_that_type_and_zone() -> None:
+def test_a_live_spot_price_is_the_current_one_of_that_type_and_the_dearest_zone() -> None:
     from spotyolo.core.cost import price_fn
 
+    now = dt.datetime.now(dt.UTC)
     ec2 = SpotHistory(
         [
-            {"InstanceType": "g5.xlarge", "SpotPrice": "0.45"},
-            {"InstanceType": "g5.xlarge", "SpotPrice": "0.39"},
-            {"InstanceType": "g6.xlarge", "SpotPrice": "0.10"},
-        ]
+            {
+                "InstanceType": "g5.xlarge",
+                "SpotPrice": "0.45",
+                "AvailabilityZone": "us-east-1a",
+                "Timestamp": now,
+            },
+            {
+                "InstanceType": "g5.xlarge",
+                "SpotPrice": "0.39",
+                "AvailabilityZone": "us-east-1b",
+                "Timestamp": now,
+            },
+            {
+                "InstanceType": "g6.xlarge",
+                "SpotPrice": "0.10",
+                "AvailabilityZone": "us-east-1a",
+                "Timestamp": now,
+            },
+        ]  # type: ignore[list-item]
     )
     price = price_fn(ec2)  # type: ignore[arg-type]
-    assert price("g5.xlarge", "spot", "us-east-1a") == 0.39
-    assert price("g5.xlarge", "spot", "us-east-1a") == 0.39  # asked once per type and zone
+    # without a zone, the dearest: a budget must not undercount; another type's price never counts
+    assert price("g5.xlarge", "spot", None) == 0.45
+    assert price("g5.xlarge", "spot", None) == 0.45  # asked once per type and zone
     (call,) = ec2.calls
-    assert call["InstanceTypes"] == ["g5.xlarge"] and call["AvailabilityZone"] == "us-east-1a"
+    assert call["InstanceTypes"] == ["g5.xlarge"] and "AvailabilityZone" not in call
     assert call["ProductDescriptions"] == ["Linux/UNIX"]
-    price("g5.xlarge", "spot", None)
-    assert "AvailabilityZone" not in ec2.calls[1]
+    price("g5.xlarge", "spot", "us-east-1b")
+    assert ec2.calls[1]["AvailabilityZone"] == "us-east-1b"
 
 
 def test_without_a_live_spot_price_spot_is_estimated_from_on_demand() -> None:
@@ -141,7 +161,9 @@ def test_without_a_live_spot_price_spot_is_estimated_from_on_demand() -> None:
 def test_on_demand_is_never_priced_as_spot_and_an_unknown_type_still_costs_money() -> None:
     from spotyolo.core.cost import UNKNOWN_ON_DEMAND, on_demand_price, price_fn
 
-    ec2 = SpotHistory([{"InstanceType": "g5.xlarge", "SpotPrice": "0.01"}])
+    ec2 = SpotHistory(
+        [{"InstanceType": "g5.xlarge", "SpotPrice": "0.01", "Timestamp": dt.datetime.now(dt.UTC)}]
+    )  # type: ignore[dict-item]
     assert price_fn(ec2)("g5.xlarge", "on-demand", None) == on_demand_price("g5.xlarge") > 0.01  # type: ignore[arg-type]
     assert ec2.calls == []
     assert on_demand_price("x9.unknown") == UNKNOWN_ON_DEMAND > 0
@@ -158,10 +180,19 @@ def test_the_spot_price_request_is_one_ec2_accepts() -> None:
         "InstanceTypes": ["g5.xlarge"],
         "ProductDescriptions": ["Linux/UNIX"],
         "StartTime": ANY,  # now: the current price of each zone, not the history
-        "MaxResults": 20,
+        "MaxResults": 1000,
         "AvailabilityZone": "us-east-1a",
     }
-    answer = {"SpotPriceHistory": [{"InstanceType": "g5.xlarge", "SpotPrice": "0.33"}]}
+    answer = {
+        "SpotPriceHistory": [
+            {
+                "InstanceType": "g5.xlarge",
+                "SpotPrice": "0.33",
+                "AvailabilityZone": "us-east-1a",
+                "Timestamp": dt.datetime.now(dt.UTC),
+            }
+        ]
+    }
     with Stubber(ec2) as stub:  # validates the parameters against EC2's API model
         stub.add_response("describe_spot_price_history", answer, expected)
         assert price_fn(ec2)("g5.xlarge", "spot", "us-east-1a") == 0.33
@@ -172,6 +203,8 @@ def test_an_answer_without_a_price_list_falls_back_to_the_estimate() -> None:
     from spotyolo.core.cost import price_fn, spot_estimate
 
     class Empty:
+        meta = SimpleNamespace(region_name="us-east-1")
+
         def describe_spot_price_history(self, **kw: object) -> dict[str, object]:
             return {}
 

@@ -118,7 +118,7 @@ def test_the_message_gives_epochs_time_interruptions_cost_and_where_the_weights_
 def test_a_long_job_name_keeps_the_subject_within_email_limits() -> None:
     name = "a" * 120
     s = summarize(job(name), attempt(), result(mAP50=0.9), 0.0)
-    assert len(s.subject) == 100 and s.subject.startswith("spotyolo: aaa")
+    assert len(s.subject) < 100 and s.subject.startswith("spotyolo: aaa")  # SNS: under 100
 
 
 def test_the_job_time_counts_from_when_the_run_was_accepted() -> None:
