@@ -541,6 +541,23 @@ def _target(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> Non
         c.add("target.min", f"target.min: {shown(threshold)} must be a number from 0 to 1 (e.g. 0.8)")
 
 
+#: checkpoint_minutes' bounds: under a minute the uploads are mostly overhead; over a day the
+#: insurance is void (a Step Functions execution runs a year, an attempt rarely a day)
+CHECKPOINT_MINUTES_RANGE = (1.0, 1440.0)
+
+
+def _checkpoint_minutes(c: _Checker, key: str, value: Any, values: Mapping[str, Any]) -> None:
+    n = c.number(key, value)
+    low, high = CHECKPOINT_MINUTES_RANGE
+    if n is not None and not low <= n <= high:
+        c.add(
+            key,
+            f"checkpoint_minutes: {value!r} must be from {low:g} to {high:g} minutes (default 10): the "
+            "period of the insurance upload of the checkpoint, what an instance lost without a notice "
+            "can cost at most",
+        )
+
+
 PIPELINE_RULES: dict[str, PipelineRule] = {
     "instance_type": _instance_type,
     "instance_types": _instance_types,
@@ -550,6 +567,7 @@ PIPELINE_RULES: dict[str, PipelineRule] = {
     "max_hours": _max_hours,
     "max_cost_usd": _max_cost_usd,
     "target": _target,
+    "checkpoint_minutes": _checkpoint_minutes,
 }
 
 

@@ -19,6 +19,8 @@ Environment (docs/ARCHITECTURE.md, "The trainer"):
                                 (default 30; the answer must leave within 60 s of the notice).
                                 A run that is finishing (final validation, artifact upload)
                                 has until the notice's action time less a margin instead
+``SPOTYOLO_CHECKPOINT_SECONDS``  override config.yaml's ``checkpoint_minutes`` with a period in
+                                seconds (tests and benches)
 ``YOLO_CONFIG_DIR``             Ultralytics settings/font folder (default <workdir>/yolo-config)
 ==============================  ==========================================================
 
@@ -97,6 +99,8 @@ class TrainerEnv:
     heartbeat_seconds: float | None = None
     imds_poll_seconds: float = 5.0
     interrupt_grace_seconds: float = 30.0
+    #: overrides config.yaml's checkpoint_minutes (tests and benches: a period in seconds)
+    checkpoint_seconds: float | None = None
     endpoint_url: str | None = None
     imds_endpoint: str | None = None
 
@@ -142,6 +146,7 @@ class TrainerEnv:
             heartbeat_seconds=number(TrainerVar.HEARTBEAT_SECONDS, None),
             imds_poll_seconds=number(TrainerVar.IMDS_POLL_SECONDS, 5.0) or 5.0,
             interrupt_grace_seconds=number(TrainerVar.INTERRUPT_GRACE_SECONDS, 30.0) or 30.0,
+            checkpoint_seconds=number(TrainerVar.CHECKPOINT_SECONDS, None),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
             imds_endpoint=env.get(TrainerVar.IMDS_ENDPOINT),
         )
@@ -477,6 +482,7 @@ class TrainerRun:
             channel=self.channel,
             notice=self.notice,
             finishing=self.finishing,
+            checkpoint_seconds=env.checkpoint_seconds or config.checkpoint_minutes * 60,
         )
         model = YOLO(str(ckpt_path) if resume else model_spec)
         self.monitor.attach(model)
@@ -749,7 +755,7 @@ class TrainerRun:
         if self.monitor is None:
             return
         try:
-            self.monitor.uploader.wait(timeout)
+            self.monitor.upload_last_good(timeout)
         except Exception as err:
             log.warning("the last checkpoint upload failed: %s", err)
 

@@ -6,7 +6,10 @@ training thread:
 - ``on_train_batch_end``: the heartbeat (so a hung batch starves it and the state machine's
   stall watchdog fires), the non-finite-loss check (before Ultralytics' own NaN recovery
   can burn three more epochs), and the reaction to a spot interruption notice;
-- ``on_fit_epoch_end``: upload ``last.pt`` and ``results.csv``, write progress to the job table.
+- ``on_fit_epoch_end``: write progress to the job table, and queue the epoch's checkpoint for
+  upload when it is due: once ``checkpoint_seconds`` have passed since the last one (the
+  insurance against an instance lost without a notice), after the last epoch, and at once on
+  an interruption notice. The upload itself runs in the background (:class:`CheckpointUploader`).
 """
 
 from __future__ import annotations
@@ -67,13 +70,24 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-class CheckpointUploader:
-    """Uploads each epoch's best.pt (when it changed), last.pt and results.csv while the next
-    epoch trains.
+@dataclass
+class _Request:
+    last: Path
+    csv: Path
+    best: Path | None
+    #: set once the files are copied aside: Ultralytics may rewrite (or strip) them from then on
+    staged: threading.Event
 
-    One upload in flight at most: a new one first waits for the previous one, so S3 always
-    receives them in order. The files are staged (copied) first, because Ultralytics
-    rewrites last.pt in place at the next save. A PUT is atomic: an upload cut short leaves
+
+class CheckpointUploader:
+    """Uploads the run's checkpoint (last.pt, results.csv, and best.pt when it changed) from a
+    background thread, off the training thread's critical path.
+
+    ``submit`` only records the newest request and returns: one worker thread copies the files
+    aside (Ultralytics rewrites last.pt in place at its next save; a copy that saw a rewrite is
+    taken again) and uploads them. A request not yet started is replaced by a newer one, so S3
+    receives checkpoints in order and never an older one last. A state already uploaded (same
+    mtime and size of last.pt) is not uploaded again. A PUT is atomic: an upload cut short leaves
     the previous checkpoint in S3. best.pt goes first: a checkpoint in S3 never names a best
     fitness whose weights are not there (``checkpoint.rewrite_paths`` handles the other way).
     An upload error is raised by the next ``submit``/``wait``.
@@ -89,80 +103,130 @@ class CheckpointUploader:
         self.best_key = best_key
         self.uploads = 0
         self.best_uploads = 0
+        #: seconds the uploads took, all together (in the background)
+        self.upload_seconds = 0.0
         self._best_stamp: tuple[int, int] | None = None
+        self._last_stamp: tuple[int, int] | None = None
+        self._cond = threading.Condition()
+        self._pending: _Request | None = None
+        self._busy = False
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._stage: Path | None = None
 
     def known_best(self, best: Path) -> None:
         """``best`` is already in S3 as it is (put back from the checkpoint): do not upload it again."""
         self._best_stamp = _stamp(best)
 
-    def _stage_best(self, best: Path | None, stage: Path) -> tuple[Path, tuple[int, int]] | None:
-        if best is None or self.best_key is None:
-            return None
-        stamp = _stamp(best)
-        if stamp is None or stamp == self._best_stamp:
-            return None
-        staged = stage / layout.BEST
-        shutil.copyfile(best, staged)
-        return staged, stamp
+    def uploaded(self, last: Path) -> bool:
+        """``last`` as it is now was already uploaded (or is being uploaded)."""
+        stamp = _stamp(last)
+        return stamp is not None and stamp == self._last_stamp
 
-    def submit(self, last: Path, csv: Path, best: Path | None = None) -> None:
-        self.wait()
-        if not last.is_file():
-            return
-        stage = last.parent / ".upload"
-        stage.mkdir(exist_ok=True)
-        staged_best = self._stage_best(best, stage)
-        staged_last, staged_csv = stage / layout.LAST, stage / layout.RESULTS_CSV
-        shutil.copyfile(last, staged_last)
-        has_csv = csv.is_file()
-        if has_csv:
-            shutil.copyfile(csv, staged_csv)
+    def submit(self, last: Path, csv: Path, best: Path | None = None, *, staged: bool = False) -> bool:
+        """Queue an upload of the checkpoint as it is now; False when there is nothing new to upload.
 
-        def run() -> None:
+        With ``staged``, return only once the files are copied aside (before Ultralytics may
+        strip last.pt after the final epoch): a copy of one checkpoint, once per run.
+        """
+        self._raise_error()
+        if not last.is_file() or self.uploaded(last):
+            return False
+        request = _Request(last, csv, best, threading.Event())
+        with self._cond:
+            self._pending = request  # a request not started yet is replaced: the newest wins
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        if staged:
+            request.staged.wait()
+        return True
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None:
+                    # idle for 30 s: the thread ends (submit starts another)
+                    if not self._cond.wait(timeout=30.0) and self._pending is None:
+                        self._thread = None
+                        return
+                request, self._pending = self._pending, None
+                self._busy = True
             try:
-                start = time.monotonic()
-                if staged_best is not None and self.best_key is not None:
-                    self.s3.upload_file(str(staged_best[0]), self.bucket, self.best_key, Config=SINGLE_PUT)
-                    self._best_stamp = staged_best[1]
-                    self.best_uploads += 1
-                self.s3.upload_file(str(staged_last), self.bucket, self.checkpoint_key, Config=SINGLE_PUT)
-                if has_csv:  # after the checkpoint: results may run one epoch ahead, never behind
-                    self.s3.upload_file(str(staged_csv), self.bucket, self.results_key)
-                self.uploads += 1
-                log.info(
-                    "checkpoint uploaded (%.1f MiB%s in %.2f s)",
-                    staged_last.stat().st_size / 2**20,
-                    " and best.pt" if staged_best is not None else "",
-                    time.monotonic() - start,
-                )
+                self._upload(request)
             except BaseException as err:
                 self._error = err
+            finally:
+                request.staged.set()
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
-        self._thread = threading.Thread(target=run, name="checkpoint-upload", daemon=True)
-        self._thread.start()
+    def _upload(self, request: _Request) -> None:
+        stage = request.last.parent / ".upload"
+        stage.mkdir(exist_ok=True)
+        staged_last, last_stamp = _copy_steady(request.last, stage / layout.LAST)
+        if staged_last is None or last_stamp == self._last_stamp:
+            return
+        staged_best: Path | None = None
+        best_stamp = _stamp(request.best) if request.best is not None and self.best_key else None
+        if request.best is not None and best_stamp is not None and best_stamp != self._best_stamp:
+            staged_best, best_stamp = _copy_steady(request.best, stage / layout.BEST)
+        staged_csv, _ = _copy_steady(request.csv, stage / layout.RESULTS_CSV)
+        request.staged.set()
+        start = time.monotonic()
+        if staged_best is not None and self.best_key is not None:
+            self.s3.upload_file(str(staged_best), self.bucket, self.best_key, Config=SINGLE_PUT)
+            self._best_stamp = best_stamp
+            self.best_uploads += 1
+        self.s3.upload_file(str(staged_last), self.bucket, self.checkpoint_key, Config=SINGLE_PUT)
+        self._last_stamp = last_stamp
+        if staged_csv is not None:  # after the checkpoint: results may run one epoch ahead, never behind
+            self.s3.upload_file(str(staged_csv), self.bucket, self.results_key)
+        self.uploads += 1
+        seconds = time.monotonic() - start
+        self.upload_seconds += seconds
+        log.info(
+            "checkpoint uploaded in the background (%.1f MiB%s in %.2f s)",
+            staged_last.stat().st_size / 2**20,
+            " and best.pt" if staged_best is not None else "",
+            seconds,
+        )
 
-    def settle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the upload in flight, from any thread; True when none is
-        left (its error, if any, stays for ``wait``)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
+    def settle(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: as long as it takes) for the uploads queued, from any
+        thread; True when none is left (an error, if any, stays for ``wait``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
         return True
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the upload in flight (if any) is done; raise its error."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise TimeoutError(f"checkpoint upload still running after {timeout} s")
-            self._thread = None
+        """Block until the uploads queued are done; raise an upload's error."""
+        if not self.settle(timeout):
+            raise TimeoutError(f"checkpoint upload still running after {timeout} s")
+        self._raise_error()
+
+    def _raise_error(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+
+def _copy_steady(source: Path, target: Path, tries: int = 5) -> tuple[Path | None, tuple[int, int] | None]:
+    """Copy ``source`` unless it is missing; a copy during which it was rewritten is taken again."""
+    for _ in range(tries):
+        before = _stamp(source)
+        if before is None:
+            return None, None
+        shutil.copyfile(source, target)
+        if _stamp(source) == before:
+            return target, before
+    raise RuntimeError(f"{source} kept changing while it was copied for upload")
 
 
 @dataclass(frozen=True)
@@ -185,8 +249,16 @@ class TrainingMonitor:
         channel: TaskChannel,
         notice: Callable[[], Notice | None] = lambda: None,
         finishing: threading.Event | None = None,
+        checkpoint_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ref = ref
+        self.checkpoint_seconds = checkpoint_seconds
+        self.clock = clock
+        #: when the last checkpoint upload was queued (or training started)
+        self.uploaded_at = clock()
+        #: (mtime, size) of the newest last.pt whose epoch ended with a finite loss
+        self.good_last: tuple[int, int] | None = None
         self.s3 = s3
         self.table = table
         self.channel = channel
@@ -218,6 +290,7 @@ class TrainingMonitor:
 
     def on_pretrain_routine_end(self, trainer: Any) -> None:
         self.trainer = trainer
+        self.uploaded_at = self.clock()
         if trainer.start_epoch:
             log.info(
                 "resuming at epoch %d/%d (epochs 1-%d are in the checkpoint)",
@@ -263,7 +336,11 @@ class TrainingMonitor:
                 f"non-finite mean loss in epoch {trainer.epoch + 1}/{trainer.epochs}. Fix: lower lr0, check "
                 "the labels, or set amp: false."
             )
-        self.upload_checkpoint(trainer)
+        self.good_last = _stamp(Path(trainer.last))
+        final = trainer.epoch + 1 >= trainer.epochs or bool(trainer.stop)
+        if final or self._notice() is not None or self.clock() - self.uploaded_at >= self.checkpoint_seconds:
+            # the final epoch's files are copied before Ultralytics strips last.pt
+            self.upload_checkpoint(trainer, staged=final)
         losses = _losses(trainer)
         metrics = short_metrics({**(trainer.metrics or {}), "fitness": trainer.fitness})
         seconds = float(trainer.epoch_time) if trainer.epoch_time else None
@@ -297,7 +374,7 @@ class TrainingMonitor:
                 log.warning("interruption notice after the last epoch: finishing instead of stopping")
                 return
             self.interrupt_started.set()
-            self.uploader.wait()
+            self.upload_checkpoint(trainer, wait=True)  # a no-op when this epoch's is already queued
             self.channel.interrupted(
                 f"spot interruption notice ({notice.action} at {notice.time}) at the end of epoch "
                 f"{trainer.epoch + 1}/{trainer.epochs}; the checkpoint of that epoch is in "
@@ -307,12 +384,22 @@ class TrainingMonitor:
 
     # ------------------------------------------------------------ actions
 
-    def upload_checkpoint(self, trainer: Any, *, wait: bool = False) -> None:
+    def upload_checkpoint(self, trainer: Any, *, wait: bool = False, staged: bool = False) -> None:
         """Upload last.pt, results.csv and a changed best.pt of the epoch just saved (in the
-        background unless ``wait``)."""
-        self.uploader.submit(Path(trainer.last), Path(trainer.csv), Path(trainer.best))
+        background unless ``wait``); nothing when that state is already uploaded."""
+        self.uploader.submit(Path(trainer.last), Path(trainer.csv), Path(trainer.best), staged=staged)
+        self.uploaded_at = self.clock()
         if wait:
             self.uploader.wait()
+
+    def upload_last_good(self, timeout: float) -> None:
+        """On a failure: the newest checkpoint of an epoch that ended well goes up if it has not
+        (not one saved after a non-finite loss); then wait for the uploads."""
+        trainer = self.trainer
+        good = self.good_last
+        if trainer is not None and good is not None and _stamp(Path(trainer.last)) == good:
+            self.uploader.submit(Path(trainer.last), Path(trainer.csv), Path(trainer.best))
+        self.uploader.wait(timeout)
 
     def interrupt_mid_epoch(self, trainer: Any, notice: Notice) -> None:
         """Save a checkpoint that redoes the current epoch, upload it, send SpotInterrupted, stop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -181,9 +182,14 @@ def test_best_pt_is_uploaded_before_last_pt_and_only_when_it_changed(tmp_path: P
         last, best, csv = weights / "last.pt", weights / "best.pt", tmp_path / "results.csv"
         for path in (last, best, csv):
             path.write_text(path.name)
-        uploader.submit(last, csv, best)
-        uploader.submit(last, csv, best)  # best.pt unchanged: not again
-        os.utime(best, ns=(1, 1))  # rewritten by a better epoch
+        assert uploader.submit(last, csv, best)
+        uploader.wait()
+        assert not uploader.submit(last, csv, best)  # nothing changed: not uploaded twice
+        os.utime(last, ns=(1, 1))  # the next epoch's last.pt; best.pt unchanged: not again
+        assert uploader.submit(last, csv, best)
+        uploader.wait()
+        os.utime(last, ns=(2, 2))
+        os.utime(best, ns=(2, 2))  # rewritten by a better epoch
         uploader.submit(last, csv, best)
         uploader.wait()
         first, unchanged, rewritten = puts[:3], puts[3:5], puts[5:]
@@ -191,10 +197,48 @@ def test_best_pt_is_uploaded_before_last_pt_and_only_when_it_changed(tmp_path: P
         assert unchanged == ["ck/last.pt", "art/results.csv"]
         assert rewritten == first
         uploader.known_best(best)  # put back from S3 on a resume: already there
+        os.utime(last, ns=(3, 3))
         uploader.submit(last, csv, best)
         uploader.wait()
         assert puts[-2:] == ["ck/last.pt", "art/results.csv"] and len(puts) == 10
         assert s3.get_object(Bucket="ckpt", Key="ck/best.pt")["Body"].read() == b"best.pt"
+        assert uploader.uploads == 4
+
+
+def test_a_checkpoint_upload_never_blocks_the_training_thread_and_the_newest_wins(tmp_path: Path):
+    """A slow S3: ``submit`` returns at once; a request queued behind a running upload is
+    replaced by a newer one, so S3 ends with the newest checkpoint and none is sent out of order."""
+    import os
+
+    from spotyolo.trainer.monitor import CheckpointUploader
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="ckpt")
+        bodies: list[bytes] = []
+
+        def slow_put(params: Any, **_: Any) -> None:
+            if params["Key"] == "ck/last.pt":
+                body = params["Body"]
+                bodies.append(body.read() if hasattr(body, "read") else body)
+                if hasattr(body, "seek"):
+                    body.seek(0)
+                time.sleep(1.0)
+
+        s3.meta.events.register("before-parameter-build.s3.PutObject", slow_put)
+        uploader = CheckpointUploader(s3, "ckpt", "ck/last.pt", "art/results.csv")
+        last, csv = tmp_path / "last.pt", tmp_path / "results.csv"
+        csv.write_text("epoch\n")
+        started = time.monotonic()
+        for n in range(3):
+            last.write_text(f"epoch {n}")
+            os.utime(last, ns=(n + 1, n + 1))
+            assert uploader.submit(last, csv)
+            time.sleep(0.1)
+        assert time.monotonic() - started < 0.8, "submit waited for an upload"
+        uploader.wait()
+        assert bodies == [b"epoch 0", b"epoch 2"]  # epoch 1 was replaced while epoch 0 went up
+        assert s3.get_object(Bucket="ckpt", Key="ck/last.pt")["Body"].read() == b"epoch 2"
 
 
 def test_environment_contract_errors_name_the_variable(tmp_path: Path):

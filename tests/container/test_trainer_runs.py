@@ -213,6 +213,76 @@ def test_a_run_that_finished_before_its_instance_was_lost_is_not_trained_again(
     assert world.s3.get_object(Bucket=BUCKET, Key=log_key)["Body"].read() == first_log
 
 
+# ---------------------------------------------------------------- checkpoint uploads by time (issue 11)
+
+
+def test_a_long_checkpoint_period_uploads_no_epoch_but_the_last(
+    world: World, train: Callable[..., Run], shapes_job: Path, tmp_path: Path
+):
+    """checkpoint_minutes (10) is longer than the run: no epoch's checkpoint goes up, only the
+    final one, once, copied before Ultralytics strips last.pt (so it can still be resumed)."""
+    spec = world.upload_job("period-long", shapes_job, "r1", epochs=3)
+    assert spec.config.checkpoint_minutes == 10
+    queued: list[int] = []
+    holder: dict[str, TrainerRun] = {}
+
+    def count(trainer: Any) -> None:  # after the monitor's own on_fit_epoch_end
+        monitor = holder["attempt"].monitor
+        assert monitor is not None
+        assert monitor.uploader.settle(60)
+        queued.append(monitor.uploader.uploads)
+
+    run = train(spec, 1, {"on_fit_epoch_end": [count]}, setup=lambda a: holder.update(attempt=a))
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert queued[:3] == [0, 0, 1], "an epoch's checkpoint went up before its period"
+    assert run.attempt.monitor is not None and run.attempt.monitor.uploader.uploads == 1
+    ckpt = _checkpoint(world, spec, tmp_path)
+    assert ckpt["epoch"] == 2 and ckpt["optimizer"] is not None  # the last epoch, not the stripped file
+
+
+def test_a_checkpoint_goes_up_once_its_period_has_passed_and_bounds_a_loss_without_notice(
+    world: World, train: Callable[..., Run], shapes_job: Path, tmp_path: Path
+):
+    """A clock that moves 400 s per epoch, checkpoint_minutes 10: epoch 2's checkpoint goes up
+    (800 s), epoch 3's does not (400 s after it), epoch 4's does (the end). An instance lost
+    without a notice after epoch 3 would find epoch 2 in S3: it loses less than the period."""
+    spec = world.upload_job("period-short", shapes_job, "r1", epochs=4, checkpoint_minutes=10)
+    holder: dict[str, TrainerRun] = {}
+    now = [0.0]
+    in_s3: list[int] = []
+    queued: list[int] = []
+
+    def fake_clock(trainer: Any) -> None:
+        monitor = holder["attempt"].monitor
+        assert monitor is not None
+        monitor.clock = lambda: now[0]
+        monitor.uploaded_at = 0.0
+
+    def advance(trainer: Any) -> None:
+        now[0] += 400.0
+
+    def seen(trainer: Any) -> None:
+        monitor = holder["attempt"].monitor
+        assert monitor is not None and monitor.uploader.settle(60)
+        queued.append(monitor.uploader.uploads)
+        if trainer.epoch == 2:  # the instance vanishes here: what would the next attempt find?
+            in_s3.append(int(_checkpoint(world, spec, tmp_path)["epoch"]))
+
+    run = train(
+        spec,
+        1,
+        {
+            "on_pretrain_routine_end": [fake_clock],
+            "on_train_epoch_start": [advance],
+            "on_fit_epoch_end": [seen],
+        },
+        setup=lambda a: holder.update(attempt=a),
+    )
+    assert run.code == ExitCode.SUCCESS, run.log()
+    assert queued[:4] == [0, 1, 1, 2]
+    assert in_s3 == [1], "after epoch 3 the checkpoint of epoch 2 is in S3"
+
+
 # ---------------------------------------------------------------- divergence, then resume elsewhere
 
 
@@ -297,6 +367,8 @@ def test_interruption_notice_mid_epoch_checkpoints_and_reports(
         "best.pt was overwritten"
     )
     assert run.epochs_started == [0, 1]
+    assert run.attempt.monitor is not None
+    assert run.attempt.monitor.uploader.uploads == 1, "only the notice's checkpoint (the period is 10 min)"
 
 
 def test_interrupted_run_resumed_redoes_only_that_epoch(
