@@ -427,6 +427,9 @@ class InstanceRunner:
                 # AWS's 2-minute notice is ``notice_seconds`` here: poll and answer in step
                 TrainerVar.IMDS_POLL_SECONDS: str(IMDS_POLL_SECONDS),
                 TrainerVar.INTERRUPT_GRACE_SECONDS: str(max(1.0, self.world.notice_seconds / 2)),
+                # a local epoch takes a second, not the minutes of checkpoint_minutes: checkpoint
+                # every epoch, so a lost instance resumes here as it would on AWS
+                TrainerVar.CHECKPOINT_SECONDS: "0",
             }
         )
         env.update(self.world.trainer_env)
