@@ -29,7 +29,7 @@ from spotyolo.core.cost import CostReport, cost_report, price_fn
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
 from spotyolo.core.s3objects import object_exists
-from spotyolo.core.text import duration, sns_subject
+from spotyolo.core.text import duration, plot_names, sns_subject
 from spotyolo.steps.common import logger, metrics
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -214,25 +214,9 @@ def job_seconds(job: JobSpec, now: float | None = None) -> float | None:
     return max(0.0, (now if now is not None else time.time()) - started.timestamp())
 
 
-#: plot names the notification lists before "..." (the folder holds them all)
-PLOTS_NAMED = 4
-#: the plots a person looks at first, named first
-_PLOTS_FIRST = (
-    "results.png",
-    "confusion_matrix.png",
-    "BoxPR_curve.png",
-    "BoxF1_curve.png",
-    "val_batch0_pred.jpg",
-)
-
-
 def plots_line(bucket: str, job: str, names: list[str]) -> str:
     """``plots: s3://bkt/weights/shapes/plots/ (results.png, confusion_matrix.png, ...)``."""
-    ordered = sorted(
-        names, key=lambda n: (_PLOTS_FIRST.index(n) if n in _PLOTS_FIRST else len(_PLOTS_FIRST), n)
-    )
-    shown = ", ".join(ordered[:PLOTS_NAMED]) + (", ..." if len(ordered) > PLOTS_NAMED else "")
-    return f"plots: s3://{bucket}/{layout.plots_prefix(job)} ({shown})"
+    return f"plots: s3://{bucket}/{layout.plots_prefix(job)} ({plot_names(names)})"
 
 
 def summarize(
