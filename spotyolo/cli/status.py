@@ -13,7 +13,7 @@ from spotyolo.cli.deployment import Deployment, connect
 from spotyolo.cli.jobs import all_items, clock, executions_of, job_item, parse_time, table
 from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.layout import weights_prefix
-from spotyolo.core.cost import attempt_seconds, on_demand_price, price_fn, run_cost
+from spotyolo.core.cost import attempt_seconds, cost_report, price_fn, run_cost
 from spotyolo.core.models import JobItem
 
 _METRIC_ORDER = ("mAP50", "mAP50-95", "recall", "precision")
@@ -34,9 +34,8 @@ def job_row(item: JobItem, now: dt.datetime | None = None) -> dict[str, Any]:
     if starts:
         end = now if running else (max(ends) if ends else now)
         elapsed = (end - min(starts)).total_seconds()
-    cost = item.cost_usd if item.cost_usd is not None else run_cost(item.attempts, price_fn(), now)
-    # the same seconds on on-demand instances: what spot saved (estimates, core/cost.py)
-    on_demand = run_cost(item.attempts, lambda kind, _capacity, _az: on_demand_price(kind), now)
+    # the recorded spend when the run is over; the same seconds on-demand: what spot saved
+    cost = cost_report(item.attempts, price_fn(), now, cost_usd=item.cost_usd)
     return {
         "job": item.job,
         "state": item.status.value,
@@ -47,11 +46,10 @@ def job_row(item: JobItem, now: dt.datetime | None = None) -> dict[str, Any]:
         "epochs": progress.epochs if progress else None,
         "metric": {"name": metric[0], "value": metric[1]} if metric else None,
         "elapsed_seconds": round(elapsed, 1) if elapsed is not None else None,
-        "cost_usd": cost,
-        "on_demand_usd": on_demand,
-        "saving_percent": round(100 * (1 - cost / on_demand))
-        if on_demand > 0 and cost <= on_demand
-        else None,
+        "cost_usd": cost.cost_usd,
+        "on_demand_usd": cost.on_demand_usd,
+        "saving_percent": cost.saving_pct,
+        "cost": cost.words() if item.attempts else None,
         "interruptions": sum(1 for a in item.attempts if a.outcome == ErrorName.SPOT_INTERRUPTED),
         "message": item.message,
     }
@@ -165,7 +163,7 @@ def detail_text(detail: dict[str, Any]) -> str:
         f"{detail['job']}: {detail['state']}"
         + (f" · epoch {detail['epoch']}/{detail['epochs']}" if detail["epochs"] else ""),
         f"  run {detail['run_id'] or '-'} · execution {(detail['execution'] or '-').rsplit(':', 1)[-1]}",
-        f"  cost ${detail['cost_usd']:.2f} (on-demand ${detail['on_demand_usd']:.2f}) · "
+        f"  cost {detail['cost'] or '$0.00'} (on-demand ${detail['on_demand_usd']:.2f}) · "
         f"{detail['interruptions']} interruption(s) · "
         f"elapsed {clock(detail['elapsed_seconds'])}",
     ]

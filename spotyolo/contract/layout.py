@@ -18,6 +18,10 @@ RESULTS_CSV = "results.csv"
 METRICS_JSON = "metrics.json"
 #: files promoted from a successful run to weights/<job>/
 WEIGHT_FILES = (BEST, LAST, RESULTS_CSV, METRICS_JSON)
+#: Ultralytics' plots (results.png, the PR/F1 curves, the confusion matrix, val batch
+#: predictions): uploaded among a run's artifacts, promoted to weights/<job>/plots/
+PLOTS_DIR = "plots"
+PLOT_SUFFIXES = (".png", ".jpg")
 
 
 def check_job_name(job: str) -> str:
@@ -91,3 +95,16 @@ def weights_key(job: str, name: str) -> str:
 
 def previous_weights_prefix(job: str) -> str:
     return f"weights/{job}/previous/"
+
+
+def is_plot(name: str) -> bool:
+    """An artifact name that is one of the run's plot images (a plain file name)."""
+    return "/" not in name and not name.startswith(".") and name.lower().endswith(PLOT_SUFFIXES)
+
+
+def plots_prefix(job: str) -> str:
+    return f"weights/{job}/{PLOTS_DIR}/"
+
+
+def previous_plots_prefix(job: str) -> str:
+    return f"weights/{job}/previous/{PLOTS_DIR}/"

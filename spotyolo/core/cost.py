@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spotyolo.core.models import AttemptRecord
@@ -294,3 +295,49 @@ def run_cost(
         else:
             total += price(record.instance_type, record.capacity, record.az) * seconds / 3600.0
     return round(total, 4)
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """What a run cost, what the same attempts would have cost on-demand, and the saving: said
+    in the notification, ``status`` and ``weights/<job>/metrics.json``."""
+
+    cost_usd: float
+    #: the same attempts' seconds at the on-demand price of their instance types
+    on_demand_usd: float
+    #: how many launched attempts ran on spot
+    spot_attempts: int
+
+    @property
+    def saving_pct(self) -> int | None:
+        """Percent less than on-demand; None when no attempt ran on spot or nothing was saved."""
+        if not self.spot_attempts or self.on_demand_usd <= 0 or self.cost_usd >= self.on_demand_usd:
+            return None
+        return round(100 * (1 - self.cost_usd / self.on_demand_usd))
+
+    def words(self) -> str:
+        """``$0.83 on spot, 68% less than on-demand``; ``$2.10 on-demand`` when no spot ran."""
+        if not self.spot_attempts:
+            return f"${self.cost_usd:.2f} on-demand"
+        saving = self.saving_pct
+        return f"${self.cost_usd:.2f} on spot" + (f", {saving}% less than on-demand" if saving else "")
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {"cost_usd": self.cost_usd, "on_demand_usd": self.on_demand_usd, "saving_pct": self.saving_pct}
+
+
+def cost_report(
+    attempts: Iterable[AttemptRecord],
+    price: PriceFn | None = None,
+    now: dt.datetime | None = None,
+    cost_usd: float | None = None,
+) -> CostReport:
+    """The run's :class:`CostReport`; ``cost_usd`` when the spend is already recorded (the job
+    table), else :func:`run_cost` with ``price``."""
+    records = list(attempts)
+    price = price or price_fn()
+    on_demand = price.on_demand if isinstance(price, Prices) else on_demand_price
+    spent = run_cost(records, price, now) if cost_usd is None else cost_usd
+    equivalent = run_cost(records, lambda kind, _capacity, _az: on_demand(kind), now)
+    spot = sum(1 for r in records if r.instance_type and r.start and r.capacity == "spot")
+    return CostReport(cost_usd=round(spent, 4), on_demand_usd=equivalent, spot_attempts=spot)

@@ -29,6 +29,25 @@ def cause_text(error: ErrorInfo | None) -> str:
     return cause.strip()[:1500]
 
 
+#: plot names listed before "..." (the folder holds them all)
+PLOTS_NAMED = 4
+#: the plots a person looks at first, named first
+PLOTS_FIRST = (
+    "results.png",
+    "confusion_matrix.png",
+    "BoxPR_curve.png",
+    "BoxF1_curve.png",
+    "val_batch0_pred.jpg",
+)
+
+
+def plot_names(names: list[str]) -> str:
+    """``results.png, confusion_matrix.png, BoxPR_curve.png, val_batch0_pred.jpg, ...``"""
+    rank = {name: i for i, name in enumerate(PLOTS_FIRST)}
+    ordered = sorted(names, key=lambda n: (rank.get(n, len(PLOTS_FIRST)), n))
+    return ", ".join(ordered[:PLOTS_NAMED]) + (", ..." if len(ordered) > PLOTS_NAMED else "")
+
+
 #: SNS Publish: a subject is printable ASCII, "less than 100 characters long"
 SUBJECT_MAX = 99
 

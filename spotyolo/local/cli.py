@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spotyolo.contract.layout import BEST, CONFIG_NAME, JOB_NAME_RE, weights_key, weights_prefix
+from spotyolo.contract.layout import BEST, CONFIG_NAME, JOB_NAME_RE, PLOTS_DIR, weights_key, weights_prefix
+from spotyolo.core.text import plot_names
 
 #: exit codes of `spotyolo local`
 OK, FAILED, INVALID, INTERRUPTED = 0, 1, 2, 130
@@ -392,14 +393,29 @@ def _finish(
                 "weights": str(output / BEST) if (output / BEST).exists() else None,
                 "files": sorted(str(p) for p in files),
             }
-            listed = ", ".join(sorted(p.relative_to(output).as_posix() for p in files))
-            console.say(f"weights/{job}/ copied to {output}/ ({listed})")
+            names = [p.relative_to(output).as_posix() for p in files]
+            if any(n.startswith(f"{PLOTS_DIR}/") for n in names):
+                summary["paths"]["plots"] = str(output / PLOTS_DIR)
+            for line in copied_lines(job, output, names):
+                console.say(line)
     logs = _keep_logs(engine, output / "logs")
     if logs:
         summary["paths"]["logs"] = str(output / "logs")
         if not summary["success"]:
             console.say(f"logs of the trainers and the Lambdas: {output / 'logs'}/")
     return summary
+
+
+def copied_lines(job: str, output: Path, names: list[str]) -> list[str]:
+    """What ``spotyolo local`` says of the files it copied from weights/<job>/ (``names``,
+    relative to ``output``): the weights, then the plots (previous/plots/ is not listed)."""
+    names = sorted(names)
+    listed = ", ".join(n for n in names if PLOTS_DIR not in n.split("/"))
+    lines = [f"weights/{job}/ copied to {output}/ ({listed})"]
+    plots = [n.split("/", 1)[1] for n in names if n.startswith(f"{PLOTS_DIR}/")]
+    if plots:
+        lines.append(f"plots: {output / PLOTS_DIR}/ ({plot_names(plots)})")
+    return lines
 
 
 def _keep_logs(engine: Any, folder: Path) -> list[Path]:

@@ -111,6 +111,26 @@ ENGINE_HEADER = "X-Spotyolo-Engine"
 READY_TIMEOUT = 300.0
 
 
+#: the AWS Price List API's JSON target prefix: moto has no such service
+PRICE_LIST_TARGET = "AWSPriceListService."
+
+
+def _no_price_list(start_response: Any) -> list[bytes]:
+    """What the emulator answers the Price List API: a refusal, so the pricing code falls back to
+    its dated table at once (moto would print "Unable to find appropriate backend" on stdout,
+    into `spotyolo local --json`'s output, and botocore would retry)."""
+    body = json.dumps(
+        {
+            "__type": "AccessDeniedException",
+            "message": "the spotyolo local emulator has no Price List API: on-demand prices come "
+            "from the dated table in spotyolo/core/cost.py",
+        }
+    ).encode()
+    headers = [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))]
+    start_response("400 Bad Request", headers)
+    return [body]
+
+
 class ReadyGate:
     """WSGI middleware: no request is answered until the pipeline is deployed (the bucket, the
     rules and the bridge), but the engine's own, which deploy it. Without it an upload made as
@@ -121,6 +141,8 @@ class ReadyGate:
         self.app, self.ready, self.key = app, ready, key
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(PRICE_LIST_TARGET):
+            return _no_price_list(start_response)
         own = environ.get("HTTP_" + ENGINE_HEADER.upper().replace("-", "_")) == self.key
         if not own and not self.ready.wait(READY_TIMEOUT):
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])

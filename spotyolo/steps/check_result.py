@@ -2,9 +2,11 @@
 
 Event ``{"job": JobSpec, "attempt": Attempt, "result": TrainResult, "execution": arn}``;
 returns a ``Summary`` (``$.summary``). Copies ``runs/<job>/<run_id>/artifacts/{best.pt,
-last.pt, results.csv, metrics.json}`` to ``weights/<job>/`` after copying the weights that were
-there to ``weights/<job>/previous/``, so a retrain never silently destroys the last good model
-(``promote`` says how a retry keeps it so). It publishes only after claiming the run in the job
+last.pt, results.csv, metrics.json}`` to ``weights/<job>/`` and the run's plot images to
+``weights/<job>/plots/``, after copying the set that was there (plots included) to
+``weights/<job>/previous/``, so a retrain never silently destroys the last good model
+(``promote`` says how a retry keeps it so). The published metrics.json also says what the run
+cost, its on-demand equivalent and the saving. It publishes only after claiming the run in the job
 table, so a cancel either stops it before it publishes anything or comes too late.
 """
 
@@ -23,11 +25,11 @@ from spotyolo.contract import layout
 from spotyolo.contract.errors import Cancelled, TrainerError
 from spotyolo.contract.status import JobStatus
 from spotyolo.core.awserrors import MISSING_OBJECT_CODES, error_code
-from spotyolo.core.cost import price_fn, run_cost
+from spotyolo.core.cost import CostReport, cost_report, price_fn
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec, Summary, TrainResult
 from spotyolo.core.s3objects import object_exists
-from spotyolo.core.text import duration, sns_subject
+from spotyolo.core.text import duration, plot_names, sns_subject
 from spotyolo.steps.common import logger, metrics
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -84,6 +86,33 @@ def _mirror(s3: S3Client, bucket: str, sources: dict[str, str], prefix: str) -> 
             s3.delete_object(Bucket=bucket, Key=target)
 
 
+def _listed(s3: S3Client, bucket: str, prefix: str) -> dict[str, str]:
+    """name -> key of the plain files directly under ``prefix``."""
+    found: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(prefix) :]
+            if name and "/" not in name:
+                found[name] = obj["Key"]
+    return found
+
+
+def _sync(s3: S3Client, bucket: str, sources: dict[str, str], prefix: str) -> None:
+    """Make ``prefix`` hold exactly a copy of ``sources``: copy each, delete any other file."""
+    for name, source in sources.items():
+        s3.copy_object(Bucket=bucket, Key=prefix + name, CopySource={"Bucket": bucket, "Key": source})
+    for name, key in _listed(s3, bucket, prefix).items():
+        if name not in sources:  # a plot of another model would mislabel this one
+            s3.delete_object(Bucket=bucket, Key=key)
+
+
+def run_plots(s3: S3Client, job: JobSpec, result: TrainResult) -> dict[str, str]:
+    """The run's plot images (name -> artifact key) that are in S3; only this run's artifacts."""
+    _run_sources(job, result)  # refuses keys outside the run
+    plots = {n: k for n, k in result.artifacts.items() if layout.is_plot(n)}
+    return {n: k for n, k in sorted(plots.items()) if object_exists(s3, job.bucket, k)}
+
+
 def _run_sources(job: JobSpec, result: TrainResult) -> dict[str, str]:
     """The run's files to publish; a key outside the run's own artifacts/ is refused."""
     prefix = layout.artifacts_prefix(job.name, job.run_id)
@@ -107,29 +136,39 @@ def publishable(s3: S3Client, job: JobSpec, result: TrainResult) -> dict[str, st
     return sources
 
 
-def promote(s3: S3Client, job: JobSpec, result: TrainResult) -> list[str]:
-    """Publish the run to weights/<job>/, the set it replaces to weights/<job>/previous/.
+def promote(s3: S3Client, job: JobSpec, result: TrainResult, cost: CostReport | None = None) -> list[str]:
+    """Publish the run to weights/<job>/ (its plots to weights/<job>/plots/), the set it
+    replaces, plots included, to weights/<job>/previous/.
 
     Each folder's metrics.json is written last and names the run the folder holds (null: none),
     so it is the commit point: a reader trusts the folder's set when metrics.json names its run,
     and a retry (Check result is retried on Lambda errors) redoes only what is not done yet.
     1. Keep the old set, unless weights/ already names this run or previous/ already names the
-       run weights/ holds: copy weights/ to previous/, then previous/metrics.json.
-    2. Publish: copy this run's files to weights/, then metrics.json with this run's id.
-    Returns the published keys.
+       run weights/ holds: copy weights/ to previous/ (plots/ to previous/plots/, exactly), then
+       previous/metrics.json.
+    2. Publish: copy this run's files to weights/, make plots/ exactly this run's plots (the old
+       model's are in previous/plots/), then metrics.json with this run's id and ``cost``.
+    Returns the published keys (plots included).
     """
-    bucket, weights = job.bucket, layout.weights_prefix(job.name)
+    bucket, weights, plots = job.bucket, layout.weights_prefix(job.name), layout.plots_prefix(job.name)
     sources = publishable(s3, job, result)
     held = _recorded_run(s3, bucket, weights)
     if held != job.run_id:
+        new_plots = run_plots(s3, job, result)
         held = None if held == UNRECORDED else held
         previous = layout.previous_weights_prefix(job.name)
         if _recorded_run(s3, bucket, previous) != held:
             _mirror(s3, bucket, {n: weights + n for n in _FILES}, previous)
+            _sync(s3, bucket, _listed(s3, bucket, plots), layout.previous_plots_prefix(job.name))
             _put_json(s3, bucket, previous + layout.METRICS_JSON, _old_metrics(s3, bucket, weights, held))
         _mirror(s3, bucket, {n: sources[n] for n in _FILES}, weights)
-        _put_json(s3, bucket, weights + layout.METRICS_JSON, _run_metrics(s3, job, result, sources))
-    return [weights + n for n in layout.WEIGHT_FILES if object_exists(s3, bucket, weights + n)]
+        _sync(s3, bucket, new_plots, plots)
+        doc = _run_metrics(s3, job, result, sources)
+        if cost is not None:
+            doc.update(cost.as_metrics())
+        _put_json(s3, bucket, weights + layout.METRICS_JSON, doc)
+    published = [weights + n for n in layout.WEIGHT_FILES if object_exists(s3, bucket, weights + n)]
+    return published + sorted(_listed(s3, bucket, plots).values())
 
 
 def _old_metrics(s3: S3Client, bucket: str, weights: str, held: str | None) -> dict[str, Any]:
@@ -175,10 +214,21 @@ def job_seconds(job: JobSpec, now: float | None = None) -> float | None:
     return max(0.0, (now if now is not None else time.time()) - started.timestamp())
 
 
+def plots_line(bucket: str, job: str, names: list[str]) -> str:
+    """``plots: s3://bkt/weights/shapes/plots/ (results.png, confusion_matrix.png, ...)``."""
+    return f"plots: s3://{bucket}/{layout.plots_prefix(job)} ({plot_names(names)})"
+
+
 def summarize(
-    job: JobSpec, attempt: Attempt, result: TrainResult, cost_usd: float, elapsed: float | None = None
+    job: JobSpec,
+    attempt: Attempt,
+    result: TrainResult,
+    cost: CostReport | float,
+    elapsed: float | None = None,
+    plots: list[str] | None = None,
 ) -> Summary:
-    """The message, e.g. `shapes complete: 90.4% recall (mAP50 0.938) · 60 epochs · 1m32s · ~$0.42`."""
+    """The message, e.g. `shapes complete: 90.4% recall (mAP50 0.938) · 60 epochs · 1m32s ·
+    $0.42 on spot, 61% less than on-demand`, then where the weights and the plots are."""
     target = job.config.target
     headline_name = target.metric if target else "mAP50"
     headline = _metric(result.metrics, headline_name)
@@ -196,9 +246,12 @@ def summarize(
     parts += [f"{result.epochs} epochs", duration(elapsed if elapsed is not None else result.seconds)]
     if attempt.interruptions:
         parts.append(f"{attempt.interruptions} interruption{'s' if attempt.interruptions != 1 else ''}")
-    parts.append(f"~${cost_usd:.2f}")
+    parts.append(cost.words() if isinstance(cost, CostReport) else f"~${cost:.2f}")
+    cost_usd = cost.cost_usd if isinstance(cost, CostReport) else cost
     weights = f"s3://{job.bucket}/{layout.weights_prefix(job.name)}"
     message = " · ".join(parts) + f"\nweights: {weights}best.pt"
+    if plots:
+        message += "\n" + plots_line(job.bucket, job.name, plots)
     return Summary(
         status=status,
         subject=sns_subject("spotyolo: ", job.name, f" {status}"),
@@ -227,10 +280,11 @@ def check_result(
             f"were published: nothing was published, s3://{job.bucket}/{layout.weights_prefix(job.name)} "
             "is as it was"
         )
-    promote(s3, event.job, event.result)
     item = table.get(event.job.name)
-    cost = run_cost(item.attempts, price_fn(ec2, pricing)) if item else 0.0
-    summary = summarize(event.job, event.attempt, event.result, cost, job_seconds(event.job))
+    cost = cost_report(item.attempts if item else [], price_fn(ec2, pricing))
+    published = promote(s3, event.job, event.result, cost)
+    plots = [k.rsplit("/", 1)[-1] for k in published if k.startswith(layout.plots_prefix(job.name))]
+    summary = summarize(event.job, event.attempt, event.result, cost, job_seconds(event.job), plots)
     metrics.add_metric(name="JobsTrained", unit=MetricUnit.Count, value=1)
     logger.info(
         "result", extra={"job": event.job.name, "status": summary.status, "metrics": event.result.metrics}

@@ -19,7 +19,7 @@ from spotyolo.contract.errors import ErrorName, JobInvalid
 from spotyolo.contract.layout import job_from_config_key
 from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.awserrors import error_code
-from spotyolo.core.cost import price_fn, run_cost
+from spotyolo.core.cost import CostReport, cost_report, price_fn
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
@@ -97,6 +97,7 @@ def failure_summary(
     attempts: int,
     interruptions: int,
     status: JobStatus = JobStatus.FAILED,
+    cost: CostReport | None = None,
 ) -> Summary:
     name = error.Error if error else ErrorName.STATES_TASK_FAILED
     what = error_words(error, job)
@@ -104,7 +105,10 @@ def failure_summary(
     message = f"{job_name} {status}: {what}."
     if cause and cause not in message:
         message += f"\n{cause}"
-    parts = [f"cost so far ${cost_usd:.2f}", f"{attempts} attempt{'s' if attempts != 1 else ''}"]
+    parts = [
+        f"cost so far {cost.words()}" if cost else f"cost so far ${cost_usd:.2f}",
+        f"{attempts} attempt{'s' if attempts != 1 else ''}",
+    ]
     if interruptions:
         parts.append(f"{interruptions} interruption{'s' if interruptions != 1 else ''}")
     message += "\n" + " · ".join(parts)
@@ -204,7 +208,8 @@ def clean_up(
     if item.current:
         table.end_attempt(job_name, execution, item.current.number, outcome)
     fresh = table.get(job_name) or item
-    cost = run_cost(fresh.attempts, price_fn(ec2, pricing))
+    report = cost_report(fresh.attempts, price_fn(ec2, pricing))
+    cost = report.cost_usd
     interruptions = sum(
         1 for a in fresh.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
     )
@@ -212,7 +217,14 @@ def clean_up(
     if summary is None:
         status = JobStatus.CANCELLED if outcome == ErrorName.CANCELLED else JobStatus.FAILED
         summary = failure_summary(
-            job_name, error, job, cost_usd=cost, attempts=attempts, interruptions=interruptions, status=status
+            job_name,
+            error,
+            job,
+            cost_usd=cost,
+            attempts=attempts,
+            interruptions=interruptions,
+            status=status,
+            cost=report,
         )
     table.finish(job_name, execution, message=summary.message, cost_usd=summary.cost_usd or cost)
     released = table.release_lock(job_name, execution, summary.status)

@@ -670,6 +670,8 @@ class TrainerRun:
             **val_args,
         )
         values = dict(getattr(metrics, "results_dict", None) or {})
+        if train_args.get("plots", True):
+            draw_results(save_dir / layout.RESULTS_CSV)
         return self._report(
             save_dir,
             best,
@@ -770,6 +772,23 @@ class TrainerRun:
             )
         except Exception as err:  # the log is a convenience; never mask the outcome
             log.warning("could not upload the run log: %s", err)
+
+
+def draw_results(results_csv: Path) -> Path | None:
+    """Draw results.png from the run's results.csv, as Ultralytics does after its last epoch: a
+    run finished by a later attempt (``_validate_finished``) trains no epoch, so nothing else
+    would draw it. A plot that fails costs a warning, never the run."""
+    if not results_csv.is_file():
+        return None
+    try:
+        from ultralytics.utils.plotting import plot_results
+
+        plot_results(file=str(results_csv))
+    except Exception as err:
+        log.warning("results.png could not be drawn from %s: %s", results_csv.name, err)
+        return None
+    drawn = results_csv.with_name("results.png")
+    return drawn if drawn.is_file() else None
 
 
 def _cuda_visible() -> bool:

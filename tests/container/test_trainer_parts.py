@@ -257,3 +257,19 @@ def test_environment_contract_errors_name_the_variable(tmp_path: Path):
         TrainerEnv.from_env({**env, "ATTEMPT": "zero"})
     with pytest.raises(EnvironmentInvalid, match="JOB: job name 'Bad/Name'"):
         TrainerEnv.from_env({**env, "JOB": "Bad/Name"})
+
+
+def test_a_run_finished_by_a_later_attempt_still_gets_its_results_png(tmp_path: Path):
+    """The attempt that only validates a finished run trains no epoch, so Ultralytics draws no
+    results.png: the trainer draws it from the restored results.csv (and a bad CSV costs
+    nothing but a warning)."""
+    from spotyolo.trainer.main import draw_results
+
+    columns = ["epoch", "time", "train/box_loss", "train/cls_loss"]
+    columns += ["metrics/precision(B)", "metrics/recall(B)"]
+    rows = [[1, 3.1, 1.9, 3.2, 0.01, 0.02], [2, 6.0, 1.7, 2.9, 0.05, 0.10], [3, 9.2, 1.5, 2.5, 0.2, 0.4]]
+    csv = tmp_path / "results.csv"
+    csv.write_text("\n".join(",".join(map(str, r)) for r in [columns, *rows]) + "\n")
+    drawn = draw_results(csv)
+    assert drawn == tmp_path / "results.png" and drawn.read_bytes().startswith(b"\x89PNG")
+    assert draw_results(tmp_path / "missing" / "results.csv") is None

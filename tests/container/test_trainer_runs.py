@@ -192,6 +192,24 @@ def test_two_epochs_succeed_with_metrics_and_artifacts(
     assert token and token not in log_text
 
 
+def test_a_run_with_plots_on_uploads_ultralytics_plots_among_its_artifacts(
+    world: World, train: Callable[..., Run], shapes_job: Path
+):
+    """Plots are on by default, as in Ultralytics (the test jobs turn them off for speed): the
+    run's results.png, PR curve, confusion matrix and val predictions go up with its weights."""
+    spec = world.upload_job("plotted", shapes_job, "r1", epochs=1, plots=True)
+    run = train(spec, 1)
+    assert run.code == ExitCode.SUCCESS, run.log()
+    result = TrainResult.model_validate_json(run.outcome["output"])
+    plots = {name for name in result.artifacts if layout.is_plot(name)}
+    assert {"results.png", "confusion_matrix.png", "val_batch0_pred.jpg"} <= plots, sorted(result.artifacts)
+    assert any(name.endswith("PR_curve.png") for name in plots), sorted(plots)
+    for name in plots:
+        assert result.artifacts[name] == layout.artifact_key("plotted", "r1", name)
+    body = world.s3.get_object(Bucket=BUCKET, Key=result.artifacts["results.png"])["Body"].read()
+    assert body.startswith(b"\x89PNG") and len(body) > 10_000  # a drawn chart, not an empty file
+
+
 def test_a_run_that_finished_before_its_instance_was_lost_is_not_trained_again(
     world: World, train: Callable[..., Run], shapes_job: Path
 ):

@@ -424,7 +424,9 @@ def test_the_notification_says_what_the_launched_attempts_cost_and_if_the_target
     assert item and item.attempts[0].start and item.attempts[0].instance_type == "g5.xlarge"
     expected = run_cost(item.attempts, price_fn(world.ec2))
     assert expected > 0 and summary.cost_usd == expected  # at least a minute of g5.xlarge on demand
-    assert f"~${expected:.2f}" in summary.message
+    # every attempt ran on-demand: the cost, and no saving to claim
+    assert f" · ${expected:.2f} on-demand\n" in summary.message
+    assert "less than on-demand" not in summary.message and "on spot" not in summary.message
     assert summary.status == "below target" and summary.met_target is False
     assert summary.message.startswith(
         f"{job.name} below target: 90.0% recall (mAP50 0.800) · target recall ≥ 95.0%"

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from spotyolo.contract.errors import TrainerError
+from spotyolo.core.cost import CostReport
 from spotyolo.core.models import JobConfig, JobSpec, TrainResult
 from spotyolo.steps import check_result
 
@@ -171,3 +172,99 @@ def test_weights_that_cannot_be_read_are_never_overwritten(s3: Any) -> None:
     with pytest.raises(ClientError, match="AccessDenied"):
         check_result.promote(Forbidden(s3), j, result())
     assert read(s3, f"weights/{j.name}/best.pt") == b"old best"
+
+
+# ------------------------------------------------------------------ plots and cost next to the weights
+
+
+def plot_run(s3: Any, j: JobSpec) -> TrainResult:
+    """A run that drew results.png and a confusion matrix, reported as its artifacts."""
+    run_files(s3, j)
+    base = f"runs/{j.name}/run-new/artifacts/"
+    for name in ("results.png", "confusion_matrix.png", "trainer.log"):
+        put(s3, base + name, f"new {name}")
+    return result(**{n: base + n for n in ("results.png", "confusion_matrix.png", "trainer.log")})
+
+
+def old_model_with_plots(s3: Any, j: JobSpec) -> None:
+    put(s3, f"weights/{j.name}/best.pt", "old best")
+    put(s3, f"weights/{j.name}/metrics.json", json.dumps({"run_id": "run-old"}))
+    put(s3, f"weights/{j.name}/plots/results.png", "old results.png")
+    put(s3, f"weights/{j.name}/plots/F1_curve.png", "old F1_curve.png")  # the new run drew none
+
+
+def folder(s3: Any, prefix: str) -> dict[str, str]:
+    listed = s3.list_objects_v2(Bucket="bkt", Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix) :]: (read(s3, o["Key"]) or b"").decode() for o in listed}
+
+
+NEW_PLOTS = {"confusion_matrix.png": "new confusion_matrix.png", "results.png": "new results.png"}
+OLD_PLOTS = {"F1_curve.png": "old F1_curve.png", "results.png": "old results.png"}
+
+
+def test_the_runs_plots_replace_the_old_models_which_move_to_previous(s3: Any) -> None:
+    j = job()
+    run = plot_run(s3, j)
+    old_model_with_plots(s3, j)
+    for _ in range(2):  # a retried Check result publishes the same set
+        published = check_result.promote(s3, j, run)
+    assert folder(s3, f"weights/{j.name}/plots/") == NEW_PLOTS  # only this run's, no stale F1 curve
+    assert folder(s3, f"weights/{j.name}/previous/plots/") == OLD_PLOTS  # kept with the old best.pt
+    assert read(s3, f"weights/{j.name}/previous/best.pt") == b"old best"
+    assert [k for k in published if "/plots/" in k] == [
+        f"weights/{j.name}/plots/{n}" for n in ("confusion_matrix.png", "results.png")
+    ]
+    assert read(s3, f"weights/{j.name}/trainer.log") is None  # plots and weights only
+
+
+def test_a_plot_reported_outside_the_run_publishes_nothing(s3: Any) -> None:
+    j = job()
+    run_files(s3, j)
+    put(s3, "runs/other/run-x/artifacts/results.png", "someone else's")
+    with pytest.raises(TrainerError, match="outside this run's"):
+        check_result.promote(s3, j, result(**{"results.png": "runs/other/run-x/artifacts/results.png"}))
+    assert folder(s3, f"weights/{j.name}/") == {}
+
+
+class FailingOnce:
+    """S3 whose writes fail once, after ``allowed`` of them went through (a Lambda timeout)."""
+
+    def __init__(self, s3: Any, allowed: int) -> None:
+        self._s3, self.allowed = s3, allowed
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._s3, name)
+        if name not in ("copy_object", "put_object", "delete_object"):
+            return call
+
+        def write(**kw: Any) -> Any:
+            self.allowed -= 1
+            if self.allowed == -1:
+                raise ConnectionError("Lambda ran out of time")
+            return call(**kw)
+
+        return write
+
+
+@pytest.mark.parametrize("allowed", range(13))  # each of its 13 writes, plots included
+def test_a_promotion_with_plots_cut_short_is_completed_by_the_retry(s3: Any, allowed: int) -> None:
+    j = job()
+    run = plot_run(s3, j)
+    old_model_with_plots(s3, j)
+    try:
+        check_result.promote(FailingOnce(s3, allowed), j, run)
+    except ConnectionError:
+        assert json.loads(read(s3, f"weights/{j.name}/metrics.json") or b"")["run_id"] == "run-old"
+    check_result.promote(s3, j, run)
+    assert folder(s3, f"weights/{j.name}/plots/") == NEW_PLOTS
+    assert folder(s3, f"weights/{j.name}/previous/plots/") == OLD_PLOTS
+
+
+def test_the_published_metrics_json_says_the_cost_and_the_saving(s3: Any) -> None:
+    j = job()
+    run_files(s3, j)
+    report = CostReport(cost_usd=0.8312, on_demand_usd=2.6, spot_attempts=1)
+    check_result.promote(s3, j, result(), report)
+    doc = json.loads(read(s3, f"weights/{j.name}/metrics.json") or b"")
+    assert (doc["cost_usd"], doc["on_demand_usd"], doc["saving_pct"]) == (0.8312, 2.6, 68)
+    assert doc["run_id"] == "run-new" and doc["metrics"] == {"recall": 0.9}

@@ -217,3 +217,27 @@ def test_serve_answers_nothing_before_the_pipeline_is_deployed(tmp_path: Path) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_the_sample_job_draws_plots_and_the_output_names_them(tmp_path: Path) -> None:
+    import yaml
+
+    from spotyolo.core.models import JobConfig
+    from spotyolo.local.cli import copied_lines
+
+    sample = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/shapes/config.yaml").read_text())
+    assert JobConfig(**sample).train_args().get("plots", True) is True  # Ultralytics' default: on
+    names = ["best.pt", "last.pt", "metrics.json", "results.csv", "plots/results.png"]
+    names += ["plots/confusion_matrix.png", "plots/BoxPR_curve.png", "plots/BoxF1_curve.png"]
+    names += [
+        "plots/val_batch0_pred.jpg",
+        "plots/labels.jpg",
+        "previous/best.pt",
+        "previous/plots/results.png",
+    ]
+    out = tmp_path / "shapes"
+    assert copied_lines("shapes", out, names) == [
+        f"weights/shapes/ copied to {out}/ (best.pt, last.pt, metrics.json, previous/best.pt, results.csv)",
+        f"plots: {out}/plots/ (results.png, confusion_matrix.png, BoxPR_curve.png, BoxF1_curve.png, ...)",
+    ]
+    assert copied_lines("shapes", out, ["best.pt"]) == [f"weights/shapes/ copied to {out}/ (best.pt)"]

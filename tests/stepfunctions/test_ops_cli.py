@@ -42,7 +42,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory, ultralytics_offline: Path) 
 def job_dir(tmp_path_factory: pytest.TempPathFactory, shapes_dataset: Path) -> Path:
     job = tmp_path_factory.mktemp("ops-jobs") / "ops-shapes"
     shutil.copytree(shapes_dataset, job / "dataset")
-    (job / "config.yaml").write_text(CONFIG)
+    # the one job here that draws Ultralytics' plots (on by default): `weights` fetches them
+    (job / "config.yaml").write_text(CONFIG.replace("plots: false", "plots: true"))
     return job
 
 
@@ -83,7 +84,7 @@ def test_submit_wait_trains_then_status_logs_and_weights_read_the_run(
     engine: LocalEngine, capsys: pytest.CaptureFixture[str], job_dir: Path, tmp_path: Path
 ) -> None:
     code, out, err = run(engine, capsys, "submit", str(job_dir), "--wait", "--json")
-    result = json.loads(out)
+    result = json.loads(out)  # only the JSON: the emulator prints nothing (no Price List API there)
     assert code == exits.OK, (result, err)
     assert result["success"] and result["status"] == "complete"
     files = sum(1 for p in job_dir.rglob("*") if p.is_file())
@@ -113,6 +114,9 @@ def test_submit_wait_trains_then_status_logs_and_weights_read_the_run(
     assert states[0] == "Validate job" and "Launch trainer" in states and states[-1] == "succeeded"
     code, out, _ = run(engine, capsys, "status", "ops-shapes")
     assert "Launch trainer" in out and "ATTEMPT" in out
+    assert "on spot, " in out and "% less than on-demand" in out
+    assert {"results.png", "confusion_matrix.png"} <= set(detail["plots"])
+    assert "plots: " in out and "results.png" in out
 
     # the trainer's log, from the emulator's CloudWatch Logs
     code, out, _ = run(engine, capsys, "logs", "ops-shapes")
@@ -121,7 +125,10 @@ def test_submit_wait_trains_then_status_logs_and_weights_read_the_run(
     dest = tmp_path / "w"
     code, out, _ = run(engine, capsys, "weights", "ops-shapes", "--to", str(dest))
     assert code == exits.OK and (dest / "best.pt").stat().st_size > 0
-    assert json.loads((dest / "metrics.json").read_text())
+    published = json.loads((dest / "metrics.json").read_text())
+    assert published["saving_pct"] > 0 and published["on_demand_usd"] > published["cost_usd"]
+    assert (dest / "plots" / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert not (dest / "previous").exists()
 
     # a second submit uploads only config.yaml (the trigger); the run is skipped (trained)
     code, out, _ = run(engine, capsys, "submit", str(job_dir), "--wait")

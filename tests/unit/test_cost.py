@@ -178,3 +178,41 @@ def test_spot_without_any_price_history_is_estimated_from_the_table() -> None:
         stub.add_client_error("describe_spot_price_history", "UnauthorizedOperation", "no")
         usd = cost.run_cost([record("spot", 1.0, az="us-east-1a")], cost.price_fn(ec2))
     assert usd == pytest.approx(cost.spot_estimate("g5.xlarge"))
+
+
+# ------------------------------------------------------------------ the saving a user reads
+
+
+def test_the_saving_is_against_the_same_seconds_on_demand() -> None:
+    # no EC2 client: spot is the table's estimate, SPOT_FRACTION (40 %) of on-demand
+    report = cost.cost_report([record("spot", 2.0)], cost.price_fn())
+    assert report.on_demand_usd == pytest.approx(2 * 1.006)
+    assert report.cost_usd == pytest.approx(2 * 1.006 * 0.4)
+    assert report.saving_pct == 60
+    assert report.words() == "$0.80 on spot, 60% less than on-demand"
+    assert report.as_metrics() == {"cost_usd": 0.8048, "on_demand_usd": 2.012, "saving_pct": 60}
+
+
+def test_a_run_all_on_demand_claims_no_saving() -> None:
+    report = cost.cost_report([record("on-demand", 1.0, "g4dn.xlarge")], cost.price_fn())
+    assert report.cost_usd == report.on_demand_usd == pytest.approx(0.526)
+    assert report.saving_pct is None
+    assert report.words() == "$0.53 on-demand"
+    assert report.as_metrics()["saving_pct"] is None
+
+
+def test_a_spot_then_on_demand_run_saves_on_the_spot_part_only() -> None:
+    spot, on_demand = record("spot", 1.0), record("on-demand", 1.0)
+    report = cost.cost_report([spot, on_demand], cost.price_fn())
+    assert report.on_demand_usd == pytest.approx(2 * 1.006)
+    assert report.saving_pct == 30  # 1.4 hours' worth of 2 on-demand hours
+    assert report.words() == "$1.41 on spot, 30% less than on-demand"
+
+
+def test_a_recorded_cost_is_compared_with_the_on_demand_equivalent() -> None:
+    report = cost.cost_report([record("spot", 1.0)], cost.price_fn(), cost_usd=0.25)
+    assert (report.cost_usd, report.saving_pct) == (0.25, 75)
+    dear = cost.cost_report([record("spot", 1.0)], cost.price_fn(), cost_usd=2.0)
+    assert dear.saving_pct is None and dear.words() == "$2.00 on spot"  # never a negative saving
+    never_launched = AttemptRecord(number=1, capacity="spot")
+    assert cost.cost_report([never_launched]).words() == "$0.00 on-demand"

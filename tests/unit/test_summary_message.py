@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from spotyolo.core.models import Attempt, JobConfig, JobSpec, TrainResult
+from spotyolo.core.cost import CostReport
+from spotyolo.core.models import Attempt, ErrorInfo, JobConfig, JobSpec, TrainResult
 from spotyolo.steps.check_result import job_seconds, summarize
+from spotyolo.steps.ending import failure_summary
 
 
 def job(name: str = "shapes", **config: Any) -> JobSpec:
@@ -128,3 +130,35 @@ def test_the_job_time_counts_from_when_the_run_was_accepted() -> None:
     assert job_seconds(j, now=started - 5) == 0.0  # a skewed clock never gives a negative time
     assert job_seconds(job()) is None  # not recorded (an older execution)
     assert abs((job_seconds(j) or 0) - (time.time() - started)) < 5
+
+
+def test_the_message_says_the_cost_the_saving_and_where_the_plots_are() -> None:
+    spot = CostReport(cost_usd=0.834, on_demand_usd=2.6, spot_attempts=2)
+    plots = ["val_batch0_pred.jpg", "BoxPR_curve.png", "confusion_matrix.png", "results.png", "labels.jpg"]
+    s = summarize(job(), attempt(2, interruptions=1), result(mAP50=0.9), spot, elapsed=92, plots=plots)
+    first, weights, plot_line = s.message.split("\n")
+    assert first.endswith(" · 1m32s · 1 interruption · $0.83 on spot, 68% less than on-demand")
+    assert weights == "weights: s3://bkt/weights/shapes/best.pt"
+    assert plot_line == (
+        "plots: s3://bkt/weights/shapes/plots/ (results.png, confusion_matrix.png, BoxPR_curve.png, "
+        "val_batch0_pred.jpg, ...)"
+    )
+    assert s.cost_usd == 0.834
+    on_demand = CostReport(cost_usd=2.1, on_demand_usd=2.1, spot_attempts=0)
+    plain = summarize(job(), attempt(), result(mAP50=0.9), on_demand, plots=["results.png"])
+    assert plain.message.split("\n")[0].endswith(" · $2.10 on-demand")
+    assert "less than" not in plain.message
+    assert plain.message.endswith("plots: s3://bkt/weights/shapes/plots/ (results.png)")
+    assert "plots" not in summarize(job(), attempt(), result(mAP50=0.9), on_demand).message
+
+
+def test_a_failed_run_says_what_it_cost_and_what_spot_saved() -> None:
+    error = ErrorInfo(Error="TrainingDiverged", Cause="loss is nan at epoch 3")
+    spot = CostReport(cost_usd=0.41, on_demand_usd=1.0, spot_attempts=1)
+    s = failure_summary("shapes", error, job(), cost_usd=0.41, attempts=2, interruptions=1, cost=spot)
+    assert s.message.endswith(
+        "\ncost so far $0.41 on spot, 59% less than on-demand · 2 attempts · 1 interruption"
+    )
+    on_demand = CostReport(cost_usd=1.0, on_demand_usd=1.0, spot_attempts=0)
+    s = failure_summary("shapes", error, job(), cost_usd=1.0, attempts=1, interruptions=0, cost=on_demand)
+    assert s.message.endswith("\ncost so far $1.00 on-demand · 1 attempt")
