@@ -451,7 +451,7 @@ EXACT: list[tuple[str, str]] = [
         "epoch: 3",
         "unknown key 'epoch'; did you mean 'epochs'? (valid keys: Ultralytics train arguments and "
         "instance_type, instance_types, capacity, max_interruptions, stall_hours, max_hours, "
-        "max_cost_usd, target)",
+        "max_cost_usd, target, checkpoint_minutes)",
     ),
 ]
 
