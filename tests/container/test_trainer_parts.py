@@ -92,12 +92,13 @@ def _running_task_token(sfn, sqs, name: str, heartbeat: int) -> str:
 def test_channel_paces_heartbeats_and_an_expired_token_is_task_gone():
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
-        token = _running_task_token(sfn, sqs, "expiry", heartbeat=1)
+        # a window the first heartbeat meets on a loaded machine, short enough to let lapse
+        token = _running_task_token(sfn, sqs, "expiry", heartbeat=3)
         channel = TaskChannel(sfn, token, interval=10)
         assert channel.heartbeat(force=True)
         assert not channel.heartbeat()  # paced: too soon
         assert token not in repr(channel)
-        time.sleep(2.5)  # HeartbeatSeconds=1 lapses: the task timed out
+        time.sleep(4.0)  # HeartbeatSeconds=3 lapses: the task timed out
         with pytest.raises(TaskGone, match=r"InvalidToken|TaskTimedOut"):
             channel.heartbeat(force=True)
         assert channel.gone and not channel.heartbeat(force=True)
