@@ -86,19 +86,28 @@ def _running_task_token(sfn, sqs, name: str, heartbeat: int) -> str:
     while True:
         messages = sqs.receive_message(QueueUrl=queue).get("Messages", [])
         if messages:
-            return str(json.loads(messages[0]["Body"])["token"])
+            token = str(json.loads(messages[0]["Body"])["token"])
+            break
+    # moto sends the message before it registers the token's callback (AWS registers it first):
+    # wait until the task takes a heartbeat, as AWS's would at once
+    for _ in range(100):
+        try:
+            sfn.send_task_heartbeat(taskToken=token)
+            return token
+        except sfn.exceptions.InvalidToken:
+            time.sleep(0.05)
+    raise AssertionError("the task never took its token")
 
 
 def test_channel_paces_heartbeats_and_an_expired_token_is_task_gone():
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sfn, sqs = boto3.client("stepfunctions"), boto3.client("sqs")
-        # a window the first heartbeat meets on a loaded machine, short enough to let lapse
-        token = _running_task_token(sfn, sqs, "expiry", heartbeat=3)
+        token = _running_task_token(sfn, sqs, "expiry", heartbeat=2)
         channel = TaskChannel(sfn, token, interval=10)
         assert channel.heartbeat(force=True)
         assert not channel.heartbeat()  # paced: too soon
         assert token not in repr(channel)
-        time.sleep(4.0)  # HeartbeatSeconds=3 lapses: the task timed out
+        time.sleep(3.0)  # HeartbeatSeconds=2 lapses: the task timed out
         with pytest.raises(TaskGone, match=r"InvalidToken|TaskTimedOut"):
             channel.heartbeat(force=True)
         assert channel.gone and not channel.heartbeat(force=True)
