@@ -36,6 +36,8 @@ fails loudly when an upgrade changes what is patched here.
    opens the logging session).
 10. SNS throttling on demand (:func:`throttle_sns`): the next publishes fail with ``Throttled``,
    as SNS does over its rate (the ASL retries it).
+11. DescribeSpotPriceHistory answers the dated table's spot estimate for each offered type and
+   zone (moto answers $0.00001 an hour, which made every local cost $0.00).
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
@@ -60,6 +62,7 @@ from moto.core.utils import utcnow
 from moto.ec2.exceptions import InvalidInstanceIdError
 from moto.ec2.models.instances import InstanceBackend
 from moto.ec2.responses.instances import InstanceResponse
+from moto.ec2.responses.spot_instances import SpotInstances
 from moto.ec2.responses.tags import TagResponse
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.sns.exceptions import InvalidParameterValue, SNSException
@@ -420,6 +423,29 @@ def _stop_execution(self: StepFunctionResponse) -> Any:
     return ActionResult({"stopDate": execution.stop_date})
 
 
+def _spot_price_history(self: SpotInstances) -> ActionResult:
+    """moto prices every spot hour at $0.00001, so every local cost read $0.00 and "100% less
+    than on-demand": answer each offered type and zone at the dated table's spot estimate."""
+    from spotyolo.core.cost import spot_estimate
+
+    prices = self.ec2_backend.describe_spot_price_history(
+        self._get_param("InstanceTypes", []), self._filters_from_querystring()
+    )
+    zone = self._get_param("AvailabilityZone")
+    history = [
+        {
+            "InstanceType": p["InstanceType"],
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": f"{spot_estimate(p['InstanceType']):.6f}",
+            "AvailabilityZone": p["Location"],
+            "Timestamp": "2026-01-01T00:00:00.000Z",
+        }
+        for p in prices
+        if not zone or p["Location"] == zone
+    ]
+    return ActionResult({"SpotPriceHistory": history})
+
+
 #: (owner, attribute, replacement) of the patches without special cases
 _PLAIN: list[tuple[Any, str, str, Any]] = [
     (StepFunctionResponse, "send_task_success", "send_task_success", _send_task_success),
@@ -429,6 +455,7 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
     (parser_models, "Execution", "Execution", _execution),
     (InstanceResponse, "describe_instances", "describe_instances_response", _describe_instances_response),
     (TagResponse, "create_tags", "create_tags_response", _create_tags_response),
+    (SpotInstances, "describe_spot_price_history", "spot_price_history", _spot_price_history),
     (InstanceBackend, "describe_instances", "describe_instances_backend", _describe_instances_backend),
 ]
 

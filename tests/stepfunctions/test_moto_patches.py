@@ -334,3 +334,22 @@ def test_sns_throttling_is_retried_by_a_retrier_that_names_it(sfn_world) -> None
     retried = {**publish, "Retry": [{"ErrorEquals": ["SNS.ThrottledException"], "IntervalSeconds": 1}]}
     out = run(sfn, {"StartAt": "N", "States": {"N": retried}}, role, {}, "retried")
     assert out["status"] == "SUCCEEDED"
+
+
+def test_spot_prices_are_what_a_spot_hour_roughly_costs(sfn_world) -> None:
+    """moto prices a spot hour at $0.00001 (every local cost read $0.00, "100% less than
+    on-demand"); the engine answers the dated table's estimate for each type and zone."""
+
+    from spotyolo.core.cost import on_demand_price, price_fn, spot_estimate
+
+    original = moto_patches._ORIGINALS["spot_price_history"]
+    assert '"0.00001"' in inspect.getsource(original)  # still upstream (delete the patch when it fails)
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    history = ec2.describe_spot_price_history(InstanceTypes=["g5.xlarge"], AvailabilityZone="us-east-1a")
+    zones = {h["AvailabilityZone"] for h in history["SpotPriceHistory"]}
+    assert zones == {"us-east-1a"}
+    assert [float(h["SpotPrice"]) for h in history["SpotPriceHistory"]] == [
+        pytest.approx(spot_estimate("g5.xlarge"), abs=1e-6)
+    ] * len(history["SpotPriceHistory"])
+    spot = price_fn(ec2)("g5.xlarge", "spot", "us-east-1a")
+    assert 0.1 * on_demand_price("g5.xlarge") < spot < on_demand_price("g5.xlarge")
