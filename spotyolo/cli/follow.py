@@ -18,6 +18,7 @@ from spotyolo.cli.deployment import Deployment
 from spotyolo.cli.jobs import clock
 from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.status import JobStatus
+from spotyolo.core.text import short_cause
 
 _SHOWN_METRICS = ("precision", "recall", "mAP50", "mAP50-95")
 
@@ -68,7 +69,7 @@ class Follower:
             self.say(f"▶ {event['stateEnteredEventDetails']['name']}")
         elif kind in ("TaskFailed", "LambdaFunctionFailed", "TaskTimedOut"):
             failed: dict[str, Any] = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
-            self.say(f"  ✗ {failed.get('error', '?')}: {short(failed.get('cause', ''))}")
+            self.say(f"  ✗ {failed.get('error', '?')}: {short_cause(failed.get('cause', ''))}")
 
     def _item(self) -> None:
         item = self.deployment.table().get(self.job)
@@ -121,14 +122,3 @@ class Follower:
             if message:
                 print(message, file=self.stream, flush=True)
         return result
-
-
-def short(text: str, limit: int = 300) -> str:
-    try:  # a Lambda's error payload: its message is what a user reads
-        parsed = json.loads(text)
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            text = parsed["errorMessage"]
-    except (TypeError, ValueError):
-        pass
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -66,3 +66,19 @@ def sns_subject(prefix: str, job: str, suffix: str = "") -> str:
         keep = max(room - 3, 0)
         job = (job[: keep - keep // 2] + "..." + job[len(job) - keep // 2 :]) if keep else ""
     return (prefix + job + suffix)[:SUBJECT_MAX].strip() or "spotyolo"
+
+
+def short_cause(text: str, limit: int = 300) -> str:
+    """An error's cause as one short line: a Lambda's error payload read for its message, and
+    Validate's refusal (JSON subject + message) for its message."""
+    try:  # a Lambda's error payload: its message is what a user reads
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            text = parsed["errorMessage"]
+            words = json.loads(text) if text.startswith("{") else None  # Validate's refusal
+            if isinstance(words, dict) and words.get("message"):
+                text = words["message"]
+    except (TypeError, ValueError):
+        pass
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spotyolo.contract.layout import BEST, CONFIG_NAME, JOB_NAME_RE, PLOTS_DIR, weights_key, weights_prefix
-from spotyolo.core.text import plot_names
+from spotyolo.core.text import plot_names, short_cause
 
 #: exit codes of `spotyolo local`
 OK, FAILED, INVALID, INTERRUPTED = 0, 1, 2, 130
@@ -129,11 +129,11 @@ class Follower:
             failed: dict[str, Any] = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
             error, cause = failed.get("error", "?"), failed.get("cause", "") or ""
             self.errors.append({"error": error, "cause": cause})
-            self.console.say(f"  ✗ {error}: {_short(cause)}")
+            self.console.say(f"  ✗ {error}: {short_cause(cause)}")
         elif kind == "ExecutionFailed":
             details = event.get("executionFailedEventDetails", {})
             self.console.say(
-                f"execution failed: {details.get('error', '')} {_short(details.get('cause', ''))}"
+                f"execution failed: {details.get('error', '')} {short_cause(details.get('cause', ''))}"
             )
         elif kind == "ExecutionAborted":
             self.console.say("execution aborted")
@@ -172,20 +172,6 @@ class Follower:
                 f"epoch {record.epoch}); it is terminated in {self.engine.notice_seconds:.0f} s"
             )
         self.interruptions_seen = len(runner.interruptions)
-
-
-def _short(text: str, limit: int = 300) -> str:
-    try:  # a Lambda's error payload: its message is what a user reads
-        parsed = json.loads(text)
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            text = parsed["errorMessage"]
-            words = json.loads(text) if text.startswith("{") else None  # Validate's refusal
-            if isinstance(words, dict) and words.get("message"):
-                text = words["message"]
-    except (TypeError, ValueError):
-        pass
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _wait_seconds(state: dict[str, Any], raw_input: str | None) -> int | None:
