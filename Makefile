@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# the modules run in parallel, one whole module per worker (tests/conftest.py); -n 0 runs serially
+XDIST ?= -n auto --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 demo: $(STAMP)
 	$(PY) examples/generate_shapes.py examples/shapes/dataset

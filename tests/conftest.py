@@ -24,6 +24,17 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "spotyolo-tests")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "spotyolo-tests")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".yolo"))
+# parallel workers (make test) share the cores: torch in each (and in the trainer processes it
+# starts) gets its share instead of one thread per core each, which oversubscribes the machine
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
+
+# every moto test's new boto3 session parses botocore's JSON models again: share them
+from spotyolo.local import botocache  # noqa: E402
+
+botocache.install()
 
 
 def _load_generator():
@@ -67,3 +78,39 @@ def shapes_job(tmp_path_factory: pytest.TempPathFactory, shapes_dataset: Path) -
         "max_hours: 1\ntarget: {metric: recall, min: 0.5}\n"
     )
     return job
+
+
+#: modules that share the session's one CDK synth: kept on one xdist worker, so a parallel run
+#: still synthesizes once
+_ONE_SYNTH = "tests/infrastructure/"
+
+#: the longest modules (whole pipelines, real training), started first so that no worker is
+#: left with one of them at the end while the other idles; longest first
+_LONGEST_FIRST = (
+    "tests/e2e/test_pipeline.py",
+    _ONE_SYNTH,
+    "tests/stepfunctions/test_ops_cli.py",
+    "tests/stepfunctions/test_chaos.py",
+    "tests/stepfunctions/test_workflow.py",
+    "tests/stepfunctions/test_local_cli.py",
+    "tests/container/test_trainer_runs.py",
+)
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _start_rank(module: str) -> int:
+    ranks = (i for i, prefix in enumerate(_LONGEST_FIRST) if module.startswith(prefix))
+    return next(ranks, len(_LONGEST_FIRST))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (``make test``), one worker runs a whole module: a module's emulator
+    world is built once, as in a serial run, and the CDK modules share one worker's synth. The
+    longest modules come first (a stable sort: a module's tests keep their order)."""
+    items.sort(key=lambda item: _start_rank(_module(item)))
+    for item in items:
+        module = _module(item)
+        item.add_marker(pytest.mark.xdist_group("cdk-synth" if module.startswith(_ONE_SYNTH) else module))

@@ -52,7 +52,7 @@ from spotyolo.contract.layout import CONFIG_NAME
 from spotyolo.contract.outputs import DEFAULT_STACK, StackOutput
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import JobItem
-from spotyolo.local import rules
+from spotyolo.local import botocache, rules
 from spotyolo.local.chaos import ENGINE_APP_ID, NO_FAULTS, FaultHook, LambdaEffect, Point
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.local.instances import InstanceRunner, InstanceWorld
@@ -306,6 +306,7 @@ class LocalEngine:
 
     def start(self) -> LocalEngine:
         _check_port(self.port)
+        botocache.install()  # the in-process Lambdas and the bridge make clients in many threads
         self.ready.clear()
         self.workdir.mkdir(parents=True, exist_ok=True)
         # the server's request log and moto's own report of every failed state are noise
