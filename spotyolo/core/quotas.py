@@ -139,9 +139,13 @@ def instance_vcpus(ec2: EC2Client, instance_types: list[str]) -> dict[str, int]:
 
 def quota_value(quotas: QuotasClient, quota: Quota) -> float | None:
     """The quota's value in vCPUs: the applied value, else AWS's default, else None (unknown)."""
-    for call in (quotas.get_service_quota, quotas.get_aws_default_service_quota):
+    asks = (
+        lambda: quotas.get_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=quota.code),
+        lambda: quotas.get_aws_default_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=quota.code),
+    )
+    for ask in asks:
         try:
-            value = call(ServiceCode=SERVICE_CODE, QuotaCode=quota.code)["Quota"].get("Value")
+            value = ask()["Quota"].get("Value")
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") == "NoSuchResourceException":
                 continue  # no applied value: AWS's default is the one in force

@@ -574,7 +574,6 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
     (SpotInstances, "describe_spot_price_history", "spot_price_history", _spot_price_history),
     (InstanceBackend, "describe_instances", "describe_instances_backend", _describe_instances_backend),
     (Fleets, "create_fleet", "create_fleet", _create_fleet),
-    (ServiceQuotasBackend, "get_service_quota", "get_service_quota", _get_service_quota),
 ]
 
 
@@ -617,6 +616,16 @@ def install(router: Router, *, port: int | None = None) -> None:
     if "setup_heartbeat_endpoint" not in _ORIGINALS:
         _ORIGINALS["setup_heartbeat_endpoint"] = CallbackEndpoint.setup_heartbeat_endpoint
         CallbackEndpoint.setup_heartbeat_endpoint = _setup_heartbeat_endpoint  # type: ignore[method-assign]
+    install_service_quotas()
+
+
+def install_service_quotas() -> None:
+    """Only the Service Quotas answers (12.): for tests that run a step's logic under moto
+    without the rest of the patches (moto raises NotImplementedError on
+    GetAWSDefaultServiceQuota). ``uninstall`` removes them too."""
+    if "get_service_quota" not in _ORIGINALS:
+        _ORIGINALS["get_service_quota"] = ServiceQuotasBackend.get_service_quota
+        ServiceQuotasBackend.get_service_quota = _get_service_quota  # type: ignore[method-assign]
     # moto has no GetAWSDefaultServiceQuota: an action added, not replaced
     ServiceQuotasResponse.get_aws_default_service_quota = _get_aws_default_service_quota  # type: ignore[attr-defined]
 
@@ -627,6 +636,8 @@ def uninstall() -> None:
         if key in _ORIGINALS:
             setattr(owner, attribute, _ORIGINALS.pop(key))
     _SNS_THROTTLES[0] = 0
+    if "get_service_quota" in _ORIGINALS:
+        ServiceQuotasBackend.get_service_quota = _ORIGINALS.pop("get_service_quota")  # type: ignore[method-assign]
     if hasattr(ServiceQuotasResponse, "get_aws_default_service_quota"):
         del ServiceQuotasResponse.get_aws_default_service_quota  # type: ignore[attr-defined]
     if "_invoke_lambda" in _ORIGINALS:
