@@ -238,7 +238,13 @@ def explain(shortfalls: list[Shortfall], capacity: str) -> str:
     """Why no launch can ever succeed, and how to raise each quota (console and CLI)."""
     parts = []
     for s in shortfalls:
-        types = ", ".join(f"{t} needs {n} vCPUs" for t, n in sorted(s.types.items()))
+        by_size: dict[int, list[str]] = {}
+        for name, n in sorted(s.types.items()):
+            by_size.setdefault(n, []).append(name)
+        types = ", ".join(
+            f"{names[0]} needs {n} vCPUs" if len(names) == 1 else f"{', '.join(names)} need {n} vCPUs each"
+            for n, names in sorted(by_size.items())
+        )
         parts.append(
             f"{s.quota} is {s.value:g} vCPUs ({types}): raise it to at least {s.needed} with "
             f"`{s.quota.increase_command(s.needed)}`"

@@ -161,3 +161,15 @@ def test_the_fleet_refuses_a_launch_past_the_quota_with_ec2s_codes(aws: SimpleNa
 def test_without_a_limit_the_fleet_launches_as_before(aws: SimpleNamespace) -> None:
     launched = [launch.launched_instance(_fleet(aws.ec2, "spot")) for _ in range(5)]
     assert all(launched) and len({i.instance for i in launched if i}) == 5
+
+
+def test_the_refusal_names_each_quota_its_value_the_vcpus_and_the_command(aws: SimpleNamespace) -> None:
+    aws.limit(4.0)
+    assert quotas.shortfalls(aws.sq, aws.ec2, ["g5.xlarge", "g5.2xlarge"], "spot") == []  # one fits
+    aws.limit(2.0)
+    short = quotas.shortfalls(aws.sq, aws.ec2, ["g5.xlarge", "g6.xlarge", "g5.2xlarge"], "spot")
+    assert [(s.quota, s.value, s.needed) for s in short] == [(quotas.G_VT_SPOT, 2.0, 4)]
+    text = quotas.explain(short, "spot")
+    assert '"All G and VT Spot Instance Requests" (L-3819A6DF) is 2 vCPUs' in text
+    assert "(g5.xlarge, g6.xlarge need 4 vCPUs each, g5.2xlarge needs 8 vCPUs)" in text
+    assert "--quota-code L-3819A6DF --desired-value 4" in text and "Service Quotas console" in text
