@@ -38,7 +38,7 @@ from spotyolo.core.fleet import terminate_run
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
-from spotyolo.core.quotas import QuotasClient, explain, shortfalls
+from spotyolo.core.quotas import QuotasClient, Shortfall, capacities, explain, shortfalls
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.text import duration
 from spotyolo.core.yamlsafe import problems_error, shown
@@ -211,12 +211,18 @@ def _retire(ec2: EC2Client, job: str) -> Callable[[str], None]:
     return retire
 
 
-def _check_quotas(quotas: QuotasClient, ec2: EC2Client, spec: JobSpec) -> None:
+def _check_quotas(quotas: QuotasClient, ec2: EC2Client, spec: JobSpec) -> bool:
     """Refuse a job no quota of the account lets launch, before it waits or costs anything (an
-    unknown quota never refuses: the launch will tell)."""
-    short = shortfalls(quotas, ec2, spec.instance_types, spec.config.capacity)
-    if short:
-        raise JobInvalid(f"job {spec.name!r}: {explain(short, spec.config.capacity)}")
+    unknown quota never refuses: the launch will tell). True when only its second capacity fits
+    (``spot-then-on-demand`` whose spot quota allows none of its types: it starts on demand)."""
+    plan = capacities(spec.config.capacity)
+    short: list[Shortfall] = []
+    for capacity in plan:
+        found = shortfalls(quotas, ec2, spec.instance_types, capacity)
+        if not found:
+            return capacity != plan[0]
+        short += found
+    raise JobInvalid(f"job {spec.name!r}: {explain(short, spec.config.capacity)}")
 
 
 def validate_job(
@@ -280,7 +286,8 @@ def validate_job(
         logger.info("already trained: skipped", extra={"job": job})
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
-    _check_quotas(quotas, ec2, spec)
+    if _check_quotas(quotas, ec2, spec):  # spot allows none of the types: on demand at once
+        attempt = first_attempt(config, spec.instance_types, deadline, now=started, spot_unavailable=True)
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
         job, execution, run_id, _is_running(sfn, job), retire=_retire(ec2, job)
     )

@@ -481,3 +481,18 @@ def test_a_quota_that_fits_or_is_unknown_never_refuses(
     # unknown (no value): the launch will tell
     monkeypatch.setattr(moto_patches.LIMITS, "ec2_quota_vcpus", None)
     assert run(aws, EVENT, start(aws, "e-unknown"))["job"]["name"] == job
+
+
+def test_spot_then_on_demand_starts_on_demand_when_the_spot_quota_allows_none(aws: Aws, job: str) -> None:
+    """A spot quota of 0 is a shortage that will not pass: the first attempt goes on demand
+    instead of waiting out the launch backoff on spot."""
+    from botocore.stub import Stubber
+
+    quotas = boto3.client("service-quotas", region_name="us-east-1")
+    stubber = Stubber(quotas)
+    for code, value in (("L-3819A6DF", 0.0), ("L-DB2E81BA", 16.0)):  # spot, then on demand
+        stubber.add_response("get_service_quota", {"Quota": {"QuotaCode": code, "Value": value}})
+    with stubber:
+        out = run(Aws(**{**vars(aws), "quotas": quotas}), EVENT, start(aws, "e-od"))
+        stubber.assert_no_pending_responses()
+    assert Attempt.model_validate(out["attempt"]).capacity == "on-demand"
