@@ -2,7 +2,8 @@
 
 Order (docs/ARCHITECTURE.md, "The steps"): normalise the input → parse and check config.yaml
 (+ overrides) and the
-dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock
+dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → the account's EC2
+quotas (a job none lets launch is ``JobInvalid``) → take the job lock
 (taking over a lock whose execution has ended terminates that run's instances first) →
 write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
 (S3-event input only: a fresh object other than the trigger, or an open multipart upload,
