@@ -289,26 +289,6 @@ def test_interruption_notice_then_termination_after_the_window(engine: LocalEngi
     assert record.terminated is not None and record.terminated - record.announced >= 0.9
 
 
-def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
-    asl = tmp_path / "tiny.asl.json"
-    asl.write_text(json.dumps(TINY_ASL))
-    script = tmp_path / "stand_in.py"
-    script.write_text(STAND_IN)
-    before = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "MOTO_PORT", "BUCKET")}
-    eng = LocalEngine(asl_path=asl, trainer_command=[sys.executable, str(script)], poll_seconds=0.1)
-    eng.start()
-    workdir = eng.workdir
-    iid = _run_instance(eng, "stop-me")
-    inst = wait_for(lambda: eng.instances.instances.get(iid), what="boot")
-    wait_for(lambda: inst.alive(), what="process")
-    eng.stop()
-    assert not inst.alive()
-    assert {k: os.environ.get(k) for k in before} == before
-    assert not workdir.exists(), "a temporary workdir is removed"
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(eng.endpoint + "/moto-api/", timeout=2)
-
-
 def _spot_fleet(engine: LocalEngine) -> dict[str, Any]:
     response: dict[str, Any] = engine.client("ec2").create_fleet(
         Type="instant",
@@ -329,7 +309,9 @@ def _spot_fleet(engine: LocalEngine) -> dict[str, Any]:
 
 def test_max_instances_is_the_accounts_quota_for_fleet_and_service_quotas(engine: LocalEngine) -> None:
     """`--max-instances N`: a launch past N live instances is refused with EC2's code, which
-    Launch trainer reads as QuotaExceeded; Service Quotas answers N x 4 vCPUs; no flag, no limit."""
+    Launch trainer reads as QuotaExceeded; Service Quotas answers N x 4 vCPUs; no flag, no limit.
+    (Before test_stop_leaves_nothing_running: another engine's stop uninstalls moto's patches
+    process-wide.)"""
     from spotyolo.contract.errors import QuotaExceeded
     from spotyolo.core.models import Attempt
     from spotyolo.core.quotas import instance_slots
@@ -366,3 +348,23 @@ def test_max_instances_is_the_accounts_quota_for_fleet_and_service_quotas(engine
     assert second is not None
     launched.append(second.instance)
     ec2.terminate_instances(InstanceIds=launched)
+
+
+def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
+    asl = tmp_path / "tiny.asl.json"
+    asl.write_text(json.dumps(TINY_ASL))
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    before = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "MOTO_PORT", "BUCKET")}
+    eng = LocalEngine(asl_path=asl, trainer_command=[sys.executable, str(script)], poll_seconds=0.1)
+    eng.start()
+    workdir = eng.workdir
+    iid = _run_instance(eng, "stop-me")
+    inst = wait_for(lambda: eng.instances.instances.get(iid), what="boot")
+    wait_for(lambda: inst.alive(), what="process")
+    eng.stop()
+    assert not inst.alive()
+    assert {k: os.environ.get(k) for k in before} == before
+    assert not workdir.exists(), "a temporary workdir is removed"
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(eng.endpoint + "/moto-api/", timeout=2)
