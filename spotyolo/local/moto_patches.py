@@ -44,7 +44,9 @@ fails loudly when an upgrade changes what is patched here.
    under the same quota, launches nothing and answers EC2's error in the response's ``Errors``
    (``MaxSpotInstanceCountExceeded`` for spot, ``VcpuLimitExceeded`` on demand); Service
    Quotas' GetServiceQuota and GetAWSDefaultServiceQuota (moto has no such action) answer the
-   limit for the quotas spotyolo reads, and ``NoSuchResourceException`` without a limit.
+   limit for the quotas spotyolo reads, and ``NoSuchResourceException`` without a limit. When
+   only some of a request's types fit, moto launches as it would (it may pick one that does not
+   fit: the default types share one quota, so this does not arise with them).
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
