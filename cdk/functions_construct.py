@@ -36,6 +36,13 @@ assert RUNTIME.name == f"python{lambda_bundle.PYTHON_VERSION}", "wheels and runt
 #: what costing an attempt reads (spotyolo/core/cost.py): spot price history, the Price List API;
 #: neither action has a resource type
 PRICE_ACTIONS = ["ec2:DescribeSpotPriceHistory", "pricing:GetProducts"]
+#: the account's EC2 quotas and the vCPUs they count (spotyolo.core.quotas): read-only, no
+#: resource type in the Service Authorization Reference
+QUOTA_ACTIONS = [
+    "servicequotas:GetServiceQuota",
+    "servicequotas:GetAWSDefaultServiceQuota",
+    "ec2:DescribeInstanceTypes",
+]
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,8 @@ class FunctionsConstruct(Construct):
         # (states:DescribeExecution: grant_executions, once the state machine exists)
         # a takeover of an ended execution's lock terminates that run's instances
         p(LambdaName.VALIDATE, ["ec2:DescribeInstances"], ["*"])
+        # a job no quota of the account lets launch is refused (spotyolo.core.quotas)
+        p(LambdaName.VALIDATE, QUOTA_ACTIONS, ["*"])
         p(LambdaName.VALIDATE, ["ec2:TerminateInstances"], instances, ours)
         # launch: one instance from our template, tagged app=spotyolo, with the trainer role
         self._grant_launch(trainer, subnet_ids, table)
@@ -350,7 +359,8 @@ class FunctionsConstruct(Construct):
         findings: dict[LambdaName, dict[str, str]] = {
             LambdaName.VALIDATE: {
                 "Resource::*": f"{xray} ec2:DescribeInstances (the instances of a run whose lock is taken "
-                "over) has no resource type.",
+                "over), ec2:DescribeInstanceTypes and servicequotas:GetServiceQuota/"
+                "GetAWSDefaultServiceQuota (the account's EC2 quotas) have no resource type.",
                 f"{objects}/jobs/*": "Reads config.yaml and the dataset listing of a job under jobs/: "
                 f"{per_job}.",
                 f"{objects}/weights/*": f"Checks whether weights/<job>/ exists (already trained): {per_job}.",

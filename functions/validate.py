@@ -16,6 +16,7 @@ from spotyolo.steps.common import (
     ec2_client,
     logger,
     metrics,
+    quotas_client,
     s3_client,
     settings,
     sfn_client,
@@ -36,6 +37,7 @@ def handler(event: step.ValidateEvent, context: Any) -> dict[str, Any]:
             dynamodb=dynamodb_client(),
             sfn=sfn_client(),
             ec2=ec2_client(),
+            quotas=quotas_client(),
             settings=settings(),
             now=dt.datetime.now(dt.UTC),
         )

@@ -1,8 +1,8 @@
 """The ``spotyolo`` command line.
 
     spotyolo validate JOB_DIR                 check a job folder before uploading it
-    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--chaos SEED] [--json]
-    spotyolo local serve [--port 4566]        the emulator, for the real AWS CLI
+    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--chaos SEED] [--max-instances N] [--json]
+    spotyolo local serve [--port 4566] [--max-instances N]   the emulator, for the real AWS CLI
     spotyolo submit DIR | status [JOB] | logs JOB | cancel JOB | retrain JOB | weights JOB
                                               operate a deployment (AWS or `local serve`)
 
@@ -52,9 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the job under the fault schedule of SEED and check the guarantees (README, Guarantees)",
     )
     local.add_argument("--port", type=int, default=4566, help="emulator port for 'serve'")
+    local.add_argument(
+        "--max-instances",
+        type=_at_least_zero,
+        metavar="N",
+        help="the emulated account's EC2 quotas: N instances of the default types at once, spot and "
+        "on-demand each (EC2 Fleet refuses beyond, Service Quotas answers N x their vCPUs); "
+        "default: no limit",
+    )
     local.add_argument("--force", action="store_true", help="retrain even if weights exist")
     _operations(sub)
     return parser
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a number of instances (0 or more)")
+    return value
 
 
 def _operations(sub: Any) -> None:

@@ -123,10 +123,12 @@ def first_attempt(
     deadline: int,
     now: float | None = None,
     price: PriceFn | None = None,
+    spot_unavailable: bool = False,
 ) -> Attempt:
-    """The plan for attempt 1 (Validate job)."""
+    """The plan for attempt 1 (Validate job); ``spot_unavailable``: the account's spot quota
+    allows none of the types (``spot-then-on-demand`` starts on demand)."""
     left = _check_budget(config, deadline, 0.0, now)
-    capacity = capacity_for(config.capacity, 0)
+    capacity = capacity_for(config.capacity, 0, spot_unavailable)
     paid = budget_seconds(config, capacity, instance_types, 0.0, price)
     return Attempt(
         number=1,

@@ -212,7 +212,11 @@ def run_local(args: argparse.Namespace) -> int:
 
     from spotyolo.local.engine import LocalEngine
 
-    engine = LocalEngine(interrupt_at_epochs=interrupts, port=getattr(args, "engine_port", None))
+    engine = LocalEngine(
+        interrupt_at_epochs=interrupts,
+        port=getattr(args, "engine_port", None),
+        quota_instances=getattr(args, "max_instances", None),
+    )
     stop = _install_sigint()
     started = time.monotonic()
     try:
@@ -434,7 +438,11 @@ def run_serve(args: argparse.Namespace, ready: Callable[[Any], None] | None = No
     """``spotyolo local serve``: the emulator with the pipeline deployed, until Ctrl-C."""
     from spotyolo.local.engine import LocalEngine, PortInUse
 
-    engine = LocalEngine(port=args.port, interrupt_at_epochs=sorted(set(args.interrupt_at_epoch or [])))
+    engine = LocalEngine(
+        port=args.port,
+        interrupt_at_epochs=sorted(set(args.interrupt_at_epoch or [])),
+        quota_instances=getattr(args, "max_instances", None),
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         if threading.current_thread() is threading.main_thread():
@@ -471,6 +479,11 @@ def serve_banner(engine: Any) -> str:
             f"  state machine  {r.state_machine_arn}",
             f"  job table      {r.table}",
             f"  topic          {r.topic_arn}",
+            *(
+                [f"  EC2 quotas     {engine.quota_instances} instances at once, spot and on-demand each"]
+                if getattr(engine, "quota_instances", None) is not None
+                else []
+            ),
             "",
             "Credentials: any (e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local), region us-east-1.",
             f"The spotyolo commands find this emulator by its stack outputs: export AWS_ENDPOINT_URL={url}",

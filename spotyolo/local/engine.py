@@ -243,6 +243,7 @@ class LocalEngine:
         boot_seconds: float = 2.0,
         ec2_visible_after: float = 1.0,
         faults: FaultHook = NO_FAULTS,
+        quota_instances: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -264,6 +265,9 @@ class LocalEngine:
         #: EC2's eventual consistency: seconds a new instance is "not found" by id (and missing
         #: from tag queries); a few seconds on AWS
         self.ec2_visible_after = ec2_visible_after
+        #: the emulated account's EC2 quotas (``--max-instances``), in instances of the default
+        #: types (None: no limit)
+        self.quota_instances = quota_instances
         self.resources = Resources()
         #: the fault hook every fault point asks (spotyolo.local.chaos); none by default
         self.fault_hook = faults
@@ -535,12 +539,27 @@ class LocalEngine:
 
         moto_patches.install(self.route, port=self.port)
         moto_patches.LIMITS.ec2_visible_after = self.ec2_visible_after
+        self.limit_instances(self.quota_instances)
         moto_patches.install_request_filter(self.fault_hook.answer)
+
+    def limit_instances(self, quota_instances: int | None) -> None:
+        """The emulated account's EC2 quotas (``--max-instances``): every quota spotyolo reads
+        (spot and on-demand, each group) holds ``quota_instances`` of the largest default type;
+        EC2 Fleet refuses beyond it and Service Quotas answers it (None: no limit, unknown)."""
+        from spotyolo.contract.env import DEFAULT_INSTANCE_TYPES
+        from spotyolo.local import moto_patches
+
+        self.quota_instances = quota_instances
+        per_instance = max(moto_patches.type_vcpus(t) or 0 for t in DEFAULT_INSTANCE_TYPES)
+        moto_patches.LIMITS.ec2_quota_vcpus = (
+            None if quota_instances is None else float(quota_instances * per_instance)
+        )
 
     def _uninstall_patches(self) -> None:
         from spotyolo.local import moto_patches
 
         moto_patches.LIMITS.ec2_visible_after = 0.0
+        moto_patches.LIMITS.ec2_quota_vcpus = None
         moto_patches.uninstall()
 
     def _configure_emulator(self) -> None:

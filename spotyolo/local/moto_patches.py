@@ -38,6 +38,15 @@ fails loudly when an upgrade changes what is patched here.
    as SNS does over its rate (the ASL retries it).
 11. DescribeSpotPriceHistory answers the dated table's spot estimate for each offered type and
    zone (moto answers $0.00001 an hour, which made every local cost $0.00).
+12. The account's EC2 instance quotas (``LIMITS.ec2_quota_vcpus``, vCPUs; None = no limit, the
+   default): an instant CreateFleet whose every type would take the vCPUs of its quota
+   (:mod:`spotyolo.core.quotas`) past the limit, counting the live (pending, running) instances
+   under the same quota, launches nothing and answers EC2's error in the response's ``Errors``
+   (``MaxSpotInstanceCountExceeded`` for spot, ``VcpuLimitExceeded`` on demand); Service
+   Quotas' GetServiceQuota and GetAWSDefaultServiceQuota (moto has no such action) answer the
+   limit for the quotas spotyolo reads, and ``NoSuchResourceException`` without a limit. When
+   only some of a request's types fit, moto launches as it would (it may pick one that does not
+   fit: the default types share one quota, so this does not arise with them).
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
@@ -60,11 +69,16 @@ from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.ec2.exceptions import InvalidInstanceIdError
+from moto.ec2.models.instance_types import INSTANCE_TYPES
 from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses.fleets import Fleets
 from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.spot_instances import SpotInstances
 from moto.ec2.responses.tags import TagResponse
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.servicequotas.exceptions import NoSuchResource
+from moto.servicequotas.models import ServiceQuotasBackend
+from moto.servicequotas.responses import ServiceQuotasResponse
 from moto.sns.exceptions import InvalidParameterValue, SNSException
 from moto.sns.models import SNSBackend
 from moto.stepfunctions.exceptions import ValidationException
@@ -82,6 +96,8 @@ from moto.stepfunctions.parser.asl.eval.event.logging import (
     CloudWatchLoggingSession,
 )
 from moto.stepfunctions.responses import StepFunctionResponse
+
+from spotyolo.core import quotas as ec2_quotas
 
 
 @dataclass
@@ -107,6 +123,9 @@ class Limits:
     lambda_response_bytes: int = 6_291_556
     #: seconds a new instance is not yet found by id (EC2 eventual consistency; 0 = off)
     ec2_visible_after: float = 0.0
+    #: the vCPUs of each EC2 instance quota spotyolo reads (``spotyolo local --max-instances``);
+    #: None: no limit, and Service Quotas knows no value
+    ec2_quota_vcpus: float | None = None
 
 
 #: the limits in force (tests may lower ``history_events``; the engine sets ``ec2_visible_after``)
@@ -446,6 +465,105 @@ def _spot_price_history(self: SpotInstances) -> ActionResult:
     return ActionResult({"SpotPriceHistory": history})
 
 
+#: instance states that hold their vCPUs under a quota
+_LIVE_STATES = frozenset({"pending", "running"})
+
+
+def type_vcpus(instance_type: str) -> int | None:
+    """The vCPUs of a type as the emulator's DescribeInstanceTypes knows it (None: unknown)."""
+    info = INSTANCE_TYPES.get(instance_type, {}).get("VCpuInfo", {})
+    return int(info["DefaultVCpus"]) if info.get("DefaultVCpus") else None
+
+
+def _vcpus_in_use(backend: Any, quota: ec2_quotas.Quota) -> int:
+    """The vCPUs the live instances counted by ``quota`` hold."""
+    used = 0
+    for instance in backend.all_instances():
+        spot = getattr(instance, "lifecycle", None) == "spot"
+        capacity: ec2_quotas.Capacity = "spot" if spot else "on-demand"
+        if instance.state in _LIVE_STATES and ec2_quotas.quota_for(instance.instance_type, capacity) == quota:
+            used += type_vcpus(instance.instance_type) or 0
+    return used
+
+
+def _quota_refusals(backend: Any, configs: list[dict[str, Any]], capacity: str, limit: float) -> list[Any]:
+    """EC2's errors for each override the quota refuses, or [] when any override fits."""
+    errors = []
+    for config in configs:
+        spec = {k: v for k, v in config.get("LaunchTemplateSpecification", {}).items() if v is not None}
+        for override in config.get("Overrides") or [{}]:
+            instance_type = str(override.get("InstanceType", ""))
+            quota = ec2_quotas.quota_for(instance_type, "spot" if capacity == "spot" else "on-demand")
+            vcpus = type_vcpus(instance_type)
+            if quota is None or vcpus is None or _vcpus_in_use(backend, quota) + vcpus <= limit:
+                return []  # a type this limit does not count, or one that fits
+            if capacity == "spot":
+                code, message = "MaxSpotInstanceCountExceeded", "Max spot instance count exceeded"
+            else:
+                code, message = (
+                    "VcpuLimitExceeded",
+                    f"You have requested more vCPU capacity than your current vCPU limit of {limit:g} allows "
+                    "for the instance bucket that the specified instance type belongs to. Please visit "
+                    "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit.",
+                )
+            shown = {k: override[k] for k in ("InstanceType", "SubnetId") if override.get(k)}
+            errors.append(
+                {
+                    "LaunchTemplateAndOverrides": {"LaunchTemplateSpecification": spec, "Overrides": shown},
+                    "Lifecycle": capacity,
+                    "ErrorCode": code,
+                    "ErrorMessage": message,
+                }
+            )
+    return errors
+
+
+def _create_fleet(self: Fleets) -> ActionResult:
+    """An instant fleet the account's quota refuses launches nothing and says why, as EC2 does
+    (a 200 answer whose ``Errors`` name the code, no instances)."""
+    limit = LIMITS.ec2_quota_vcpus
+    if limit is not None and self._get_param("Type") == "instant":
+        target = self._get_param("TargetCapacitySpecification", {})
+        capacity = str(target.get("DefaultTargetCapacityType") or "on-demand")
+        refused = _quota_refusals(
+            self.ec2_backend, self._get_param("LaunchTemplateConfigs", []), capacity, limit
+        )
+        if refused:
+            return ActionResult({"FleetId": f"fleet-{uuid.uuid4()}", "Errors": refused, "Instances": []})
+    return _ORIGINALS["create_fleet"](self)  # type: ignore[no-any-return]
+
+
+def _emulated_quota(service_code: str, quota_code: str) -> dict[str, Any]:
+    """The emulated account's value of one of the quotas spotyolo reads, as Service Quotas
+    describes a quota; ``NoSuchResourceException`` for any other, or without a limit."""
+    quota = next((q for q in ec2_quotas.QUOTAS if q.code == quota_code), None)
+    if service_code != ec2_quotas.SERVICE_CODE or quota is None or LIMITS.ec2_quota_vcpus is None:
+        raise NoSuchResource
+    return {
+        "ServiceCode": service_code,
+        "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+        "QuotaArn": f"arn:aws:servicequotas:us-east-1::{service_code}/{quota_code}",
+        "QuotaCode": quota_code,
+        "QuotaName": quota.name,
+        "Value": float(LIMITS.ec2_quota_vcpus),
+        "Unit": "None",
+        "Adjustable": True,
+        "GlobalQuota": False,
+    }
+
+
+def _get_service_quota(self: ServiceQuotasBackend, service_code: str, quota_code: str) -> dict[str, Any]:
+    if service_code == ec2_quotas.SERVICE_CODE:
+        return _emulated_quota(service_code, quota_code)
+    return _ORIGINALS["get_service_quota"](self, service_code, quota_code)  # type: ignore[no-any-return]
+
+
+def _get_aws_default_service_quota(self: ServiceQuotasResponse) -> str:
+    params = json.loads(self.body)
+    quota = _emulated_quota(str(params.get("ServiceCode")), str(params.get("QuotaCode")))
+    return json.dumps({"Quota": quota})
+
+
 #: (owner, attribute, replacement) of the patches without special cases
 _PLAIN: list[tuple[Any, str, str, Any]] = [
     (StepFunctionResponse, "send_task_success", "send_task_success", _send_task_success),
@@ -457,6 +575,7 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
     (TagResponse, "create_tags", "create_tags_response", _create_tags_response),
     (SpotInstances, "describe_spot_price_history", "spot_price_history", _spot_price_history),
     (InstanceBackend, "describe_instances", "describe_instances_backend", _describe_instances_backend),
+    (Fleets, "create_fleet", "create_fleet", _create_fleet),
 ]
 
 
@@ -499,6 +618,18 @@ def install(router: Router, *, port: int | None = None) -> None:
     if "setup_heartbeat_endpoint" not in _ORIGINALS:
         _ORIGINALS["setup_heartbeat_endpoint"] = CallbackEndpoint.setup_heartbeat_endpoint
         CallbackEndpoint.setup_heartbeat_endpoint = _setup_heartbeat_endpoint  # type: ignore[method-assign]
+    install_service_quotas()
+
+
+def install_service_quotas() -> None:
+    """Only the Service Quotas answers (12.): for tests that run a step's logic under moto
+    without the rest of the patches (moto raises NotImplementedError on
+    GetAWSDefaultServiceQuota). ``uninstall`` removes them too."""
+    if "get_service_quota" not in _ORIGINALS:
+        _ORIGINALS["get_service_quota"] = ServiceQuotasBackend.get_service_quota
+        ServiceQuotasBackend.get_service_quota = _get_service_quota  # type: ignore[method-assign]
+    # moto has no GetAWSDefaultServiceQuota: an action added, not replaced
+    ServiceQuotasResponse.get_aws_default_service_quota = _get_aws_default_service_quota  # type: ignore[attr-defined]
 
 
 def uninstall() -> None:
@@ -507,6 +638,10 @@ def uninstall() -> None:
         if key in _ORIGINALS:
             setattr(owner, attribute, _ORIGINALS.pop(key))
     _SNS_THROTTLES[0] = 0
+    if "get_service_quota" in _ORIGINALS:
+        ServiceQuotasBackend.get_service_quota = _ORIGINALS.pop("get_service_quota")  # type: ignore[method-assign]
+    if hasattr(ServiceQuotasResponse, "get_aws_default_service_quota"):
+        del ServiceQuotasResponse.get_aws_default_service_quota  # type: ignore[attr-defined]
     if "_invoke_lambda" in _ORIGINALS:
         LambdaFunction._invoke_lambda = _ORIGINALS.pop("_invoke_lambda")  # type: ignore[method-assign]
     if "send_task_failure" in _ORIGINALS:

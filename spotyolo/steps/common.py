@@ -131,6 +131,11 @@ def sns_client() -> SNSClient:
     return client("sns")  # type: ignore[no-any-return]
 
 
+def quotas_client() -> Any:
+    """Service Quotas (its stubs are not installed): the account's EC2 quotas."""
+    return client("service-quotas")
+
+
 def pricing_client() -> Any:
     """The AWS Price List API, at its endpoint nearest this region (it has three)."""
     return _client("pricing", pricing_region(settings().region), os.environ.get("AWS_ENDPOINT_URL"), 2)

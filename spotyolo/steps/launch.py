@@ -27,6 +27,7 @@ from spotyolo.contract.errors import ErrorName, JobAlreadyRunning, LaunchFailed,
 from spotyolo.core.fleet import instance_tags, run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, Capacity, JobSpec
+from spotyolo.core.quotas import quota_for
 from spotyolo.steps.common import hide, logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
@@ -105,21 +106,14 @@ def root_volume_gb(dataset_bytes: int, base_gb: int) -> int:
     return base_gb + math.ceil(dataset_bytes * DATASET_DISK_FACTOR / 2**30)
 
 
-def quota_name(instance_type: str, capacity: str) -> str:
+def quota_name(instance_type: str, capacity: Capacity) -> str:
     """The Service Quotas entry that limits ``instance_type`` (what the user asks to raise)."""
+    quota = quota_for(instance_type, capacity)
+    if quota is not None:
+        return str(quota)
     family = instance_type.split(".")[0].lower()
-    spot = capacity == "spot"
-    if family.startswith(("g", "vt")):
-        return (
-            '"All G and VT Spot Instance Requests" (L-3819A6DF)'
-            if spot
-            else '"Running On-Demand G and VT instances" (L-DB2E81BA)'
-        )
-    if family.startswith("p") and not spot:
-        return '"Running On-Demand P instances" (L-417A185B)'
-    if family in ("p2", "p3", "p3dn", "p4d", "p4de"):
-        return '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'
-    return f"the EC2 {'Spot Instance Requests' if spot else 'Running On-Demand'} quota of the {family} family"
+    kind = "Spot Instance Requests" if capacity == "spot" else "Running On-Demand"
+    return f"the EC2 {kind} quota of the {family} family"
 
 
 def _details(codes: list[tuple[str, str]]) -> str:

@@ -2,7 +2,8 @@
 
 Order (docs/ARCHITECTURE.md, "The steps"): normalise the input → parse and check config.yaml
 (+ overrides) and the
-dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → take the job lock
+dataset → skip if ``weights/<job>/best.pt`` exists and not ``force`` → the account's EC2
+quotas (a job none lets launch is ``JobInvalid``) → take the job lock
 (taking over a lock whose execution has ended terminates that run's instances first) →
 write ``runs/<job>/<run_id>/job.json`` → return ``{"job", "attempt"}``. The settle check
 (S3-event input only: a fresh object other than the trigger, or an open multipart upload,
@@ -38,6 +39,7 @@ from spotyolo.core.fleet import terminate_run
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import EventInput, JobSpec, ManualInput
 from spotyolo.core.planning import first_attempt, stall_seconds
+from spotyolo.core.quotas import QuotasClient, Shortfall, capacities, explain, shortfalls
 from spotyolo.core.s3objects import object_exists
 from spotyolo.core.text import duration
 from spotyolo.core.yamlsafe import problems_error, shown
@@ -210,6 +212,20 @@ def _retire(ec2: EC2Client, job: str) -> Callable[[str], None]:
     return retire
 
 
+def _check_quotas(quotas: QuotasClient, ec2: EC2Client, spec: JobSpec) -> bool:
+    """Refuse a job no quota of the account lets launch, before it waits or costs anything (an
+    unknown quota never refuses: the launch will tell). True when only its second capacity fits
+    (``spot-then-on-demand`` whose spot quota allows none of its types: it starts on demand)."""
+    plan = capacities(spec.config.capacity)
+    short: list[Shortfall] = []
+    for capacity in plan:
+        found = shortfalls(quotas, ec2, spec.instance_types, capacity)
+        if not found:
+            return capacity != plan[0]
+        short += found
+    raise JobInvalid(f"job {spec.name!r}: {explain(short, spec.config.capacity)}")
+
+
 def validate_job(
     event: Mapping[str, Any],
     *,
@@ -217,13 +233,15 @@ def validate_job(
     dynamodb: DynamoDBClient,
     sfn: SFNClient,
     ec2: EC2Client,
+    quotas: QuotasClient,
     settings: Settings,
     now: dt.datetime,
 ) -> dict[str, Any]:
     """The logic of Validate job (clients passed in): returns ``{"job": JobSpec, "attempt": Attempt}``.
 
-    Raises ``JobInvalid`` (nothing locked or written), ``UploadInProgress`` (S3-event input
-    whose files are still arriving) or ``JobAlreadyRunning`` (from the lock).
+    Raises ``JobInvalid`` (nothing locked or written: also a job the account's EC2 quotas can
+    never launch, ``spotyolo.core.quotas``), ``UploadInProgress`` (S3-event input whose files are
+    still arriving) or ``JobAlreadyRunning`` (from the lock).
     """
     execution = str(event["execution"])
     bucket, job, force, overrides, from_event = _parse_input(event["input"], settings)
@@ -269,6 +287,8 @@ def validate_job(
         logger.info("already trained: skipped", extra={"job": job})
         return {"job": spec.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
+    if _check_quotas(quotas, ec2, spec):  # spot allows none of the types: on demand at once
+        attempt = first_attempt(config, spec.instance_types, deadline, now=started, spot_unavailable=True)
     spec.run_id = JobTable(dynamodb, settings.job_table).acquire_lock(
         job, execution, run_id, _is_running(sfn, job), retire=_retire(ec2, job)
     )

@@ -372,8 +372,19 @@ def test_launch_error_names_the_most_useful_cause() -> None:
         ("p4d.24xlarge", "on-demand", '"Running On-Demand P instances" (L-417A185B)'),
         ("p3.2xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
         ("p4de.24xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
-        ("p5.48xlarge", "spot", "the EC2 Spot Instance Requests quota of the p5 family"),
-        ("c5.xlarge", "on-demand", "the EC2 Running On-Demand quota of the c5 family"),
+        ("p5.48xlarge", "spot", '"All P5 Spot Instance Requests" (L-C4BD4855)'),
+        (
+            "c5.xlarge",
+            "on-demand",
+            '"Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (L-1216C47A)',
+        ),
+        (
+            "m7i.large",
+            "spot",
+            '"All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" (L-34B43A08)',
+        ),
+        ("inf2.xlarge", "spot", "the EC2 Spot Instance Requests quota of the inf2 family"),
+        ("dl1.24xlarge", "on-demand", "the EC2 Running On-Demand quota of the dl1 family"),
     ],
 )
 def test_the_quota_to_raise_is_named(instance_type: str, capacity: str, quota: str) -> None:

@@ -23,6 +23,7 @@ from spotyolo.contract.errors import JobAlreadyRunning, JobInvalid, NotATrigger,
 from spotyolo.contract.lambdas import LambdaName
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobSpec
+from spotyolo.local import moto_patches
 from spotyolo.local.functions import load_handler
 from spotyolo.steps.validate import make_run_id, refusal, validate_job
 
@@ -46,6 +47,7 @@ class Aws(SimpleNamespace):
     sfn: Any
     machine: str
     ec2: Any = None
+    quotas: Any = None
 
 
 @pytest.fixture
@@ -71,7 +73,12 @@ def aws():
             roleArn=role,
         )["stateMachineArn"]
         ec2 = boto3.client("ec2", region_name="us-east-1")
-        yield Aws(s3=s3, dynamodb=dynamodb, sfn=sfn, machine=machine, ec2=ec2)
+        quotas = boto3.client("service-quotas", region_name="us-east-1")
+        moto_patches.install_service_quotas()  # moto lacks GetAWSDefaultServiceQuota
+        try:
+            yield Aws(s3=s3, dynamodb=dynamodb, sfn=sfn, machine=machine, ec2=ec2, quotas=quotas)
+        finally:
+            moto_patches.uninstall()
 
 
 def upload(aws: Aws, folder: Path, job: str) -> None:
@@ -96,6 +103,7 @@ def run(
         dynamodb=aws.dynamodb,
         sfn=aws.sfn,
         ec2=aws.ec2,
+        quotas=aws.quotas,
         settings=settings,
         now=now,
     )
@@ -440,3 +448,51 @@ def test_a_lambda_without_its_environment_fails_at_cold_start(
     monkeypatch.setenv("BUCKET", BUCKET)
     with pytest.raises(SettingsMissing, match="JOB_TABLE, TOPIC_ARN"):
         load_handler(name)
+
+
+@pytest.mark.parametrize("vcpus", [0.0, 2.0])
+def test_a_job_no_quota_lets_launch_is_refused_naming_the_quotas(
+    aws: Aws, job: str, vcpus: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spot-then-on-demand g5.xlarge (4 vCPUs) in an account whose G and VT quotas, spot and on
+    demand, are below 4 vCPUs: refused at Validate, before any lock, file or wait."""
+    monkeypatch.setattr(moto_patches.LIMITS, "ec2_quota_vcpus", vcpus)
+    with pytest.raises(JobInvalid) as refused:
+        run(aws, EVENT, start(aws, "e-quota"))
+    message = str(refused.value)
+    assert '"All G and VT Spot Instance Requests" (L-3819A6DF)' in message
+    assert '"Running On-Demand G and VT instances" (L-DB2E81BA)' in message
+    assert f"is {vcpus:g} vCPUs (g5.xlarge needs 4 vCPUs)" in message
+    assert "Service Quotas console" in message
+    assert (
+        "aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-3819A6DF "
+        "--desired-value 4" in message
+    )
+    assert JobTable(aws.dynamodb, TABLE).get(job) is None and keys(aws, "runs/") == []
+
+
+def test_a_quota_that_fits_or_is_unknown_never_refuses(
+    aws: Aws, job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moto_patches.LIMITS, "ec2_quota_vcpus", 4.0)  # one g5.xlarge
+    first = start(aws, "e-fits")
+    assert run(aws, EVENT, first)["job"]["name"] == job
+    aws.sfn.stop_execution(executionArn=first)  # its lock may be taken over
+    # unknown (no value): the launch will tell
+    monkeypatch.setattr(moto_patches.LIMITS, "ec2_quota_vcpus", None)
+    assert run(aws, EVENT, start(aws, "e-unknown"))["job"]["name"] == job
+
+
+def test_spot_then_on_demand_starts_on_demand_when_the_spot_quota_allows_none(aws: Aws, job: str) -> None:
+    """A spot quota of 0 is a shortage that will not pass: the first attempt goes on demand
+    instead of waiting out the launch backoff on spot."""
+    from botocore.stub import Stubber
+
+    quotas = boto3.client("service-quotas", region_name="us-east-1")
+    stubber = Stubber(quotas)
+    for code, value in (("L-3819A6DF", 0.0), ("L-DB2E81BA", 16.0)):  # spot, then on demand
+        stubber.add_response("get_service_quota", {"Quota": {"QuotaCode": code, "Value": value}})
+    with stubber:
+        out = run(Aws(**{**vars(aws), "quotas": quotas}), EVENT, start(aws, "e-od"))
+        stubber.assert_no_pending_responses()
+    assert Attempt.model_validate(out["attempt"]).capacity == "on-demand"

@@ -24,6 +24,7 @@ LOGS_PAGE = SAR + "list_amazoncloudwatchlogs.html"
 IAM_PAGE = SAR + "list_awsidentityandaccessmanagementiam.html"
 ECR_PAGE = SAR + "list_amazonelasticcontainerregistry.html"
 PRICING_PAGE = SAR + "list_awspricelist.html"
+QUOTAS_PAGE = SAR + "list_servicequotas.html"
 #: "Grant permission to tag resources during creation": a tag-on-create call is also an
 #: ec2:CreateTags authorization for each resource type tagged, with ec2:CreateAction = the call
 TAG_ON_CREATE_PAGE = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html"
@@ -80,6 +81,9 @@ RESOURCE_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "ec2:DescribeSubnets": ((), EC2_PAGE),
     "ec2:DescribeSpotPriceHistory": ((), EC2_PAGE),
     "pricing:GetProducts": ((), PRICING_PAGE),
+    "ec2:DescribeInstanceTypes": ((), EC2_PAGE),
+    "servicequotas:GetServiceQuota": ((), QUOTAS_PAGE),
+    "servicequotas:GetAWSDefaultServiceQuota": ((), QUOTAS_PAGE),
     "s3:GetObject": (("object",), S3_PAGE),
     "s3:PutObject": (("object",), S3_PAGE),
     "s3:DeleteObject": (("object",), S3_PAGE),
@@ -400,6 +404,11 @@ CALLS: dict[tuple[str, str], Callable[[Mapping[str, Any], Tags], list[Request]]]
     ("ec2", "DescribeSubnets"): lambda p, _: [request("ec2:DescribeSubnets", None)],
     ("ec2", "DescribeSpotPriceHistory"): lambda p, _: [request("ec2:DescribeSpotPriceHistory", None)],
     ("pricing", "GetProducts"): lambda p, _: [request("pricing:GetProducts", None)],
+    ("ec2", "DescribeInstanceTypes"): lambda p, _: [request("ec2:DescribeInstanceTypes", None)],
+    ("service-quotas", "GetServiceQuota"): lambda p, _: [request("servicequotas:GetServiceQuota", None)],
+    ("service-quotas", "GetAWSDefaultServiceQuota"): lambda p, _: [
+        request("servicequotas:GetAWSDefaultServiceQuota", None)
+    ],
     ("ec2", "TerminateInstances"): lambda p, tags_of: _instances(
         "ec2:TerminateInstances", p["InstanceIds"], tags_of
     ),

@@ -39,6 +39,7 @@ from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobConfig, JobSpec, TrainResult
+from spotyolo.local import moto_patches
 from spotyolo.local.imds import FakeMetadataService
 from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
 from spotyolo.steps.validate import validate_job
@@ -309,7 +310,11 @@ def recorded(
     """One pipeline run, part by part: validate, launch, instance_lost, prepare_retry, launch,
     the trainer (a real one-epoch training), check_result, cleanup, cancel."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        yield _run_the_pipeline(synth, shapes_job, tmp_path_factory)
+        moto_patches.install_service_quotas()  # moto lacks GetAWSDefaultServiceQuota
+        try:
+            yield _run_the_pipeline(synth, shapes_job, tmp_path_factory)
+        finally:
+            moto_patches.uninstall()
 
 
 def _world(synth: Synth) -> tuple[Deployed, Settings, dict[str, Any]]:
@@ -365,7 +370,9 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     plain["s3"].put_object(Bucket=cfg.bucket, Key="jobs/shapes/config.yaml", Body=one_epoch.encode())
 
     # validate: the lock is held by an execution that no longer exists (DescribeExecution)
-    s3, ddb, sfn, ec2_v = rec.clients("validate", "s3", "dynamodb", "stepfunctions", "ec2")
+    s3, ddb, sfn, ec2_v, quotas_v = rec.clients(
+        "validate", "s3", "dynamodb", "stepfunctions", "ec2", "service-quotas"
+    )
     JobTable(plain["ddb"], cfg.job_table).acquire_lock("shapes", execution + "-old", "run-0", lambda _: True)
     out = validate_job(
         {"input": {"bucket": cfg.bucket, "key": "jobs/shapes/config.yaml"}, "execution": execution},
@@ -373,6 +380,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         dynamodb=ddb,
         sfn=sfn,
         ec2=ec2_v,
+        quotas=quotas_v,
         settings=cfg,
         now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120),
     )

@@ -277,7 +277,7 @@ def test_instances_are_created_and_terminated_only_when_tagged_app_spotyolo(synt
                 assert st["Condition"] == {"StringEquals": {"aws:RequestTag/app": "spotyolo"}}, name
 
 
-AWS_CALL = re.compile(r"\b(s3|ec2|sfn|sns|pricing)\.(\w+)\(")
+AWS_CALL = re.compile(r"\b(s3|ec2|sfn|sns|pricing|quotas)\.(\w+)\(")
 #: boto3 method -> IAM action (where the name does not simply CamelCase)
 ACTION_OF = {
     ("s3", "head_object"): "s3:GetObject",
@@ -285,6 +285,7 @@ ACTION_OF = {
     ("s3", "list_objects_v2"): "s3:ListBucket",
     ("s3", "list_multipart_uploads"): "s3:ListBucketMultipartUploads",
     ("s3", "get_paginator"): "s3:ListBucket",
+    ("quotas", "get_aws_default_service_quota"): "servicequotas:GetAWSDefaultServiceQuota",
 }
 HELPERS = {
     "cleanup": [
@@ -299,7 +300,7 @@ HELPERS = {
     ],
     "prepare_retry": ["spotyolo/core/fleet.py:run_instances_of", "spotyolo/core/cost.py"],
     "check_result": ["spotyolo/core/cost.py"],
-    "validate": ["spotyolo/core/dataset/sources.py"],
+    "validate": ["spotyolo/core/dataset/sources.py", "spotyolo/core/quotas.py"],
 }
 
 
@@ -319,7 +320,7 @@ def _calls(name: str) -> set[str]:
     for service, method in AWS_CALL.findall("\n".join(sources)):
         if method == "get_paginator":
             continue
-        prefix = {"sfn": "states"}.get(service, service)
+        prefix = {"sfn": "states", "quotas": "servicequotas"}.get(service, service)
         out.add(
             ACTION_OF.get((service, method), f"{prefix}:{''.join(w.capitalize() for w in method.split('_'))}")
         )

@@ -289,6 +289,67 @@ def test_interruption_notice_then_termination_after_the_window(engine: LocalEngi
     assert record.terminated is not None and record.terminated - record.announced >= 0.9
 
 
+def _spot_fleet(engine: LocalEngine) -> dict[str, Any]:
+    response: dict[str, Any] = engine.client("ec2").create_fleet(
+        Type="instant",
+        LaunchTemplateConfigs=[
+            {
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": engine.resources.launch_template_id,
+                    "Version": "$Latest",
+                },
+                "Overrides": [{"InstanceType": "g5.xlarge"}, {"InstanceType": "g6.xlarge"}],
+            }
+        ],
+        TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "spot"},
+        SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
+    )
+    return response
+
+
+def test_max_instances_is_the_accounts_quota_for_fleet_and_service_quotas(engine: LocalEngine) -> None:
+    """`--max-instances N`: a launch past N live instances is refused with EC2's code, which
+    Launch trainer reads as QuotaExceeded; Service Quotas answers N x 4 vCPUs; no flag, no limit.
+    (Before test_stop_leaves_nothing_running: another engine's stop uninstalls moto's patches
+    process-wide.)"""
+    from spotyolo.contract.errors import QuotaExceeded
+    from spotyolo.core.models import Attempt
+    from spotyolo.core.quotas import instance_slots
+    from spotyolo.steps import launch
+
+    ec2, quotas = engine.client("ec2"), engine.client("service-quotas")  # type: ignore[call-overload]
+    live = ec2.describe_instances(
+        Filters=[
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            {"Name": "instance-lifecycle", "Values": ["spot"]},
+        ]
+    )["Reservations"]
+    assert not live, "another test left a spot instance running"
+    assert instance_slots(quotas, ec2, ["g5.xlarge"], "spot") is None  # no flag: unknown, no limit
+    engine.limit_instances(1)
+    launched = []
+    try:
+        assert quotas.get_service_quota(ServiceCode="ec2", QuotaCode="L-3819A6DF")["Quota"]["Value"] == 4.0
+        assert instance_slots(quotas, ec2, ["g5.xlarge", "g6.xlarge"], "spot") == 1
+        first = launch.launched_instance(_spot_fleet(engine))
+        assert first is not None
+        launched.append(first.instance)
+        refused = _spot_fleet(engine)
+        assert launch.launched_instance(refused) is None
+        codes = [(e["ErrorCode"], e["ErrorMessage"]) for e in refused["Errors"]]
+        assert {c for c, _ in codes} == {"MaxSpotInstanceCountExceeded"} and len(codes) == 2
+        attempt = Attempt(
+            number=1, capacity="spot", instance_types=["g5.xlarge"], seconds_left=60, heartbeat_seconds=30
+        )
+        assert isinstance(launch.launch_error(codes, attempt), QuotaExceeded)
+    finally:
+        engine.limit_instances(None)
+    second = launch.launched_instance(_spot_fleet(engine))  # the default: no limit
+    assert second is not None
+    launched.append(second.instance)
+    ec2.terminate_instances(InstanceIds=launched)
+
+
 def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
     asl = tmp_path / "tiny.asl.json"
     asl.write_text(json.dumps(TINY_ASL))

@@ -241,3 +241,43 @@ def test_the_sample_job_draws_plots_and_the_output_names_them(tmp_path: Path) ->
         f"plots: {out}/plots/ (results.png, confusion_matrix.png, BoxPR_curve.png, BoxF1_curve.png, ...)",
     ]
     assert copied_lines("shapes", out, ["best.pt"]) == [f"weights/shapes/ copied to {out}/ (best.pt)"]
+
+
+def test_max_instances_reaches_the_engine_of_local_and_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--max-instances N` is the emulated account's quota of both commands (default: none)."""
+    from types import SimpleNamespace
+
+    from spotyolo.cli import build_parser
+    from spotyolo.local import cli as local_cli
+    from spotyolo.local import engine as engine_module
+
+    made: list[dict] = []
+
+    class Started(Exception):
+        pass
+
+    class FakeEngine:
+        def __init__(self, **kwargs: object) -> None:
+            made.append(kwargs)
+            self.quota_instances = kwargs.get("quota_instances")
+            self.endpoint = "http://127.0.0.1:1"
+            self.resources = SimpleNamespace(bucket="b", state_machine_arn="sm", table="t", topic_arn="tp")
+
+        def start(self) -> None:
+            raise Started
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(engine_module, "LocalEngine", FakeEngine)
+    parser = build_parser()
+    with pytest.raises(Started):
+        local_cli.run_serve(parser.parse_args(["local", "serve", "--max-instances", "2"]))
+    assert made[-1]["quota_instances"] == 2
+    with pytest.raises(Started):
+        local_cli.run_serve(parser.parse_args(["local", "serve"]))
+    assert made[-1]["quota_instances"] is None
+    assert "EC2 quotas     2 instances at once" in local_cli.serve_banner(FakeEngine(quota_instances=2))
+    assert "EC2 quotas" not in local_cli.serve_banner(FakeEngine())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["local", "serve", "--max-instances", "-1"])
