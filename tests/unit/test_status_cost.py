@@ -43,3 +43,24 @@ def test_status_of_a_run_all_on_demand_claims_no_saving() -> None:
     row = job_row(item, now=T0 + dt.timedelta(hours=2))
     assert row["saving_percent"] is None and row["cost"] == "$0.50 on-demand"
     assert "(-" not in jobs_table([row]) and "less than" not in detail_text(detail(row))
+
+
+def test_status_shows_a_queued_jobs_place_and_how_many_are_ahead() -> None:
+    """Issue 12: a job waiting for an instance slot says where it is in the queue."""
+    queued = JobItem(
+        job="pets",
+        status="queued",
+        execution="arn:x",
+        queue={"ticket": 7, "position": 3, "ahead": 2, "running": 2, "slots": 2},
+    )
+    row = job_row(queued, now=T0)
+    assert row["queue"] == {"position": 3, "ahead": 2, "running": 2, "slots": 2}
+    assert "queued 3 (2 ahead)" in jobs_table([row])
+    assert "queued for an instance: 3rd in line (2 jobs ahead) · 2/2 instances running" in detail_text(
+        detail(row)
+    )
+    # once it holds a slot, the queue is no longer shown
+    training = JobItem.model_validate(
+        {**queued.model_dump(), "status": "training", "queue": {"ticket": 7, "granted": "now"}}
+    )
+    assert job_row(training, now=T0)["queue"] is None
