@@ -13,8 +13,8 @@ from spotyolo.cli.deployment import Deployment, connect
 from spotyolo.cli.jobs import all_items, clock, executions_of, job_item, parse_time, table
 from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.layout import weights_prefix
-from spotyolo.core.cost import attempt_seconds, cost_report, price_fn, run_cost
 from spotyolo.contract.status import JobStatus
+from spotyolo.core.cost import attempt_seconds, cost_report, price_fn, run_cost
 from spotyolo.core.models import JobItem, QueueInfo
 from spotyolo.core.slots import queue_words
 
