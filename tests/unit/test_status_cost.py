@@ -64,3 +64,26 @@ def test_status_shows_a_queued_jobs_place_and_how_many_are_ahead() -> None:
         {**queued.model_dump(), "status": "training", "queue": {"ticket": 7, "granted": "now"}}
     )
     assert job_row(training, now=T0)["queue"] is None
+
+
+def test_spotyolo_local_prints_a_queued_jobs_place_when_it_changes() -> None:
+    import io
+
+    from spotyolo.local.cli import Console, Follower
+
+    places = iter([(2, 1), (2, 1), (1, 0)])
+
+    class Engine:
+        def job_item(self, job: str) -> JobItem:
+            position, ahead = next(places)
+            queue = {"ticket": 9, "position": position, "ahead": ahead, "running": 2, "slots": 2}
+            return JobItem(job=job, status="queued", execution="arn:x", queue=queue)
+
+    out = io.StringIO()
+    follower = Follower(Engine(), Console(stream=out), "pets", {"States": {}})
+    for _ in range(3):
+        follower._table()
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "  queued for an instance: 2nd in line (1 job ahead) · 2/2 instances running",
+        "  queued for an instance: 1st in line (0 jobs ahead) · 2/2 instances running",
+    ]
