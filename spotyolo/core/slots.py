@@ -54,6 +54,9 @@ QUEUE_TIMEOUT_SECONDS = 7 * 24 * 3600
 REWAKE_SECONDS = 60
 #: the errors SendTaskSuccess answers for a token whose execution no longer waits
 GONE_TOKEN = frozenset({"TaskDoesNotExist", "InvalidToken", "TaskTimedOut"})
+#: Step Functions asking to be asked later, and how long to wait each time
+THROTTLED = frozenset({"ThrottlingException", "TooManyRequestsException"})
+THROTTLE_DELAYS = (0.2, 0.5, 1.0)
 #: statuses of an execution that will never give its slot back by itself
 ENDED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 
@@ -334,7 +337,14 @@ class SlotQueue:
         return report
 
     def _take(self, head: Waiter, sem: Semaphore) -> bool:
-        holder = {"job": head.job, "ticket": head.ticket, "granted": self.clock(), "token": head.token}
+        holder = {
+            "job": head.job,
+            "ticket": head.ticket,
+            "granted": self.clock(),
+            # until the waiter is answered: what a later pump sends if this one dies first
+            "token": head.token,
+            "output": self._output(head),
+        }
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -390,11 +400,9 @@ class SlotQueue:
         ticket = int(sem.holders[head.execution].get("ticket", head.ticket))
         self._wake(head, report, ticket=ticket, give_back=False)
 
-    def _wake(
-        self, head: Waiter, report: PumpReport, ticket: int | None = None, give_back: bool = True
-    ) -> None:
-        """Answer the granted waiter's token with its document, replanned from now; a token
-        that is gone gives the slot back (``give_back``: the grant was this pump's own)."""
+    def _output(self, head: Waiter, ticket: int | None = None) -> str:
+        """What the grant answers: the waiter's document, replanned from now (max_hours counts
+        from the grant), as the state's ResultSelector reads it."""
         queued = max(0.0, self.clock() - head.since)
         output: dict[str, Any] = {"queued_seconds": round(queued, 1), "ticket": ticket or head.ticket}
         if "job" in head.document and "attempt" in head.document:
@@ -405,14 +413,20 @@ class SlotQueue:
                 now=self.clock(),
             )
             output.update(job=job.model_dump(mode="json"), attempt=attempt.model_dump(mode="json"))
+        return json.dumps(output)
+
+    def _wake(
+        self, head: Waiter, report: PumpReport, ticket: int | None = None, give_back: bool = True
+    ) -> None:
+        """Answer the granted waiter's token; a token that is gone gives the slot back
+        (``give_back``: the grant was this pump's own)."""
         if self.jobs is not None:
             self.jobs.slot_granted(head.job, head.execution, ticket or head.ticket)
-        sfn = self.sfn
         try:
-            sfn.send_task_success(taskToken=head.token, output=json.dumps(output))
+            self._answer(head.token, self._output(head, ticket))
         except ClientError as err:
             if error_code(err) not in GONE_TOKEN:
-                raise  # the holder keeps its token: the next pump answers it (_rewake_stale)
+                raise  # the holder keeps its token and answer: the next pump sends it (_rewake_stale)
             if give_back:  # it stopped waiting (stopped, timed out): the slot is not its own
                 self.release(head.execution, ticket or head.ticket)
                 report.gone.append(head.execution)
@@ -420,14 +434,26 @@ class SlotQueue:
         self._woken(head.execution)
         report.granted.append(head.execution)
 
+    def _answer(self, token: str, output: str) -> None:
+        """SendTaskSuccess, asked again a few times while Step Functions throttles."""
+        sfn = self.sfn
+        for delay in (*THROTTLE_DELAYS, None):
+            try:
+                sfn.send_task_success(taskToken=token, output=output)
+                return
+            except ClientError as err:
+                if delay is None or error_code(err) not in THROTTLED:
+                    raise
+                time.sleep(delay)
+
     def _woken(self, execution: str) -> None:
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key=SEMAPHORE,
-                UpdateExpression="REMOVE holders.#e.#tok",
+                UpdateExpression="REMOVE holders.#e.#tok, holders.#e.#out",
                 ConditionExpression="attribute_exists(holders.#e)",
-                ExpressionAttributeNames={"#e": execution, "#tok": "token"},
+                ExpressionAttributeNames={"#e": execution, "#tok": "token", "#out": "output"},
             )
         except ClientError as err:
             if error_code(err) != "ConditionalCheckFailedException":
@@ -436,13 +462,12 @@ class SlotQueue:
     def _rewake_stale(self) -> None:
         """A grant whose answer never got through (its Lambda died between the two): answer it
         now. A token that is gone just means the answer did get through, or the run ended."""
-        sfn = self.sfn
         for execution, holder in self.semaphore().holders.items():
             token = holder.get("token")
             if not token or self.clock() - float(holder.get("granted", 0)) < REWAKE_SECONDS:
                 continue
             try:
-                sfn.send_task_success(taskToken=token, output=json.dumps({"ticket": holder.get("ticket")}))
+                self._answer(token, str(holder.get("output") or "{}"))
             except ClientError as err:
                 if error_code(err) not in GONE_TOKEN:
                     continue

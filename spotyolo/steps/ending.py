@@ -211,8 +211,13 @@ def clean_up(
         pricing=pricing,
     )
     if slots is not None:  # after the instances are gone: never more running than the count
-        pumped = slots.finish(execution)
-        logger.info("slot given back", extra={"job": job_name, "woke": len(pumped.granted)})
+        try:
+            pumped = slots.finish(execution)
+            logger.info("slot given back", extra={"job": job_name, "woke": len(pumped.granted)})
+        except Exception:  # the run is cleaned up and its user told; never fail that for the queue
+            # a slot left held is reclaimed by the next pump (its holder has ended)
+            logger.exception("giving the instance slot back failed", extra={"job": job_name})
+            metrics.add_metric(name="SlotReleaseFailed", unit=MetricUnit.Count, value=1)
     return report
 
 

@@ -367,3 +367,32 @@ def test_after_queue_keeps_a_money_bound_attempt_and_its_budget_end() -> None:
     assert moved_job.deadline == job.deadline + 600
     assert (moved.seconds_left, moved.budget_end) == (900, attempt.budget_end + 600)
     assert moved.heartbeat_seconds < moved.seconds_left
+
+
+def test_a_grant_whose_answer_was_lost_is_answered_by_a_later_pump(world: World) -> None:
+    """The pump that granted died before SendTaskSuccess (a Lambda timeout): the holder keeps
+    its token and its answer, and a pump a minute later sends that answer (the whole document:
+    the state's ResultSelector reads job and attempt)."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.states.dead_tokens.add("token-c")  # stand-in for "the answer never got out"
+
+    def unreachable(token: str, output: str) -> None:
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendTaskSuccess")
+
+    world.queue._answer = unreachable  # type: ignore[method-assign]
+    with pytest.raises(ClientError):
+        world.queue.finish(ARN + "a")
+    assert world.holders() == ["b", "c"] and "token-c" not in world.states.answered
+    del world.queue._answer
+    world.states.dead_tokens.discard("token-c")
+    world.clock.now += 30
+    world.queue.pump()
+    assert "token-c" not in world.states.answered  # not yet: the first pump may still answer
+    world.clock.now += 60
+    world.queue.pump()
+    assert world.woken()[-1] == "c" and set(world.states.outputs["token-c"]) >= {"job", "attempt"}
+    world.clock.now += 120
+    world.queue.pump()
+    assert world.woken().count("c") == 1  # answered once
