@@ -48,6 +48,15 @@ def _entered(engine: object, arn: str, state: str) -> list[float]:
     ]
 
 
+def _ticket(engine: object, arn: str) -> int:
+    """The ticket the grant answered with (the job item drops it when the run ends)."""
+    for event in engine.history(arn):  # type: ignore[attr-defined]
+        output = event.get("taskSucceededEventDetails", {}).get("output")
+        if output and '"ticket"' in output:
+            return int(json.loads(output)["ticket"])
+    raise AssertionError(f"{arn} was never granted a slot")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20)
@@ -98,13 +107,10 @@ def main() -> int:
         wall = time.monotonic() - started
         stop.set()
         watcher.join(5)
-        tickets = {}
-        for name in names:
-            item = engine.job_item(name)
-            tickets[name] = item.queue.ticket if item and item.queue else None
+        tickets = {name: _ticket(engine, arn) for name, arn in zip(names, arns, strict=True)}
         launches = {arn: _entered(engine, arn, "Launch trainer")[0] for arn in arns}
         cleanups = [t for arn in arns for t in _entered(engine, arn, "Clean up")]
-        by_ticket = [arn for _, arn in sorted((tickets[n] or 0, a) for n, a in zip(names, arns, strict=True))]
+        by_ticket = [arn for _, arn in sorted((tickets[n], a) for n, a in zip(names, arns, strict=True))]
         waited = sorted(launches.values())[args.max_instances :]
         gaps = [
             launch - max(c for c in cleanups if c <= launch)
