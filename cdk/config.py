@@ -25,6 +25,8 @@ CONTEXT_KEYS: dict[str, str] = {
     "bucket_name": "name of the job bucket (default: generated)",
     "root_volume_gb": "root volume base size in GiB (default 60; the launch adds the dataset size)",
     "settle_seconds": "an upload is complete when its newest object is this old (default 30)",
+    "max_instances": "trainer instances at once, all jobs together; the others wait in a FIFO queue "
+    "(default 0: as many as the account's EC2 quota allows)",
     "log_retention_days": "retention of every log group in days (default 30)",
     "trainer_image": "a prebuilt trainer image URI to use instead of building container/Dockerfile",
     "lambda_wheels": "a folder of manylinux wheels for the Lambda asset (offline synth)",
@@ -116,6 +118,8 @@ class DeployConfig:
     bucket_name: str | None = None
     root_volume_gb: int = 60
     settle_seconds: int = 30
+    #: instances at once for all jobs (0: the account's EC2 quota decides; docs/ARCHITECTURE.md)
+    max_instances: int = 0
     log_retention_days: int = 30
     trainer_image: str | None = None
     lambda_wheels: str | None = None
@@ -185,6 +189,7 @@ class DeployConfig:
             bucket_name=bucket,
             root_volume_gb=_int("root_volume_gb", value("root_volume_gb"), 60, 30, 16000),
             settle_seconds=_int("settle_seconds", value("settle_seconds"), 30, 0, 3600),
+            max_instances=_int("max_instances", value("max_instances"), 0, 0, 10000),
             log_retention_days=retention,
             trainer_image=value("trainer_image") or None,
             lambda_wheels=value("lambda_wheels") or None,

@@ -81,7 +81,22 @@ SPECS = (
     FunctionSpec(
         LambdaName.CANCEL, "config.yaml deleted: stop the job's running execution", 60, invoked_by_events=True
     ),
+    FunctionSpec(
+        LambdaName.SLOT_QUEUE, "Instance-slot queue: wait for a slot, or go back after QuotaExceeded", 60
+    ),
 )
+
+#: what giving back or granting an instance slot does (spotyolo/core/slots.py): the semaphore and
+#: the queue items (TransactWriteItems is authorized as its UpdateItem and DeleteItem)
+SLOT_TABLE_ACTIONS = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+]
+#: the Lambdas that pump the queue: the queue's own, and the two that end runs
+SLOT_PUMPS = (LambdaName.SLOT_QUEUE, LambdaName.CLEANUP, LambdaName.CANCEL)
 
 
 class FunctionsConstruct(Construct):
@@ -94,6 +109,7 @@ class FunctionsConstruct(Construct):
         bucket: s3.IBucket,
         table_arn: str,
         table_name: str,
+        slot_table: tuple[str, str],
         topic_arn: str,
         trainer: TrainerConstruct,
         subnet_ids: list[str],
@@ -106,6 +122,8 @@ class FunctionsConstruct(Construct):
         settings = Settings(
             bucket=bucket.bucket_name,
             job_table=table_name,
+            slot_table=slot_table[1],
+            max_instances=cfg.max_instances,
             topic_arn=topic_arn,
             trainer_image=trainer.image_uri,
             launch_template_id=trainer.launch_template.launch_template_id or "",
@@ -220,6 +238,12 @@ class FunctionsConstruct(Construct):
         p(LambdaName.INSTANCE_LOST, ["ec2:DescribeInstances"], ["*"])
         p(LambdaName.INSTANCE_LOST, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
         p(LambdaName.INSTANCE_LOST, ["states:SendTaskFailure"], ["*"])
+        # the instance-slot queue: the semaphore, the places in the job table, the waiters' tokens
+        # (states:DescribeExecution, is a slot's holder still running: grant_executions)
+        for name in SLOT_PUMPS:
+            p(name, SLOT_TABLE_ACTIONS, [slot_table[0]])
+            p(name, ["states:SendTaskSuccess", *QUOTA_ACTIONS], ["*"])
+        p(LambdaName.SLOT_QUEUE, ["dynamodb:GetItem", "dynamodb:UpdateItem"], table)
 
         self._acknowledge_wildcards(stack, bucket)
 
@@ -235,15 +259,19 @@ class FunctionsConstruct(Construct):
             resource_name=f"{state_machine.state_machine_name}:*",
             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )
-        for name, action, why in (
-            (LambdaName.VALIDATE, "states:DescribeExecution", "is the lock holder still running?"),
-            (LambdaName.CANCEL, "states:StopExecution", "stop the job's running execution"),
+        slot_holder = "is an instance slot's holder still running?"
+        for name, action, why, suffix in (
+            (LambdaName.VALIDATE, "states:DescribeExecution", "is the lock holder still running?", ""),
+            (LambdaName.CANCEL, "states:StopExecution", "stop the job's running execution", ""),
+            (LambdaName.CANCEL, "states:DescribeExecution", slot_holder, "SlotHolders"),
+            (LambdaName.CLEANUP, "states:DescribeExecution", slot_holder, "SlotHolders"),
+            (LambdaName.SLOT_QUEUE, "states:DescribeExecution", slot_holder, "SlotHolders"),
         ):
             role = self.functions[name].role
             assert role is not None
             policy = iam.Policy(
                 self,
-                f"{_camel(name)}Executions",
+                f"{_camel(name)}{suffix or 'Executions'}",
                 roles=[role],
                 statements=[iam.PolicyStatement(actions=[action], resources=[executions])],
             )
@@ -353,6 +381,11 @@ class FunctionsConstruct(Construct):
             "(restricted by iam:AWSServiceName)."
         )
         services = ("spot.amazonaws.com", "ec2fleet.amazonaws.com")
+        slots = (
+            "states:SendTaskSuccess (wake the next job in the instance-slot queue) authorises by task "
+            "token and takes no resource ARN; servicequotas:GetServiceQuota/GetAWSDefaultServiceQuota and "
+            "ec2:DescribeInstanceTypes (the slot count from the account's quota) have no resource type."
+        )
         terminate = (
             "TerminateInstances is limited to instances tagged app=spotyolo; instance ids are per run."
         )
@@ -388,9 +421,12 @@ class FunctionsConstruct(Construct):
                 f"{objects}/weights/*": "Promotes them to weights/<job>/ (previous ones to previous/): "
                 f"{per_job}.",
             },
+            LambdaName.SLOT_QUEUE: {
+                "Resource::*": f"{xray} {slots}",
+            },
             LambdaName.CLEANUP: {
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory, pricing:GetProducts "
-                "(the run's instances, its cost) have no resource type.",
+                f"(the run's instances, its cost) have no resource type. {slots}",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
             },
             LambdaName.INSTANCE_LOST: {
@@ -399,7 +435,7 @@ class FunctionsConstruct(Construct):
             },
             LambdaName.CANCEL: {
                 "Resource::*": f"{xray} ec2:DescribeInstances/DescribeSpotPriceHistory, pricing:GetProducts "
-                "(cancel cleans up the run's instances and reports its cost) have no resource type.",
+                f"(cancel cleans up the run's instances and reports its cost) have no resource type. {slots}",
                 arn.format(svc="ec2", rest="instance/*"): terminate,
                 f"{objects}/jobs/*/config.yaml": "Checks that a job's config.yaml is really gone before it "
                 f"cancels (a late Deleted event after a re-upload): {per_job}.",

@@ -61,6 +61,7 @@ class SpotYoloStack(cdk.Stack):
             bucket=storage.bucket,
             table_arn=storage.table.table_arn,
             table_name=storage.table.table_name,
+            slot_table=(storage.slot_table.table_arn, storage.slot_table.table_name),
             topic_arn=notifications.topic.topic_arn,
             trainer=trainer,
             subnet_ids=network.subnet_ids,

@@ -69,3 +69,18 @@ class StorageConstruct(Construct):
             encryption=dynamodb.TableEncryption.DEFAULT,  # AWS-owned key: encrypted, no KMS charges
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
+
+        # the instance-slot queue (spotyolo/core/slots.py): a semaphore item and one item per
+        # queued execution; its own table, so nothing that lists jobs ever sees them
+        self.slot_table = dynamodb.Table(
+            self,
+            "SlotTable",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.NUMBER),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.DEFAULT,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )

@@ -16,6 +16,7 @@ from spotyolo.steps.common import (
     s3_client,
     settings,
     sfn_client,
+    slot_queue,
     sns_client,
     tracer,
 )
@@ -38,4 +39,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         table=job_table(),
         topic_arn=settings().topic_arn,
         pricing=pricing_client(),
+        slots=slot_queue(),
     )

@@ -15,6 +15,7 @@ from spotyolo.steps.common import (
     metrics,
     pricing_client,
     settings,
+    slot_queue,
     sns_client,
     tracer,
 )
@@ -35,10 +36,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             sns=sns_client(),
             topic_arn=settings().topic_arn,
             pricing=pricing_client(),
+            slots=slot_queue(),
         )
     return step.from_workflow(
         parse(event=event, model=step.WorkflowCleanup),
         ec2=ec2_client(),
         table=job_table(),
         pricing=pricing_client(),
+        slots=slot_queue(),
     )

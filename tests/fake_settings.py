@@ -11,6 +11,7 @@ def make_settings(**values: Any) -> Settings:
     base: dict[str, Any] = {
         "bucket": "test-bucket",
         "job_table": "test-jobs",
+        "slot_table": "test-slots",
         "topic_arn": "arn:aws:sns:us-east-1:123456789012:test-topic",
         "trainer_image": "local",
         "launch_template_id": "lt-test",

@@ -13,8 +13,10 @@ from spotyolo.cli.deployment import Deployment, connect
 from spotyolo.cli.jobs import all_items, clock, executions_of, job_item, parse_time, table
 from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.layout import weights_prefix
+from spotyolo.contract.status import JobStatus
 from spotyolo.core.cost import attempt_seconds, cost_report, price_fn, run_cost
-from spotyolo.core.models import JobItem
+from spotyolo.core.models import JobItem, QueueInfo
+from spotyolo.core.slots import queue_words
 
 _METRIC_ORDER = ("mAP50", "mAP50-95", "recall", "precision")
 
@@ -52,6 +54,17 @@ def job_row(item: JobItem, now: dt.datetime | None = None) -> dict[str, Any]:
         "cost": cost.words() if item.attempts else None,
         "interruptions": sum(1 for a in item.attempts if a.outcome == ErrorName.SPOT_INTERRUPTED),
         "message": item.message,
+        # the instance-slot queue: its place while it waits (docs/ARCHITECTURE.md, "Capacity queue")
+        "queue": (
+            {
+                "position": item.queue.position,
+                "ahead": item.queue.ahead,
+                "running": item.queue.running,
+                "slots": item.queue.slots,
+            }
+            if item.status == JobStatus.QUEUED and item.queue and item.queue.position
+            else None
+        ),
     }
 
 
@@ -69,10 +82,12 @@ def jobs_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         epoch = f"{r['epoch']}/{r['epochs']}" if r["epochs"] else "-"
         metric = f"{r['metric']['name']} {r['metric']['value']:.3f}" if r["metric"] else "-"
+        queue = r.get("queue")
+        state = f"queued {queue['position']} ({queue['ahead']} ahead)" if queue else r["state"]
         lines.append(
             [
                 r["job"],
-                r["state"],
+                state,
                 str(r["attempt"] or "-"),
                 str(r["capacity"] or "-"),
                 epoch,
@@ -167,6 +182,9 @@ def detail_text(detail: dict[str, Any]) -> str:
         f"{detail['interruptions']} interruption(s) · "
         f"elapsed {clock(detail['elapsed_seconds'])}",
     ]
+    if detail.get("queue"):
+        q = detail["queue"]
+        head.append("  " + queue_words(QueueInfo(ticket=0, **q)))
     if detail.get("message"):
         head.append(f"  {detail['message'].splitlines()[0]}")
     parts = ["\n".join(head)]

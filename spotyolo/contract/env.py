@@ -34,6 +34,8 @@ class Settings:
     trainer_image: str = field(metadata=_env("TRAINER_IMAGE", required=True))
     launch_template_id: str = field(metadata=_env("LAUNCH_TEMPLATE_ID", required=True))
     subnet_ids: list[str] = field(metadata=_env("SUBNET_IDS", required=True, kind="list"))
+    #: the instance-slot queue (spotyolo/core/slots.py): a semaphore item and one item per waiter
+    slot_table: str = field(metadata=_env("SLOT_TABLE", required=True))
     launch_template_version: str = field(default="$Latest", metadata=_env("LAUNCH_TEMPLATE_VERSION"))
     default_instance_types: list[str] = field(
         default_factory=lambda: list(DEFAULT_INSTANCE_TYPES),
@@ -47,6 +49,9 @@ class Settings:
     launch_backoff_seconds: int = field(default=60, metadata=_env("LAUNCH_BACKOFF_SECONDS", kind="int"))
     #: launch rounds after which NoCapacity/QuotaExceeded ends the job
     max_launch_waits: int = field(default=5, metadata=_env("MAX_LAUNCH_WAITS", kind="int"))
+    #: instances running at once, all jobs together (the deploy option max_instances); 0: as
+    #: many as the account's EC2 quota allows (spotyolo.core.quotas), no limit when unknown
+    max_instances: int = field(default=0, metadata=_env("MAX_INSTANCES", kind="int"))
     #: set by the Lambda runtime (AWS_REGION), never by the deployment
     region: str = field(default="us-east-1", metadata=_env("AWS_REGION"))
 

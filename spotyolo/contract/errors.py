@@ -34,6 +34,8 @@ class ErrorName(StrEnum):
     CANCELLED = "Cancelled"
     #: max_hours ran out (States.Timeout / States.HeartbeatTimeout at the deadline)
     JOB_TIMED_OUT = "JobTimedOut"
+    #: the job waited for an instance slot longer than the queue allows (QUEUE_TIMEOUT_SECONDS)
+    QUEUE_TIMED_OUT = "QueueTimedOut"
     #: a missed heartbeat: the trainer made no progress for stall_hours
     TRAINER_STALLED = "TrainerStalled"
     #: any other States.* error (a defect of the pipeline, not of the job)

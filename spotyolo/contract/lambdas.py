@@ -19,6 +19,8 @@ class LambdaName(StrEnum):
     CLEANUP = "cleanup"
     INSTANCE_LOST = "instance_lost"
     CANCEL = "cancel"
+    #: "Wait for an instance slot" and "Back to the queue": the instance-slot queue
+    SLOT_QUEUE = "slot_queue"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ LAMBDAS: dict[LambdaName, LambdaSpec] = {
         LambdaSpec(LambdaName.CLEANUP, "CleanupFunctionArn"),
         LambdaSpec(LambdaName.INSTANCE_LOST, None),
         LambdaSpec(LambdaName.CANCEL, None),
+        LambdaSpec(LambdaName.SLOT_QUEUE, "SlotQueueFunctionArn"),
     )
 }
 

@@ -10,6 +10,8 @@ class JobStatus(StrEnum):
     IDLE = "idle"
     #: Validate job took the lock
     STARTING = "starting"
+    #: waiting in the instance-slot queue (``JobItem.queue`` says where)
+    QUEUED = "queued"
     #: Launch trainer is starting an instance
     LAUNCHING = "launching"
     #: the trainer reads its token and trains

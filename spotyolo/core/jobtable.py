@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning
 from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.awserrors import error_code
-from spotyolo.core.models import AttemptRecord, JobItem, Progress
+from spotyolo.core.models import AttemptRecord, JobItem, Progress, QueueInfo
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -167,7 +167,7 @@ class JobTable:
             "attempts": [],
             "message": f"run {run_id} started",
         }
-        removes = ("current", "progress", "result", "cost_usd")
+        removes = ("current", "progress", "result", "cost_usd", "queue")
         holder: str | None = None
         # the lock may change hands while we look (the holder's clean up releases it): look again
         for _ in range(LOCK_TRIES):
@@ -198,9 +198,42 @@ class JobTable:
         return self._update(
             job,
             {"status": status},
-            removes=("execution", "current"),
+            removes=("execution", "current", "queue"),
             condition="#exec = :me",
             values={":me": execution},
+        )
+
+    # ------------------------------------------------------------ the instance-slot queue
+
+    def join_queue(self, job: str, execution: str, info: QueueInfo) -> bool:
+        """``execution`` waits for an instance slot (spotyolo/core/slots.py) with ``info.ticket``."""
+        return self._update(
+            job,
+            {"queue": info.model_dump(), "status": JobStatus.QUEUED.value},
+            condition="#exec = :me",
+            values={":me": execution},
+        )
+
+    def show_queue(self, job: str, execution: str, info: QueueInfo) -> bool:
+        """The job's place in the queue, only while it still waits there (a late pump never
+        writes over a grant, a cancel or another run)."""
+        return self._update(
+            job,
+            {"queue": info.model_dump()},
+            condition="#exec = :me AND #st = :queued",
+            values={":me": execution, ":queued": JobStatus.QUEUED.value},
+        )
+
+    def slot_granted(self, job: str, execution: str, ticket: int) -> bool:
+        """``execution`` holds an instance slot now (the ticket stays: a requeue keeps its place)."""
+        return self._update(
+            job,
+            {
+                "queue": QueueInfo(ticket=ticket, granted=now_iso()).model_dump(),
+                "status": JobStatus.STARTING.value,
+            },
+            condition="#exec = :me AND #st = :queued",
+            values={":me": execution, ":queued": JobStatus.QUEUED.value},
         )
 
     # ------------------------------------------------------------ publish or cancel: one wins

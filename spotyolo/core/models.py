@@ -194,6 +194,9 @@ class Attempt(_Model):
     launch_waits: int = 0
     #: seconds "Wait for capacity" sleeps before the next launch round (SecondsPath)
     wait_seconds: int = 0
+    #: times a QuotaExceeded launch put this attempt back in the instance-slot queue (its
+    #: relaunch needs a ClientToken of its own: EC2 answers a used one with the first response)
+    requeues: int = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -309,6 +312,24 @@ class Progress(_Model):
     updated: str = ""
 
 
+class QueueInfo(_Model):
+    """``JobItem.queue``: the job's place in the instance-slot queue (spotyolo/core/slots.py)."""
+
+    #: the order of arrival: the oldest ticket gets the next free slot
+    ticket: int
+    #: 1 = next in line; None once the job holds a slot
+    position: int | None = None
+    #: queued jobs ahead of this one
+    ahead: int = 0
+    #: instances running (slots held) when this was written
+    running: int = 0
+    #: the slot count (max_instances, or the account's quota); None: no limit
+    slots: int | None = None
+    #: when the job (last) joined the queue, and when it got its slot
+    since: str = ""
+    granted: str | None = None
+
+
 class JobItem(_Model):
     """One item per job in the job table (docs/ARCHITECTURE.md, "The steps")."""
 
@@ -320,6 +341,8 @@ class JobItem(_Model):
     attempts: list[AttemptRecord] = Field(default_factory=list)
     current: CurrentAttempt | None = None
     progress: Progress | None = None
+    #: the instance-slot queue: where the job waits, or the ticket of the slot it holds
+    queue: QueueInfo | None = None
     result: dict[str, Any] | None = None
     message: str | None = None
     cost_usd: float | None = None

@@ -213,3 +213,28 @@ def next_launch_round(
         wait_seconds=wait,
         **_timeout(left - wait, paid, wait, now, job.stall_seconds),
     )
+
+
+def after_queue(
+    job: JobSpec, attempt: Attempt, queued_seconds: float, now: float | None = None
+) -> tuple[JobSpec, Attempt]:
+    """The job and its attempt once it got an instance slot after ``queued_seconds`` in the queue.
+
+    A queued job pays nothing, so the queue does not eat its budget: ``max_hours`` counts from
+    the grant (the deadline moves by the time queued), and so does an attempt bounded by
+    ``max_cost_usd`` (its ``budget_end``). How long a job may wait is the queue's own limit
+    (``spotyolo.core.slots.QUEUE_TIMEOUT_SECONDS``).
+    """
+    shift = max(0, int(queued_seconds))
+    deadline = job.deadline + shift
+    left = max(2, seconds_left(deadline, now))
+    budget_end = attempt.budget_end + shift if attempt.budget_end else 0
+    seconds = min(attempt.seconds_left, left) if budget_end else left
+    replanned = attempt.model_copy(
+        update={
+            "seconds_left": seconds,
+            "heartbeat_seconds": heartbeat_seconds(job.stall_seconds, seconds),
+            "budget_end": budget_end,
+        }
+    )
+    return job.model_copy(update={"deadline": deadline}), Attempt.model_validate(replanned.model_dump())

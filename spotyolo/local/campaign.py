@@ -25,6 +25,7 @@ import yaml
 
 from spotyolo.contract.env import TrainerVar
 from spotyolo.contract.layout import BEST, CONFIG_NAME, METRICS_JSON, weights_prefix
+from spotyolo.core.slots import SlotQueue
 from spotyolo.local.chaos import TRAINER_APP_ID, Chaos, Fault, Kind, draw_schedule
 from spotyolo.local.engine import LocalEngine, execution_name
 
@@ -209,7 +210,15 @@ def _notifications(engine: LocalEngine, job: str) -> list[dict[str, Any]]:
 
 def _leftovers(engine: LocalEngine, job: str) -> dict[str, list[str]]:
     item = engine.job_item(job)
+    slots = SlotQueue(
+        engine.client("dynamodb"),
+        engine.resources.slot_table,
+        sfn=engine.client("stepfunctions"),
+        count=lambda *_: None,
+    )
     return {
+        "instance slot held": sorted(slots.semaphore().holders),
+        "queued for an instance slot": [w.execution for w in slots.waiters()],
         "instances pending or running": [i["InstanceId"] for i in engine.running_instances()],
         "trainer processes alive": engine.instances.live_processes() if engine.instances else [],
         "lock held": [item.execution] if item and item.execution else [],

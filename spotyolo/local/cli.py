@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spotyolo.contract.layout import BEST, CONFIG_NAME, JOB_NAME_RE, PLOTS_DIR, weights_key, weights_prefix
+from spotyolo.contract.status import JobStatus
+from spotyolo.core.slots import queue_words
 from spotyolo.core.text import plot_names, short_cause
 
 #: exit codes of `spotyolo local`
@@ -102,6 +104,7 @@ class Follower:
         self.seen_events = 0
         self.last_attempt_line = ""
         self.last_epoch = (-1, -1)
+        self.last_queue_line = ""
         self.interruptions_seen = 0
         self.errors: list[dict[str, str]] = []
 
@@ -144,6 +147,10 @@ class Follower:
         item = self.engine.job_item(self.job)
         if item is None:
             return
+        queued = queue_words(item.queue) if item.status == JobStatus.QUEUED else ""
+        if queued and queued != self.last_queue_line:  # the instance-slot queue: where it waits
+            self.console.say(f"  {queued}")
+        self.last_queue_line = queued
         if item.current is not None and item.attempts:
             rec = next((a for a in reversed(item.attempts) if a.number == item.current.number), None)
             if rec is not None:

@@ -199,6 +199,8 @@ class Resources:
 
     bucket: str = "spotyolo-local"
     table: str = "spotyolo-jobs"
+    #: the instance-slot queue (spotyolo/core/slots.py)
+    slot_table: str = "spotyolo-slots"
     topic_arn: str = ""
     state_machine_arn: str = ""
     launch_template_id: str = ""
@@ -244,6 +246,7 @@ class LocalEngine:
         ec2_visible_after: float = 1.0,
         faults: FaultHook = NO_FAULTS,
         quota_instances: int | None = None,
+        max_instances: int = 0,
     ) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -269,6 +272,9 @@ class LocalEngine:
         #: types (None: no limit)
         self.quota_instances = quota_instances
         self.resources = Resources()
+        #: the deploy option max_instances: instances at once, all jobs together (0: the
+        #: emulated account's quota, no limit when it has none)
+        self.max_instances = max_instances
         #: the fault hook every fault point asks (spotyolo.local.chaos); none by default
         self.fault_hook = faults
         self.faults: list[LambdaFault] = []
@@ -423,6 +429,8 @@ class LocalEngine:
         return Settings(
             bucket=r.bucket,
             job_table=r.table,
+            slot_table=r.slot_table,
+            max_instances=self.max_instances,
             topic_arn=r.topic_arn,
             trainer_image="local",
             launch_template_id=r.launch_template_id,
@@ -592,6 +600,18 @@ class LocalEngine:
             TableName=r.table,
             KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.create_table(
+            TableName=r.slot_table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "N"},
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
         r.topic_arn = sns.create_topic(Name="spotyolo-notifications")["TopicArn"]

@@ -47,6 +47,10 @@ fails loudly when an upgrade changes what is patched here.
    limit for the quotas spotyolo reads, and ``NoSuchResourceException`` without a limit. When
    only some of a request's types fit, moto launches as it would (it may pick one that does not
    fit: the default types share one quota, so this does not arise with them).
+13. DynamoDB's conditional writes are atomic: moto checks a condition and then writes, with
+   no lock, so two threads of the server could both pass ``size(holders) < :n`` and both
+   take the last instance slot (spotyolo/core/slots.py; seen in tests/unit/test_slots.py). One
+   lock around every write makes each PutItem/UpdateItem/DeleteItem/TransactWriteItems whole.
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
@@ -57,6 +61,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 import traceback
 import uuid
@@ -68,6 +73,7 @@ from moto.awslambda.models import LambdaFunction
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
+from moto.dynamodb.models import DynamoDBBackend
 from moto.ec2.exceptions import InvalidInstanceIdError
 from moto.ec2.models.instance_types import INSTANCE_TYPES
 from moto.ec2.models.instances import InstanceBackend
@@ -579,6 +585,41 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
 ]
 
 
+_DYNAMODB_WRITES = threading.RLock()
+
+
+def _atomic(name: str) -> Callable[..., Any]:
+    def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _DYNAMODB_WRITES:
+            return _ORIGINALS[f"dynamodb_{name}"](self, *args, **kwargs)
+
+    write.__name__ = name
+    return write
+
+
+_DYNAMODB_WRITE_METHODS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "transact_write_items",
+    "batch_write_item",
+)
+
+
+def install_atomic_dynamodb() -> None:
+    """Only patch 13 (a test of code that races on DynamoDB without the whole emulator)."""
+    for name in _DYNAMODB_WRITE_METHODS:
+        if f"dynamodb_{name}" not in _ORIGINALS:
+            _ORIGINALS[f"dynamodb_{name}"] = getattr(DynamoDBBackend, name)
+            setattr(DynamoDBBackend, name, _atomic(name))
+
+
+def uninstall_atomic_dynamodb() -> None:
+    for name in _DYNAMODB_WRITE_METHODS:
+        if f"dynamodb_{name}" in _ORIGINALS:
+            setattr(DynamoDBBackend, name, _ORIGINALS.pop(f"dynamodb_{name}"))
+
+
 def _filtered_call(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Any) -> Any:
     answer = _FILTER[-1](environ) if _FILTER else None
     if answer is None:
@@ -619,6 +660,7 @@ def install(router: Router, *, port: int | None = None) -> None:
         _ORIGINALS["setup_heartbeat_endpoint"] = CallbackEndpoint.setup_heartbeat_endpoint
         CallbackEndpoint.setup_heartbeat_endpoint = _setup_heartbeat_endpoint  # type: ignore[method-assign]
     install_service_quotas()
+    install_atomic_dynamodb()
 
 
 def install_service_quotas() -> None:
@@ -652,6 +694,7 @@ def uninstall() -> None:
         CallbackEndpoint.setup_heartbeat_endpoint = _ORIGINALS.pop("setup_heartbeat_endpoint")  # type: ignore[method-assign]
     if "dispatcher_call" in _ORIGINALS:
         DomainDispatcherApplication.__call__ = _ORIGINALS.pop("dispatcher_call")  # type: ignore[method-assign]
+    uninstall_atomic_dynamodb()
     _FILTER.clear()
     _ROUTER.clear()
 

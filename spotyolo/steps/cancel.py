@@ -7,7 +7,8 @@ one the user meant to cancel. Then it claims the run in the job table against Ch
 (``JobTable.claim_cancel``): a run whose weights are being published completes, and the cancel
 comes too late. Otherwise it stops the execution that holds the job's lock (error
 ``Cancelled``) and does the clean up itself (terminate the run's instances, close the attempt,
-drop the token, release the lock, notify "cancelled"): moto's StopExecution does not end a
+drop the token, release the lock, take it out of the instance-slot queue or give its slot back
+and wake the next waiter, notify "cancelled"): moto's StopExecution does not end a
 task-token wait, and on AWS the execution-status rule's clean up then finds nothing left to do.
 """
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
+
+    from spotyolo.core.slots import SlotQueue
 
 
 class _Bucket(BaseModel):
@@ -69,6 +72,7 @@ def cancel(
     table: JobTable,
     topic_arn: str,
     pricing: Any = None,
+    slots: SlotQueue | None = None,
 ) -> dict[str, Any]:
     try:
         job = job_from_config_key(key)
@@ -108,6 +112,7 @@ def cancel(
         ec2=ec2,
         table=table,
         pricing=pricing,
+        slots=slots,
     )
     notify_if_owned(report, sns, topic_arn)
     metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)

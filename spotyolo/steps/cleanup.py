@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda a
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_sns import SNSClient
 
+    from spotyolo.core.slots import SlotQueue
+
 # ---------------------------------------------------------------- events
 
 
@@ -77,7 +79,12 @@ def budget_timeout(
 
 
 def from_workflow(
-    event: WorkflowCleanup, *, ec2: EC2Client, table: JobTable, pricing: Any = None
+    event: WorkflowCleanup,
+    *,
+    ec2: EC2Client,
+    table: JobTable,
+    pricing: Any = None,
+    slots: SlotQueue | None = None,
 ) -> dict[str, Any]:
     doc = event.document
     name, spec, attempt = job_of(doc)
@@ -85,7 +92,7 @@ def from_workflow(
     error = budget_timeout(error, spec, attempt)
     summary = Summary.model_validate(doc["summary"]) if event.outcome == "succeeded" else None
     if name is None:
-        # the input named no job we could read: nothing was locked or launched
+        # the input named no job we could read: nothing was locked, queued or launched
         summary = failure_summary("job", error, None, cost_usd=0.0, attempts=0, interruptions=0)
         return {**summary.model_dump(mode="json"), "terminated": [], "released": False}
     report = clean_up(
@@ -99,6 +106,7 @@ def from_workflow(
         ec2=ec2,
         table=table,
         pricing=pricing,
+        slots=slots,
     )
     final = report.summary or failure_summary(name, error, spec, cost_usd=0.0, attempts=0, interruptions=0)
     return {**final.model_dump(mode="json"), "terminated": report.terminated, "released": report.released}
@@ -112,6 +120,7 @@ def from_status_event(
     sns: SNSClient,
     topic_arn: str,
     pricing: Any = None,
+    slots: SlotQueue | None = None,
 ) -> dict[str, Any]:
     detail = event.detail
     if detail.status not in ("FAILED", "ABORTED", "TIMED_OUT"):
@@ -140,6 +149,7 @@ def from_status_event(
         ec2=ec2,
         table=table,
         pricing=pricing,
+        slots=slots,
     )
     notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
     return report.model_dump(mode="json")

@@ -25,6 +25,7 @@ from spotyolo.contract.env import Settings
 from spotyolo.core.awserrors import error_code
 from spotyolo.core.cost import pricing_region
 from spotyolo.core.jobtable import JobTable
+from spotyolo.core.slots import SlotQueue, configured_slots
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -143,6 +144,13 @@ def pricing_client() -> Any:
 
 def job_table() -> JobTable:
     return JobTable(dynamodb_client(), settings().job_table)
+
+
+def slot_queue() -> SlotQueue:
+    """The instance-slot queue of this deployment (its count: MAX_INSTANCES, else the quota)."""
+    cfg = settings()
+    count = configured_slots(cfg.max_instances, quotas_client(), ec2_client())
+    return SlotQueue(dynamodb_client(), cfg.slot_table, sfn=sfn_client(), count=count, jobs=job_table())
 
 
 def retrying(call: Callable[[], T], codes: Collection[str], delays: Sequence[float]) -> T:

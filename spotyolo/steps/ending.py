@@ -23,12 +23,15 @@ from spotyolo.core.cost import CostReport, cost_report, price_fn
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
+from spotyolo.core.slots import QUEUE_TIMEOUT_SECONDS
 from spotyolo.core.text import cause_text, duration, sns_subject
 from spotyolo.steps.common import logger, metrics, retrying
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_sns import SNSClient
+
+    from spotyolo.core.slots import SlotQueue
 
 #: what each error means, in words a user reads, and what to do about it
 ERROR_TEXT: dict[str, str] = {
@@ -50,6 +53,9 @@ ERROR_TEXT: dict[str, str] = {
     "(stall_hours in config.yaml): it was stopped; raise stall_hours if an epoch really takes that long",
     ErrorName.STATES_TASK_FAILED: "a step failed",
     ErrorName.CANCELLED: "it was cancelled",
+    ErrorName.QUEUE_TIMED_OUT: "it waited {queue} for an instance slot without getting one (the "
+    "account's instance count, max_instances, is taken by other jobs): upload it again later, or "
+    "raise max_instances or the EC2 quota",
 }
 
 
@@ -68,6 +74,8 @@ def error_words(error: ErrorInfo | None, job: JobSpec | None, now: float | None 
     text = ERROR_TEXT.get(name, f"of {name}")
     if "{stall}" in text:
         text = text.format(stall=duration(job.stall_seconds) if job else "too long")
+    if "{queue}" in text:
+        text = text.format(queue=f"{QUEUE_TIMEOUT_SECONDS / 86400:g} days")
     return text
 
 
@@ -181,12 +189,51 @@ def clean_up(
     ec2: EC2Client,
     table: JobTable,
     pricing: Any = None,
+    slots: SlotQueue | None = None,
 ) -> CleanupReport:
-    """Terminate the run's instances, close the attempt, drop the token, release the lock.
+    """Terminate the run's instances, close the attempt, drop the token, release the lock, then
+    take the execution out of the instance-slot queue, give its slot back and wake the next
+    waiter (``slots``; whether or not it still held the job, so a slot never outlives its run).
 
     ``run_id`` comes from ``$.job`` (written after this execution took the lock, so the run is
     its own); without it, only from the item if the item still names ``execution``.
     """
+    report = _clean_up(
+        job_name,
+        execution,
+        run_id=run_id,
+        outcome=outcome,
+        error=error,
+        job=job,
+        summary=summary,
+        ec2=ec2,
+        table=table,
+        pricing=pricing,
+    )
+    if slots is not None:  # after the instances are gone: never more running than the count
+        try:
+            pumped = slots.finish(execution)
+            logger.info("slot given back", extra={"job": job_name, "woke": len(pumped.granted)})
+        except Exception:  # the run is cleaned up and its user told; never fail that for the queue
+            # a slot left held is reclaimed by the next pump (its holder has ended)
+            logger.exception("giving the instance slot back failed", extra={"job": job_name})
+            metrics.add_metric(name="SlotReleaseFailed", unit=MetricUnit.Count, value=1)
+    return report
+
+
+def _clean_up(
+    job_name: str,
+    execution: str,
+    *,
+    run_id: str | None,
+    outcome: AttemptOutcome | ErrorName,
+    error: ErrorInfo | None,
+    job: JobSpec | None,
+    summary: Summary | None,
+    ec2: EC2Client,
+    table: JobTable,
+    pricing: Any = None,
+) -> CleanupReport:
     item = table.get(job_name)
     owned = item is not None and item.execution == execution
     if run_id is None and owned and item is not None:

@@ -98,7 +98,10 @@ class LaunchEvent(BaseModel):
 
 
 def client_token(execution: str, attempt: Attempt) -> str:
-    digest = hashlib.sha256(f"{execution}|{attempt.number}|{attempt.launch_waits}".encode()).hexdigest()
+    seed = f"{execution}|{attempt.number}|{attempt.launch_waits}"
+    if attempt.requeues:  # a relaunch after the slot queue: a new request, not the refused one
+        seed += f"|requeue-{attempt.requeues}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return f"spotyolo-{digest[:48]}"
 
 

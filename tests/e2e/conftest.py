@@ -85,7 +85,19 @@ def scan_items(engine: LocalEngine) -> list[dict[str, Any]]:
 def leftovers(engine: LocalEngine) -> dict[str, Any]:
     """What would still cost money or block the next run: it must all be empty."""
     items = scan_items(engine)
+    from spotyolo.core.slots import SEMAPHORE
+
+    ddb, slots = engine.client("dynamodb"), engine.resources.slot_table
+    semaphore = ddb.get_item(TableName=slots, Key=SEMAPHORE, ConsistentRead=True).get("Item", {})
+    waiters = ddb.query(
+        TableName=slots,
+        KeyConditionExpression="pk = :q",
+        ExpressionAttributeValues={":q": {"S": "queue"}},
+        ConsistentRead=True,
+    )["Items"]
     return {
+        "held instance slots": sorted(semaphore.get("holders", {}).get("M", {})),
+        "queued for a slot": [w["job"]["S"] for w in waiters],
         "running instances": [i["InstanceId"] for i in engine.running_instances()],
         "live trainers": engine.instances.live_processes(),
         "held locks": [i["job"] for i in items if i.get("execution")],
@@ -96,7 +108,8 @@ def leftovers(engine: LocalEngine) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def nothing_left(engine: LocalEngine) -> Iterator[None]:
-    """After every test: no running instance, no live trainer, no lock, no token, no execution."""
+    """After every test: no running instance, no live trainer, no lock, no token, no execution,
+    no instance slot held and nobody queued for one."""
     yield
     try:
         wait_for(lambda: not any(leftovers(engine).values()), timeout=30, what="the pipeline to settle")

@@ -93,6 +93,8 @@ RESOURCE_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "dynamodb:GetItem": (("table",), DYNAMODB_PAGE),
     "dynamodb:UpdateItem": (("table",), DYNAMODB_PAGE),
     "dynamodb:PutItem": (("table",), DYNAMODB_PAGE),
+    "dynamodb:DeleteItem": (("table",), DYNAMODB_PAGE),
+    "dynamodb:Query": (("table",), DYNAMODB_PAGE),
     "states:SendTaskSuccess": ((), STATES_PAGE),
     "states:SendTaskFailure": ((), STATES_PAGE),
     "states:SendTaskHeartbeat": ((), STATES_PAGE),
@@ -390,6 +392,12 @@ CALLS: dict[tuple[str, str], Callable[[Mapping[str, Any], Tags], list[Request]]]
     ("dynamodb", "GetItem"): lambda p, _: [_table("dynamodb:GetItem", p)],
     ("dynamodb", "UpdateItem"): lambda p, _: [_table("dynamodb:UpdateItem", p)],
     ("dynamodb", "PutItem"): lambda p, _: [_table("dynamodb:PutItem", p)],
+    ("dynamodb", "DeleteItem"): lambda p, _: [_table("dynamodb:DeleteItem", p)],
+    ("dynamodb", "Query"): lambda p, _: [request("dynamodb:Query", "dynamodb:table", p["TableName"])],
+    # "TransactWriteItems is authorized as the actions inside it" (the SAR lists no action of its own)
+    ("dynamodb", "TransactWriteItems"): lambda p, _: [
+        _table(f"dynamodb:{kind}Item", item[kind]) for item in p["TransactItems"] for kind in item
+    ],
     ("sfn", "SendTaskSuccess"): lambda p, _: [request("states:SendTaskSuccess", None)],
     ("sfn", "SendTaskFailure"): lambda p, _: [request("states:SendTaskFailure", None)],
     ("sfn", "SendTaskHeartbeat"): lambda p, _: [request("states:SendTaskHeartbeat", None)],

@@ -39,9 +39,10 @@ from spotyolo.contract import layout
 from spotyolo.contract.env import Settings
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobConfig, JobSpec, TrainResult
+from spotyolo.core.slots import SEMAPHORE, SlotQueue, Waiter, configured_slots
 from spotyolo.local import moto_patches
 from spotyolo.local.imds import FakeMetadataService
-from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry
+from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, slot_queue
 from spotyolo.steps.validate import validate_job
 from spotyolo.trainer.main import Clients, TrainerEnv, TrainerRun
 
@@ -276,8 +277,8 @@ def token_machine(sfn: Any, sqs: Any, iam: Any) -> tuple[str, str]:
     return arn, queue
 
 
-def real_token(sfn: Any, sqs: Any, machine: str, queue: str) -> str:
-    sfn.start_execution(stateMachineArn=machine, name="attempt-2", input="{}")
+def real_token(sfn: Any, sqs: Any, machine: str, queue: str, name: str = "attempt-2") -> str:
+    sfn.start_execution(stateMachineArn=machine, name=name, input="{}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", []):
@@ -334,6 +335,15 @@ def _world(synth: Synth) -> tuple[Deployed, Settings, dict[str, Any]]:
         TableName=cfg.job_table,
         KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.create_table(
+        TableName=cfg.slot_table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     assert sns.create_topic(Name=cfg.topic_arn.rsplit(":", 1)[1])["TopicArn"] == cfg.topic_arn
@@ -413,7 +423,8 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
 
     # attempt 2 with a real task token; the trainer trains it (two epochs) and reports
     sfn_plain, sqs, iam = (boto3.client(s, region_name="us-east-1") for s in ("stepfunctions", "sqs", "iam"))
-    token = real_token(sfn_plain, sqs, *token_machine(sfn_plain, sqs, iam))
+    machine_and_queue = token_machine(sfn_plain, sqs, iam)
+    token = real_token(sfn_plain, sqs, *machine_and_queue)
     launch.launch(
         launch.LaunchEvent(job=job, attempt=second, token=token),
         ec2=SurplusFleet(ec2, plain["ec2"]),
@@ -432,7 +443,12 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         table=JobTable(ddb_c, cfg.job_table),
         pricing=pricing_c,
     )
-    ec2_u, ddb_u, sns_u, pricing_u = rec.clients("cleanup", "ec2", "dynamodb", "sns", "pricing")
+    tokens = machine_and_queue
+    ec2_u, ddb_u, sns_u, pricing_u, sfn_u = rec.clients(
+        "cleanup", "ec2", "dynamodb", "sns", "pricing", "stepfunctions"
+    )
+    # the slot this run held goes to the queue's next job; a leaked slot is reclaimed on the way
+    _slot_scenario(plain["ddb"], cfg, execution, real_token(sfn_plain, sqs, *tokens, name="waiter-1"))
     status = cleanup.StatusChangeEvent.model_validate(
         {
             "version": "0",
@@ -457,6 +473,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         sns=sns_u,
         topic_arn=cfg.topic_arn,
         pricing=pricing_u,
+        slots=_slot_queue(ddb_u, sfn_u, cfg),
     )
     assert report.get("owned"), report
     again = job.model_copy(update={"execution": execution + "-again", "run_id": "run-2"})
@@ -472,6 +489,7 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     s3_x, sfn_x, ec2_x, ddb_x, sns_x, pricing_x = rec.clients(
         "cancel", "s3", "stepfunctions", "ec2", "dynamodb", "sns", "pricing"
     )
+    _slot_scenario(plain["ddb"], cfg, again.execution, real_token(sfn_plain, sqs, *tokens, name="waiter-2"))
     cancelled = cancel.cancel(
         cfg.bucket,
         "jobs/shapes/config.yaml",
@@ -482,12 +500,72 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         sns=sns_x,
         table=JobTable(ddb_x, cfg.job_table),
         topic_arn=cfg.topic_arn,
+        slots=_slot_queue(ddb_x, sfn_x, cfg),
     )
     assert cancelled["cancelled"], cancelled
+    assert _slot_holders(plain["ddb"], cfg) == ["again-waiter"]
+    # a third run waits for a slot (granted at once), then gives it back after QuotaExceeded
+    _queue_and_requeue(
+        rec, plain["ddb"], cfg, job, execution + "-third", real_token(sfn_plain, sqs, *tokens, name="w3")
+    )
     roles = {name: role_id(synth, name) for name in LAMBDAS}
     _, profile = synth.one("AWS::IAM::InstanceProfile")
     roles["trainer"] = profile["Properties"]["Roles"][0]["Ref"]
     return Recorded(deployed, rec.calls, rec.unknown, roles, job)
+
+
+def _slot_queue(ddb: Any, sfn: Any, cfg: Settings) -> SlotQueue:
+    """The queue as the deployed Lambdas build it (spotyolo.steps.common.slot_queue)."""
+    count = configured_slots(cfg.max_instances, None, None)
+    return SlotQueue(ddb, cfg.slot_table, sfn=sfn, count=count, jobs=JobTable(ddb, cfg.job_table))
+
+
+def _slot_scenario(ddb: Any, cfg: Settings, holder: str, token: str) -> None:
+    """One slot, held by ``holder`` and by a run whose execution is gone (a leak); a waiter
+    queued: giving ``holder``'s slot back reclaims the leaked one and wakes the waiter."""
+    queue = SlotQueue(ddb, cfg.slot_table, sfn=None, count=lambda *_: 1)  # type: ignore[arg-type]
+    for leaked in (holder, holder + "-gone"):
+        ddb.update_item(
+            TableName=cfg.slot_table,
+            Key=SEMAPHORE,
+            UpdateExpression="SET holders = if_not_exists(holders, :none)",
+            ExpressionAttributeValues={":none": {"M": {}}},
+        )
+        ddb.update_item(
+            TableName=cfg.slot_table,
+            Key=SEMAPHORE,
+            UpdateExpression="SET holders.#e = :h",
+            ExpressionAttributeNames={"#e": leaked},
+            ExpressionAttributeValues={":h": {"M": {"ticket": {"N": "0"}}}},
+        )
+    queue.set_slots(1, "test")
+    queue.register(Waiter(queue.new_ticket(), f"{holder}-waiter", "shapes-w", token, time.time()))
+
+
+def _slot_holders(ddb: Any, cfg: Settings) -> list[str]:
+    holders = ddb.get_item(TableName=cfg.slot_table, Key=SEMAPHORE)["Item"]["holders"]["M"]
+    return sorted(h.rsplit(":", 1)[-1].removeprefix("run-1-") for h in holders)
+
+
+def _queue_and_requeue(
+    rec: Recorder, plain_ddb: Any, cfg: Settings, job: JobSpec, execution: str, token: str
+) -> None:
+    ddb, sfn = rec.clients("slot_queue", "dynamodb", "stepfunctions")
+    JobTable(plain_ddb, cfg.job_table).acquire_lock(job.name, execution, "run-3", lambda _: False)
+    third = job.model_copy(update={"execution": execution, "run_id": "run-3"})
+    attempt = Attempt(
+        number=1, capacity="spot", instance_types=third.instance_types, seconds_left=900, heartbeat_seconds=60
+    )
+    queue = _slot_queue(ddb, sfn, cfg)
+    queue.set_slots(2, "test")
+    event = slot_queue.EnqueueEvent(
+        action="enqueue", job=third, attempt=attempt, token=token, execution=execution
+    )
+    out = slot_queue.enqueue(event, slots=queue, table=JobTable(ddb, cfg.job_table), now=time.time())
+    assert execution in out["granted"], out
+    requeue = slot_queue.RequeueEvent(action="requeue", job=third, attempt=attempt, execution=execution)
+    # the other holder's execution is gone: the count is not what stopped the launch
+    assert slot_queue.requeue(requeue, slots=queue) == {"requeued": False, "slots": None}
 
 
 class SurplusFleet:

@@ -182,6 +182,8 @@ def test_a_filled_wheel_cache_needs_no_network_and_a_gap_names_the_fix(
         ({"log_retention_days": "10"}, "CloudWatch accepts only"),
         ({"root_volume_gb": "big"}, "context root_volume_gb='big'"),
         ({"bucket_name": "My_Bucket"}, "context bucket_name"),
+        ({"max_instances": "-1"}, "context max_instances=-1: must be between 0 and 10000"),
+        ({"max_instances": "two"}, "context max_instances='two'"),
     ],
 )
 def test_bad_context_fails_naming_the_key_and_the_fix(context: dict[str, str], message: str) -> None:
@@ -195,3 +197,15 @@ def test_context_lists_accept_commas_and_json() -> None:
     )
     assert cfg.instance_types == ["g6.xlarge", "g5.2xlarge"] and cfg.emails == ["a@b.io", "c@d.io"]
     assert DeployConfig.from_context({}).instance_types == ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
+
+
+def test_max_instances_reaches_the_lambdas_settings() -> None:
+    """The deploy option of issue 12: the count of instance slots, 0 (the quota decides) by default."""
+    from spotyolo.contract.env import Settings
+
+    assert DeployConfig.from_context({}).max_instances == 0
+    assert DeployConfig.from_context({"max_instances": "2"}).max_instances == 2
+    env = {"BUCKET": "b", "JOB_TABLE": "j", "SLOT_TABLE": "s", "TOPIC_ARN": "t", "TRAINER_IMAGE": "i"}
+    env |= {"LAUNCH_TEMPLATE_ID": "lt", "SUBNET_IDS": "subnet-1", "MAX_INSTANCES": "2"}
+    settings = Settings.from_env(env)
+    assert settings.max_instances == 2 and Settings.from_env(settings.to_env()) == settings

@@ -106,7 +106,7 @@ def rendered_definition(synth: Synth) -> str:
     return asl.substitute(machine["Properties"]["DefinitionString"], subs)
 
 
-def test_state_machine_logs_failures_without_tokens_traces_and_may_invoke_exactly_its_five_lambdas(
+def test_state_machine_logs_failures_without_tokens_traces_and_may_invoke_exactly_its_six_lambdas(
     synth: Synth,
 ) -> None:
     _, machine = synth.one("AWS::StepFunctions::StateMachine")
@@ -123,7 +123,7 @@ def test_state_machine_logs_failures_without_tokens_traces_and_may_invoke_exactl
     ids = synth.function_ids()
     wanted = [
         {"Fn::GetAtt": [ids[n], "Arn"]}
-        for n in ("validate", "launch", "prepare_retry", "check_result", "cleanup")
+        for n in ("validate", "launch", "prepare_retry", "check_result", "cleanup", "slot_queue")
     ]
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, wanted))
     topic_id, _ = synth.one("AWS::SNS::Topic")
@@ -290,17 +290,22 @@ ACTION_OF = {
 HELPERS = {
     "cleanup": [
         "spotyolo/steps/ending.py",
+        "spotyolo/core/slots.py",
+        "spotyolo/core/quotas.py",
         "spotyolo/core/fleet.py:run_instances_of",
         "spotyolo/core/cost.py",
     ],
     "cancel": [
         "spotyolo/steps/ending.py",
+        "spotyolo/core/slots.py",
+        "spotyolo/core/quotas.py",
         "spotyolo/core/fleet.py:run_instances_of",
         "spotyolo/core/cost.py",
     ],
     "prepare_retry": ["spotyolo/core/fleet.py:run_instances_of", "spotyolo/core/cost.py"],
     "check_result": ["spotyolo/core/cost.py"],
     "validate": ["spotyolo/core/dataset/sources.py", "spotyolo/core/quotas.py"],
+    "slot_queue": ["spotyolo/core/slots.py", "spotyolo/core/quotas.py"],
 }
 
 
@@ -574,12 +579,23 @@ def test_topic_is_encrypted_ssl_only_and_mails_the_team(synth: Synth) -> None:
     }
 
 
-def test_job_table_is_on_demand_with_point_in_time_recovery(synth: Synth) -> None:
-    _, table = synth.one("AWS::DynamoDB::Table")
-    props = table["Properties"]
-    assert props["BillingMode"] == "PAY_PER_REQUEST"
-    assert props["KeySchema"] == [{"AttributeName": "job", "KeyType": "HASH"}]
-    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+def test_job_and_slot_tables_are_on_demand_with_point_in_time_recovery(synth: Synth) -> None:
+    tables = synth.of_type("AWS::DynamoDB::Table")
+    keys = sorted(json.dumps(t["Properties"]["KeySchema"]) for t in tables.values())
+    assert keys == sorted(
+        json.dumps(k)
+        for k in (
+            [{"AttributeName": "job", "KeyType": "HASH"}],  # one item per job
+            [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],  # slots
+        )
+    )
+    for table in tables.values():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
 
 
 def test_every_log_group_expires(synth: Synth) -> None:
@@ -632,9 +648,9 @@ def test_nothing_costs_money_while_idle(synth: Synth) -> None:
         assert resource["Properties"]["VpcEndpointType"] == "Gateway"  # interface endpoints bill hourly
     assert not synth.of_type("AWS::EC2::NatGateway") and not synth.of_type("AWS::EC2::Instance")
     assert not synth.of_type("AWS::KMS::Key")  # a customer-managed key bills monthly
-    _, table = synth.one("AWS::DynamoDB::Table")
-    assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert "ProvisionedThroughput" not in table["Properties"]
+    for table in synth.of_type("AWS::DynamoDB::Table").values():
+        assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert "ProvisionedThroughput" not in table["Properties"]
 
 
 # --- the FIS experiment: rehearse a spot interruption on AWS

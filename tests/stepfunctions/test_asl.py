@@ -17,6 +17,7 @@ from spotyolo.contract.asl import (
 )
 from spotyolo.contract.errors import ERROR_NAMES
 from spotyolo.core.models import Summary
+from spotyolo.core.slots import QUEUE_TIMEOUT_SECONDS
 
 ARNS = {name: f"arn:aws:lambda:us-east-1:123456789012:function:{name}" for name in PLACEHOLDERS}
 ARNS["TopicArn"] = "arn:aws:sns:us-east-1:123456789012:spotyolo"
@@ -49,10 +50,28 @@ def test_the_graph_follows_the_design() -> None:
     routes = {tuple(c["ErrorEquals"]): c["Next"] for c in launch["Catch"]}
     assert routes == {
         ("SpotInterrupted", "InstanceLost"): "Prepare retry",
-        ("NoCapacity", "QuotaExceeded"): "Prepare launch retry",
+        ("NoCapacity",): "Prepare launch retry",
+        ("QuotaExceeded",): "Back to the queue",
         ("States.HeartbeatTimeout", "States.Timeout"): "Clean up after failure",
         ("States.ALL",): "Clean up after failure",
     }
+    # issue 12: a slot is taken before the first launch only; retries and launch rounds keep it
+    assert states["Already trained?"]["Default"] == "Wait for an instance slot"
+    wait = states["Wait for an instance slot"]
+    assert wait["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert wait["Next"] == "Launch trainer"
+    assert wait["TimeoutSeconds"] == QUEUE_TIMEOUT_SECONDS
+    assert {tuple(c["ErrorEquals"]): c["Next"] for c in wait["Catch"]} == {
+        ("States.Timeout",): "Queue timed out",
+        ("States.ALL",): "Clean up after failure",
+    }
+    assert states["Queue timed out"]["Parameters"]["Error"] == "QueueTimedOut"
+    assert states["Prepare retry"]["Next"] == "Launch trainer"
+    assert states["Wait for capacity"]["Next"] == "Launch trainer"
+    put_back = states["Put back in the queue?"]
+    assert states["Back to the queue"]["Next"] == "Put back in the queue?"
+    assert put_back["Choices"][0]["Next"] == "Wait for an instance slot"
+    assert put_back["Default"] == "Prepare launch retry"
     validate = {tuple(c["ErrorEquals"]): c["Next"] for c in states["Validate job"]["Catch"]}
     # a refused job (or a duplicate) never reaches a clean up: it must not unlock the running one
     assert validate[("JobInvalid", "JobAlreadyRunning")] == "Read refusal"

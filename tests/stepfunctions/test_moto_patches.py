@@ -39,14 +39,29 @@ def test_moto_still_has_what_the_patches_replace() -> None:
 
 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
     original = LambdaFunction._invoke_lambda
+    update_item = DynamoDBBackend.update_item
     moto_patches.install(lambda n, e: 1)
     moto_patches.install(lambda n, e: 2)
     try:
         assert moto_patches.installed() and LambdaFunction._invoke_lambda is not original
+        assert DynamoDBBackend.update_item is not update_item  # patch 13: atomic writes
     finally:
         moto_patches.uninstall()
     assert LambdaFunction._invoke_lambda is original and not moto_patches.installed()
+    assert DynamoDBBackend.update_item is update_item
+
+
+def test_dynamodb_writes_are_still_unlocked_in_moto() -> None:
+    """Patch 12 is still needed: moto checks a condition and writes with no lock of its own
+    (delete the patch when this fails)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+        source = inspect.getsource(getattr(DynamoDBBackend, name))
+        assert "lock" not in source.lower(), name
 
 
 def router(name: str, event: dict) -> dict:

@@ -39,6 +39,7 @@ from spotyolo.trainer.task import TaskChannel, attempt_token
 REGION = "us-east-1"
 BUCKET = "spotyolo-test"
 TABLE = "spotyolo-jobs"
+SLOTS = "spotyolo-slots"
 BASE_CONFIG = (
     "model: yolo11n.yaml\nepochs: 3\nimgsz: 64\nbatch: 8\nworkers: 0\nplots: false\n"
     "instance_types: [g5.xlarge, g6.xlarge]\ncapacity: spot\nmax_interruptions: 2\n"
@@ -280,6 +281,9 @@ def world(deployed: World) -> World:
         for obj in page.get("Contents", []):
             w.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
     w.table.client.delete_item(TableName=TABLE, Key={"job": {"S": "shapes"}})
+    for page in w.table.client.get_paginator("scan").paginate(TableName=SLOTS):
+        for item in page.get("Items", []):
+            w.table.client.delete_item(TableName=SLOTS, Key={"pk": item["pk"], "sk": item["sk"]})
     leftovers = [i["InstanceId"] for i in fleet.run_instances_of(w.ec2, "shapes")]
     if leftovers:
         w.ec2.terminate_instances(InstanceIds=leftovers)
@@ -293,6 +297,7 @@ def _deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     env = {
         "BUCKET": BUCKET,
         "JOB_TABLE": TABLE,
+        "SLOT_TABLE": SLOTS,
         "TRAINER_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/spotyolo:test",
         "SETTLE_SECONDS": "0",
         "LAUNCH_BACKOFF_SECONDS": "1",
@@ -309,6 +314,18 @@ def _deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             TableName=TABLE,
             KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.create_table(
+            TableName=SLOTS,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "N"},
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
         ec2 = boto3.client("ec2", region_name=REGION)
@@ -414,6 +431,7 @@ def test_happy_path_promotes_weights_and_sends_one_message(shapes: World, instan
     assert w.states(out["executionArn"]) == [
         "Validate job",
         "Already trained?",
+        "Wait for an instance slot",
         "Launch trainer",
         "Check result",
         "Clean up",
@@ -884,3 +902,175 @@ def test_a_cancel_before_publication_publishes_nothing(shapes: World, instances:
     (message,) = shapes.messages()
     assert message["Subject"] == "spotyolo: shapes cancelled (Cancelled)"
     shapes.assert_nothing_left()
+
+
+# ---------------------------------------------------------------- the instance-slot queue (issue 12)
+
+
+def _slot_items(w: World) -> tuple[list[str], list[str]]:
+    """(holders' execution names, queued executions' names) in the slot table."""
+    from spotyolo.core.slots import SEMAPHORE
+
+    sem = w.table.client.get_item(TableName=SLOTS, Key=SEMAPHORE, ConsistentRead=True).get("Item", {})
+    holders = sorted(h.rsplit(":", 1)[1] for h in sem.get("holders", {}).get("M", {}))
+    queued = w.table.client.query(
+        TableName=SLOTS,
+        KeyConditionExpression="pk = :q",
+        ExpressionAttributeValues={":q": {"S": "queue"}},
+        ConsistentRead=True,
+    )["Items"]
+    return holders, [q["execution"]["S"].rsplit(":", 1)[1] for q in queued]
+
+
+def _queued(w: World, job: str) -> Any:
+    def place() -> Any:
+        item = w.table.get(job)
+        return item.queue if item and item.status == "queued" and item.queue and item.queue.position else None
+
+    return _wait_until(place)
+
+
+@pytest.fixture
+def one_slot(world: World, shapes_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The deployment's max_instances is 1; jobs shapes, b and c are uploaded (a stall window of
+    3 minutes: a running job holds its slot while the test looks at the queue)."""
+    monkeypatch.setenv("MAX_INSTANCES", "1")
+    config = BASE_CONFIG.replace("stall_hours: 0.001", "stall_hours: 0.05")
+    world.upload_job(shapes_dataset, config)
+    for job in ("b", "c"):
+        world.table.client.delete_item(TableName=TABLE, Key={"job": {"S": job}})
+        world.upload_job(shapes_dataset, config, job=job)
+    yield world
+    for job in ("b", "c"):
+        leftovers = [i["InstanceId"] for i in fleet.run_instances_of(world.ec2, job)]
+        if leftovers:
+            world.ec2.terminate_instances(InstanceIds=leftovers)
+
+
+def test_a_queued_job_waits_for_the_slot_and_a_cancel_while_queued_wakes_no_one(
+    one_slot: World, instances: FakeInstances
+) -> None:
+    w = one_slot
+    instances.behaviour = {1: "wait"}
+    c_instances = FakeInstances(w, job="c")
+    c_instances.start()
+    try:
+        first = w.start("holder")
+        _wait_until(w.live_instances)
+        b = w.start("queued-b", {"job": "b", "force": True})
+        assert _queued(w, "b").position == 1
+        c = w.start("queued-c", {"job": "c", "force": True})
+        place = _queued(w, "c")
+        assert (place.position, place.ahead, place.running, place.slots) == (2, 1, 1, 1)
+        assert _slot_items(w) == (["holder"], ["queued-b", "queued-c"])
+        # b is cancelled while it waits: it leaves the queue; c moves up but is not woken
+        w.s3.delete_object(Bucket=BUCKET, Key=layout.config_key("b"))
+        deleted = eventbridge(
+            "Object Deleted", "aws.s3", {"bucket": {"name": BUCKET}, "object": {"key": "jobs/b/config.yaml"}}
+        )
+        result = w.invoke_event("cancel", deleted)
+        assert result["cancelled"] is True and result["execution"] == b
+        assert w.sfn.describe_execution(executionArn=b)["status"] == "ABORTED"
+        assert _slot_items(w) == (["holder"], ["queued-c"])
+        assert _queued(w, "c").position == 1
+        assert w.sfn.describe_execution(executionArn=c)["status"] == "RUNNING" and not w.live_instances("c")
+        assert len(w.live_instances()) == 1
+        # the holder finishes: its slot goes to c, which trains and succeeds
+        instances.release.set()
+        assert w.wait(first)["status"] == "SUCCEEDED"
+        out = w.wait(c)
+        assert out["status"] == "SUCCEEDED", out
+        assert w.states(c)[:4] == [
+            "Validate job",
+            "Already trained?",
+            "Wait for an instance slot",
+            "Launch trainer",
+        ]
+        assert _slot_items(w) == ([], [])
+        item = w.table.get("b")
+        assert item and item.status == "cancelled" and item.execution is None and item.attempts == []
+    finally:
+        c_instances.stop.set()
+        assert not c_instances.errors, c_instances.errors
+
+
+def test_an_execution_stopped_while_queued_leaves_the_queue(
+    one_slot: World, instances: FakeInstances
+) -> None:
+    w = one_slot
+    instances.behaviour = {1: "wait"}
+    first = w.start("holder-2")
+    _wait_until(w.live_instances)
+    b = w.start("stopped-b", {"job": "b", "force": True})
+    _queued(w, "b")
+    w.sfn.stop_execution(executionArn=b, error="Stopped", cause="by hand")
+    assert w.wait(b)["status"] == "ABORTED"
+    # the execution-status rule's clean up
+    detail = {"executionArn": b, "status": "ABORTED", "input": json.dumps({"job": "b", "force": True})}
+    w.invoke_event("cleanup", eventbridge("Step Functions Execution Status Change", "aws.states", detail))
+    assert _slot_items(w) == (["holder-2"], [])
+    item = w.table.get("b")
+    assert item and item.execution is None and item.status == "cancelled"
+    (message,) = w.messages()
+    assert message["Subject"] == "spotyolo: b cancelled (Cancelled)"
+    instances.release.set()
+    assert w.wait(first)["status"] == "SUCCEEDED"
+    assert _slot_items(w) == ([], [])
+
+
+def test_quota_exceeded_while_holding_a_slot_lowers_the_count_and_requeues(
+    one_slot: World, instances: FakeInstances, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_instances says 2 but the account allows 1: b's launch is refused for the quota while
+    a runs. b goes back to the front of the queue (count now 1), not to a failure, and
+    launches when a's slot frees."""
+    w = one_slot
+    monkeypatch.setenv("MAX_INSTANCES", "2")
+    instances.behaviour = {1: "wait"}
+    b_instances = FakeInstances(w, job="b")
+    b_instances.start()
+    real = launch.launch
+    tokens: list[str] = []
+
+    class QuotaOnce:
+        def __init__(self, ec2: Any) -> None:
+            self._ec2 = ec2
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._ec2, name)
+
+        def create_fleet(self, **request: Any) -> dict[str, Any]:
+            tokens.append(request["ClientToken"])
+            if len(tokens) == 1:
+                error = {"ErrorCode": "VcpuLimitExceeded", "ErrorMessage": "You have requested more vCPU"}
+                return {"FleetId": "fleet-q", "Instances": [], "Errors": [error]}
+            return dict(self._ec2.create_fleet(**request))
+
+    def launch_b(event: dict[str, Any], context: Any) -> Any:
+        parsed = launch.LaunchEvent.model_validate(event)
+        ec2 = QuotaOnce(w.ec2) if parsed.job.name == "b" else w.ec2
+        return real(parsed, ec2=ec2, table=w.table, cfg=Settings.from_env())
+
+    w.overrides["launch"] = launch_b
+    try:
+        first = w.start("holder-3")
+        _wait_until(w.live_instances)
+        b = w.start("quota-b", {"job": "b", "force": True})
+        place = _queued(w, "b")  # back in the queue, first in line, behind the running job
+        assert (place.position, place.running, place.slots) == (1, 1, 1)
+        assert w.sfn.describe_execution(executionArn=b)["status"] == "RUNNING"
+        assert _slot_items(w) == (["holder-3"], ["quota-b"])
+        instances.release.set()
+        assert w.wait(first)["status"] == "SUCCEEDED"
+        out = w.wait(b)
+        assert out["status"] == "SUCCEEDED", out
+        states = w.states(b)
+        assert states.count("Wait for an instance slot") == 2 and "Back to the queue" in states
+        assert "Prepare launch retry" not in states
+        assert len(tokens) == 2 and len(set(tokens)) == 2  # the relaunch is a new request
+        item = w.table.get("b")
+        assert item and [a.outcome for a in item.attempts] == ["QuotaExceeded", "succeeded"]
+        assert _slot_items(w) == ([], [])
+    finally:
+        b_instances.stop.set()
+        assert not b_instances.errors, b_instances.errors

@@ -43,3 +43,47 @@ def test_status_of_a_run_all_on_demand_claims_no_saving() -> None:
     row = job_row(item, now=T0 + dt.timedelta(hours=2))
     assert row["saving_percent"] is None and row["cost"] == "$0.50 on-demand"
     assert "(-" not in jobs_table([row]) and "less than" not in detail_text(detail(row))
+
+
+def test_status_shows_a_queued_jobs_place_and_how_many_are_ahead() -> None:
+    """Issue 12: a job waiting for an instance slot says where it is in the queue."""
+    queued = JobItem(
+        job="pets",
+        status="queued",
+        execution="arn:x",
+        queue={"ticket": 7, "position": 3, "ahead": 2, "running": 2, "slots": 2},
+    )
+    row = job_row(queued, now=T0)
+    assert row["queue"] == {"position": 3, "ahead": 2, "running": 2, "slots": 2}
+    assert "queued 3 (2 ahead)" in jobs_table([row])
+    assert "queued for an instance: 3rd in line (2 jobs ahead) · 2/2 instances running" in detail_text(
+        detail(row)
+    )
+    # once it holds a slot, the queue is no longer shown
+    training = JobItem.model_validate(
+        {**queued.model_dump(), "status": "training", "queue": {"ticket": 7, "granted": "now"}}
+    )
+    assert job_row(training, now=T0)["queue"] is None
+
+
+def test_spotyolo_local_prints_a_queued_jobs_place_when_it_changes() -> None:
+    import io
+
+    from spotyolo.local.cli import Console, Follower
+
+    places = iter([(2, 1), (2, 1), (1, 0)])
+
+    class Engine:
+        def job_item(self, job: str) -> JobItem:
+            position, ahead = next(places)
+            queue = {"ticket": 9, "position": position, "ahead": ahead, "running": 2, "slots": 2}
+            return JobItem(job=job, status="queued", execution="arn:x", queue=queue)
+
+    out = io.StringIO()
+    follower = Follower(Engine(), Console(stream=out), "pets", {"States": {}})
+    for _ in range(3):
+        follower._table()
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "  queued for an instance: 2nd in line (1 job ahead) · 2/2 instances running",
+        "  queued for an instance: 1st in line (0 jobs ahead) · 2/2 instances running",
+    ]

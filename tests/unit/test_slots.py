@@ -1,0 +1,398 @@
+"""The instance-slot semaphore and its FIFO queue (spotyolo/core/slots.py) against moto's
+DynamoDB: grants in ticket order, never more holders than slots, leaked slots reclaimed only
+when their holder has really ended, conditional writes that keep racing pumps and a cancel apart.
+
+Step Functions is a stand-in here (the tokens it was answered with, the statuses it reports);
+tests/stepfunctions/test_slot_queue.py runs the same code under the real state machine."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from spotyolo.contract.status import JobStatus
+from spotyolo.core import planning
+from spotyolo.core.jobtable import JobTable
+from spotyolo.core.models import Attempt, JobConfig, JobSpec, QueueInfo
+from spotyolo.core.slots import QUEUE, RELOAD_SECONDS, SEMAPHORE, UNLIMITED, SlotQueue, Waiter, queue_words
+from spotyolo.local import moto_patches
+
+_TABLES = itertools.count()
+ARN = "arn:aws:states:us-east-1:123456789012:execution:pipeline:"
+
+
+@dataclass
+class FakeStates:
+    """Step Functions as the queue sees it: who was answered, and each execution's status."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    answered: list[str] = field(default_factory=list)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: tokens whose task is over (SendTaskSuccess answers TaskTimedOut)
+    dead_tokens: set[str] = field(default_factory=set)
+    describe_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send_task_success(self, taskToken: str, output: str) -> dict[str, Any]:
+        if taskToken in self.dead_tokens or taskToken in self.answered:
+            raise ClientError({"Error": {"Code": "TaskTimedOut", "Message": "over"}}, "SendTaskSuccess")
+        with self.lock:
+            self.answered.append(taskToken)
+            self.outputs[taskToken] = json.loads(output)
+        return {}
+
+    def describe_execution(self, executionArn: str) -> dict[str, Any]:
+        if self.describe_error:
+            raise ClientError({"Error": {"Code": self.describe_error, "Message": "no"}}, "DescribeExecution")
+        if executionArn not in self.status:
+            raise ClientError(
+                {"Error": {"Code": "ExecutionDoesNotExist", "Message": "gone"}}, "DescribeExecution"
+            )
+        return {"status": self.status[executionArn]}
+
+
+@dataclass
+class Clock:
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class World:
+    queue: SlotQueue
+    jobs: JobTable
+    states: FakeStates
+    clock: Clock
+    counted: list[tuple[list[str], str]]
+
+    def join(self, name: str, slots: SlotQueue | None = None) -> str:
+        """An execution of job ``name`` takes its lock and asks for a slot (what enqueue does)."""
+        execution = ARN + name
+        self.states.status[execution] = "RUNNING"
+        self.jobs.acquire_lock(name, execution, f"run-{name}", lambda _: True)
+        q = slots or self.queue
+        ticket = q.new_ticket()
+        self.jobs.join_queue(name, execution, QueueInfo(ticket=ticket))
+        q.register(Waiter(ticket, execution, name, f"token-{name}", self.clock(), _document(name)))
+        q.pump()
+        return execution
+
+    def holders(self) -> list[str]:
+        return sorted(h.rsplit(":", 1)[1] for h in self.queue.semaphore().holders)
+
+    def waiting(self) -> list[str]:
+        return [w.job for w in self.queue.waiters()]
+
+    def woken(self) -> list[str]:
+        return [t.removeprefix("token-") for t in self.states.answered]
+
+
+def _document(name: str) -> dict[str, Any]:
+    job = JobSpec(
+        name=name,
+        bucket="b",
+        run_id=f"run-{name}",
+        execution=ARN + name,
+        config=JobConfig(model="yolo11n.yaml", max_hours=1),
+        dataset={},
+        instance_types=["g5.xlarge"],
+        deadline=int(Clock().now) + 3600,
+        stall_seconds=600,
+    )
+    attempt = Attempt(
+        number=1, capacity="spot", instance_types=["g5.xlarge"], seconds_left=3600, heartbeat_seconds=600
+    )
+    return {"job": job.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        yield ddb
+
+
+@pytest.fixture
+def world(aws: Any, request: pytest.FixtureRequest) -> World:
+    """Fresh tables per test (in the module's one moto world), a count of 2 by default."""
+    name = f"t{next(_TABLES)}"
+    aws.create_table(
+        TableName=f"slots-{name}",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    aws.create_table(
+        TableName=f"jobs-{name}",
+        KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    jobs = JobTable(aws, f"jobs-{name}")
+    states, clock, counted = FakeStates(), Clock(), []
+    count_value = getattr(request, "param", 2)
+
+    def count(types: list[str], capacity: str) -> int | None:
+        counted.append((types, capacity))
+        return count_value
+
+    queue = SlotQueue(aws, f"slots-{name}", sfn=states, count=count, jobs=jobs, clock=clock)  # type: ignore[arg-type]
+    return World(queue, jobs, states, clock, counted)
+
+
+def test_free_slots_are_granted_at_once_and_the_rest_wait_in_arrival_order(world: World) -> None:
+    for name in ("a", "b", "c", "d"):
+        world.join(name)
+    assert world.woken() == ["a", "b"] and world.holders() == ["a", "b"]
+    assert world.waiting() == ["c", "d"]
+    # each queued job sees its place; the granted ones hold their ticket
+    c, d, a = (world.jobs.get(n) for n in ("c", "d", "a"))
+    assert c and c.status == JobStatus.QUEUED and c.queue and (c.queue.position, c.queue.ahead) == (1, 0)
+    assert d and d.queue and (d.queue.position, d.queue.ahead, d.queue.running, d.queue.slots) == (2, 1, 2, 2)
+    assert queue_words(d.queue) == "queued for an instance: 2nd in line (1 job ahead) · 2/2 instances running"
+    assert a and a.status == JobStatus.STARTING and a.queue and a.queue.position is None and a.queue.granted
+    # a run ends: the oldest waiter gets its slot, and only that one
+    world.queue.finish(ARN + "b")
+    assert world.woken() == ["a", "b", "c"] and world.holders() == ["a", "c"] and world.waiting() == ["d"]
+    d = world.jobs.get("d")
+    assert d and d.queue and d.queue.position == 1
+    world.queue.finish(ARN + "a")
+    world.queue.finish(ARN + "c")
+    world.queue.finish(ARN + "d")
+    assert world.woken() == ["a", "b", "c", "d"]
+    assert world.holders() == [] and world.waiting() == []
+
+
+def test_the_grant_moves_max_hours_to_start_at_the_grant(world: World) -> None:
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.clock.now += 1800  # c waits half an hour
+    world.queue.finish(ARN + "a")
+    out = world.states.outputs["token-c"]
+    assert out["queued_seconds"] == 1800 and out["ticket"] == 3
+    assert out["job"]["deadline"] == int(Clock().now) + 3600 + 1800
+    assert out["attempt"]["seconds_left"] == 3600  # the whole max_hours, from now
+    assert world.states.outputs["token-a"]["job"]["deadline"] == int(Clock().now) + 3600
+
+
+def test_a_cancelled_waiter_leaves_the_queue_and_wakes_no_one(world: World) -> None:
+    for name in ("a", "b", "c", "d"):
+        world.join(name)
+    world.states.status[ARN + "c"] = "ABORTED"
+    report = world.queue.finish(ARN + "c")  # what Cancel's (or the status rule's) clean up does
+    assert report.granted == [] and world.woken() == ["a", "b"]
+    assert world.waiting() == ["d"] and world.holders() == ["a", "b"]
+    d = world.jobs.get("d")
+    assert d and d.queue and d.queue.position == 1
+
+
+def test_a_slot_leaked_by_an_ended_execution_is_reclaimed(world: World) -> None:
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    # a died without its clean up (FAILED), b's execution is not even known any more
+    world.states.status[ARN + "a"] = "FAILED"
+    del world.states.status[ARN + "b"]
+    report = world.queue.pump()
+    assert sorted(report.reclaimed) == [ARN + "a", ARN + "b"]
+    assert world.holders() == ["c"] and world.woken() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "AccessDeniedException"])
+def test_a_holder_whose_status_cannot_be_read_keeps_its_slot(world: World, code: str) -> None:
+    """Fail closed, as the job lock does: only ExecutionDoesNotExist or an ended status frees."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.states.status[ARN + "a"] = "FAILED"
+    world.states.describe_error = code
+    report = world.queue.pump()
+    assert report.reclaimed == [] and world.holders() == ["a", "b"] and world.waiting() == ["c"]
+
+
+def test_racing_pumps_never_grant_more_slots_than_there_are(world: World) -> None:
+    """Eight pumps at once over two free slots. DynamoDB applies each conditional write
+    atomically; moto does not (two threads both passed the condition and took the last slot,
+    until spotyolo.local.moto_patches made its writes atomic, as the local engine runs it)."""
+    moto_patches.install_atomic_dynamodb()
+    try:
+        _race(world)
+    finally:
+        moto_patches.uninstall_atomic_dynamodb()
+
+
+def _race(world: World) -> None:
+    for name in ("a", "b"):
+        world.join(name)
+    world.queue.finish(ARN + "a")
+    world.queue.finish(ARN + "b")
+    world.states.answered.clear()
+    # eight waiters registered without pumping, then eight pumps at once
+    for i in range(8):
+        name = f"w{i}"
+        world.states.status[ARN + name] = "RUNNING"
+        world.jobs.acquire_lock(name, ARN + name, "r", lambda _: True)
+        world.queue.register(Waiter(world.queue.new_ticket(), ARN + name, name, f"token-{name}", 0.0))
+    threads = [threading.Thread(target=world.queue.pump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(world.woken()) == ["w0", "w1"]
+    assert world.holders() == ["w0", "w1"] and len(world.waiting()) == 6
+
+
+def test_a_grant_from_a_stale_read_fails_its_conditional_write(world: World) -> None:
+    """The transaction itself refuses: a pump working from an old read of the semaphore (the
+    slot just went to someone else) or of the queue (the waiter just left) takes nothing."""
+    world.join("a")
+    world.join("b")
+    stale = world.queue.semaphore()
+    world.join("c")  # waits: both slots are held
+    world.queue.finish(ARN + "a")  # c gets a's slot
+    world.join("d")
+    (d,) = world.queue.waiters()
+    world.states.status[ARN + "b"] = "RUNNING"
+    assert not world.queue._take(d, stale)  # "one slot free" is stale
+    fresh = world.queue.semaphore()
+    world.queue.leave(ARN + "d")  # d is cancelled
+    world.queue.release(ARN + "b")  # a slot frees, but d left
+    assert not world.queue._take(d, world.queue.semaphore())
+    assert fresh.free == 0 and world.holders() == ["c"]
+
+
+def test_a_waiter_whose_task_is_over_gives_its_grant_back(world: World) -> None:
+    """Granted, but its execution stopped waiting (stopped before its clean up ran): the slot
+    goes to the next waiter in the same pump."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.join("d")
+    world.states.dead_tokens.add("token-c")
+    report = world.queue.finish(ARN + "a")
+    assert report.gone == [ARN + "c"] and report.granted == [ARN + "d"]
+    assert world.holders() == ["b", "d"] and world.waiting() == []
+
+
+def test_a_retried_wait_of_a_holder_answers_its_new_token(world: World) -> None:
+    execution = world.join("a")
+    item = world.jobs.get("a")
+    assert item and item.queue
+    world.queue.register(Waiter(item.queue.ticket, execution, "a", "token-a-retried", world.clock()))
+    world.queue.pump()
+    assert world.woken() == ["a", "a-retried"] and world.holders() == ["a"] and world.waiting() == []
+
+
+def test_quota_exceeded_lowers_the_count_and_keeps_the_job_first_in_line(world: World) -> None:
+    world.queue.set_slots(3, "test")
+    for name in ("a", "b", "c"):
+        world.join(name)
+    world.join("d")
+    assert world.holders() == ["a", "b", "c"] and world.waiting() == ["d"]
+    assert world.queue.lower(ARN + "c") == 2  # c's launch was refused: only 2 fit
+    assert world.queue.semaphore().slots == 2 and world.holders() == ["a", "b"]
+    # c comes back with its own ticket: ahead of d
+    world.queue.register(Waiter(3, ARN + "c", "c", "token-c-again", world.clock()))
+    world.queue.pump()
+    assert world.waiting() == ["c", "d"] and world.holders() == ["a", "b"]
+    world.queue.finish(ARN + "a")
+    assert world.woken()[-1] == "c-again" and world.waiting() == ["d"]
+
+
+def test_quota_exceeded_with_no_other_job_running_keeps_the_slot(world: World) -> None:
+    world.join("a")
+    world.join("b")
+    world.states.status[ARN + "b"] = "FAILED"  # the only other holder has ended
+    assert world.queue.lower(ARN + "a") is None
+    assert world.holders() == ["a"]
+
+
+def test_the_count_is_read_again_after_a_while(world: World) -> None:
+    world.join("a")
+    assert world.counted == [(["g5.xlarge"], "spot")]
+    world.join("b")
+    world.join("c")
+    assert len(world.counted) == 1  # trusted for RELOAD_SECONDS
+    world.clock.now += RELOAD_SECONDS + 1
+    world.queue.pump()
+    assert len(world.counted) == 2
+
+
+@pytest.mark.parametrize("world", [None], indirect=True)
+def test_an_unknown_count_is_no_limit(world: World) -> None:
+    for i in range(5):
+        world.join(f"j{i}")
+    assert len(world.holders()) == 5 and world.queue.semaphore().slots == UNLIMITED
+    item = world.jobs.get("j4")
+    assert item and item.status == JobStatus.STARTING
+
+
+def test_nothing_is_left_once_every_run_ended(world: World, aws: Any) -> None:
+    for name in ("a", "b", "c"):
+        world.join(name)
+    for name in ("c", "a", "b"):
+        world.queue.finish(ARN + name)
+    items = aws.query(
+        TableName=world.queue.table_name,
+        KeyConditionExpression="pk = :q",
+        ExpressionAttributeValues={":q": {"S": QUEUE}},
+    )["Items"]
+    assert items == [] and world.holders() == []
+    assert aws.get_item(TableName=world.queue.table_name, Key=SEMAPHORE)["Item"]["holders"] == {"M": {}}
+
+
+def test_after_queue_keeps_a_money_bound_attempt_and_its_budget_end() -> None:
+    doc = _document("a")
+    job = JobSpec.model_validate(doc["job"])
+    attempt = Attempt.model_validate(
+        {**doc["attempt"], "seconds_left": 900, "budget_end": int(Clock().now) + 900}
+    )
+    now = Clock().now + 600
+    moved_job, moved = planning.after_queue(job, attempt, 600, now=now)
+    assert moved_job.deadline == job.deadline + 600
+    assert (moved.seconds_left, moved.budget_end) == (900, attempt.budget_end + 600)
+    assert moved.heartbeat_seconds < moved.seconds_left
+
+
+def test_a_grant_whose_answer_was_lost_is_answered_by_a_later_pump(world: World) -> None:
+    """The pump that granted died before SendTaskSuccess (a Lambda timeout): the holder keeps
+    its token and its answer, and a pump a minute later sends that answer (the whole document:
+    the state's ResultSelector reads job and attempt)."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.states.dead_tokens.add("token-c")  # stand-in for "the answer never got out"
+
+    def unreachable(token: str, output: str) -> None:
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendTaskSuccess")
+
+    world.queue._answer = unreachable  # type: ignore[method-assign]
+    with pytest.raises(ClientError):
+        world.queue.finish(ARN + "a")
+    assert world.holders() == ["b", "c"] and "token-c" not in world.states.answered
+    del world.queue._answer
+    world.states.dead_tokens.discard("token-c")
+    world.clock.now += 30
+    world.queue.pump()
+    assert "token-c" not in world.states.answered  # not yet: the first pump may still answer
+    world.clock.now += 60
+    world.queue.pump()
+    assert world.woken()[-1] == "c" and set(world.states.outputs["token-c"]) >= {"job", "attempt"}
+    world.clock.now += 120
+    world.queue.pump()
+    assert world.woken().count("c") == 1  # answered once
