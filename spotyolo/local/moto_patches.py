@@ -132,6 +132,10 @@ class Limits:
     #: the vCPUs of each EC2 instance quota spotyolo reads (``spotyolo local --max-instances``);
     #: None: no limit, and Service Quotas knows no value
     ec2_quota_vcpus: float | None = None
+    #: False: the quotas have only AWS's default value (an account that never asked for an
+    #: increase may have no applied value): GetServiceQuota answers NoSuchResource, and
+    #: GetAWSDefaultServiceQuota ``ec2_quota_vcpus``
+    ec2_quota_applied: bool = True
 
 
 #: the limits in force (tests may lower ``history_events``; the engine sets ``ec2_visible_after``)
@@ -560,6 +564,8 @@ def _emulated_quota(service_code: str, quota_code: str) -> dict[str, Any]:
 
 def _get_service_quota(self: ServiceQuotasBackend, service_code: str, quota_code: str) -> dict[str, Any]:
     if service_code == ec2_quotas.SERVICE_CODE:
+        if not LIMITS.ec2_quota_applied:
+            raise NoSuchResource
         return _emulated_quota(service_code, quota_code)
     return _ORIGINALS["get_service_quota"](self, service_code, quota_code)  # type: ignore[no-any-return]
 

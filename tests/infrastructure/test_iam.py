@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,8 +445,8 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
         pricing=pricing_c,
     )
     tokens = machine_and_queue
-    ec2_u, ddb_u, sns_u, pricing_u, sfn_u = rec.clients(
-        "cleanup", "ec2", "dynamodb", "sns", "pricing", "stepfunctions"
+    ec2_u, ddb_u, sns_u, pricing_u, sfn_u, quotas_u = rec.clients(
+        "cleanup", "ec2", "dynamodb", "sns", "pricing", "stepfunctions", "service-quotas"
     )
     # the slot this run held goes to the queue's next job; a leaked slot is reclaimed on the way
     _slot_scenario(plain["ddb"], cfg, execution, real_token(sfn_plain, sqs, *tokens, name="waiter-1"))
@@ -466,15 +467,16 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
             },
         }
     )
-    report = cleanup.from_status_event(
-        status,
-        ec2=ec2_u,
-        table=JobTable(ddb_u, cfg.job_table),
-        sns=sns_u,
-        topic_arn=cfg.topic_arn,
-        pricing=pricing_u,
-        slots=_slot_queue(ddb_u, sfn_u, cfg),
-    )
+    with _account_quota(instances=1):
+        report = cleanup.from_status_event(
+            status,
+            ec2=ec2_u,
+            table=JobTable(ddb_u, cfg.job_table),
+            sns=sns_u,
+            topic_arn=cfg.topic_arn,
+            pricing=pricing_u,
+            slots=_slot_queue(ddb_u, sfn_u, cfg, quotas_u, ec2_u),
+        )
     assert report.get("owned"), report
     again = job.model_copy(update={"execution": execution + "-again", "run_id": "run-2"})
     JobTable(plain["ddb"], cfg.job_table).acquire_lock("shapes", again.execution, "run-2", lambda _: False)
@@ -486,22 +488,23 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     )
     # cancel acts only once config.yaml is really gone (HeadObject answers 404)
     plain["s3"].delete_object(Bucket=cfg.bucket, Key="jobs/shapes/config.yaml")
-    s3_x, sfn_x, ec2_x, ddb_x, sns_x, pricing_x = rec.clients(
-        "cancel", "s3", "stepfunctions", "ec2", "dynamodb", "sns", "pricing"
+    s3_x, sfn_x, ec2_x, ddb_x, sns_x, pricing_x, quotas_x = rec.clients(
+        "cancel", "s3", "stepfunctions", "ec2", "dynamodb", "sns", "pricing", "service-quotas"
     )
     _slot_scenario(plain["ddb"], cfg, again.execution, real_token(sfn_plain, sqs, *tokens, name="waiter-2"))
-    cancelled = cancel.cancel(
-        cfg.bucket,
-        "jobs/shapes/config.yaml",
-        s3=s3_x,
-        pricing=pricing_x,
-        sfn=sfn_x,
-        ec2=ec2_x,
-        sns=sns_x,
-        table=JobTable(ddb_x, cfg.job_table),
-        topic_arn=cfg.topic_arn,
-        slots=_slot_queue(ddb_x, sfn_x, cfg),
-    )
+    with _account_quota(instances=1):
+        cancelled = cancel.cancel(
+            cfg.bucket,
+            "jobs/shapes/config.yaml",
+            s3=s3_x,
+            pricing=pricing_x,
+            sfn=sfn_x,
+            ec2=ec2_x,
+            sns=sns_x,
+            table=JobTable(ddb_x, cfg.job_table),
+            topic_arn=cfg.topic_arn,
+            slots=_slot_queue(ddb_x, sfn_x, cfg, quotas_x, ec2_x),
+        )
     assert cancelled["cancelled"], cancelled
     assert _slot_holders(plain["ddb"], cfg) == ["again-waiter"]
     # a third run waits for a slot (granted at once), then gives it back after QuotaExceeded
@@ -514,10 +517,25 @@ def _run_the_pipeline(synth: Synth, shapes_job: Path, tmp_path_factory: pytest.T
     return Recorded(deployed, rec.calls, rec.unknown, roles, job)
 
 
-def _slot_queue(ddb: Any, sfn: Any, cfg: Settings) -> SlotQueue:
-    """The queue as the deployed Lambdas build it (spotyolo.steps.common.slot_queue)."""
-    count = configured_slots(cfg.max_instances, None, None)
+def _slot_queue(ddb: Any, sfn: Any, cfg: Settings, quotas: Any, ec2: Any) -> SlotQueue:
+    """The queue as the deployed Lambdas build it (spotyolo.steps.common.slot_queue): with no
+    max_instances, its count is the account's quota, read with the Lambda's own clients."""
+    count = configured_slots(cfg.max_instances, quotas, ec2)
     return SlotQueue(ddb, cfg.slot_table, sfn=sfn, count=count, jobs=JobTable(ddb, cfg.job_table))
+
+
+@contextmanager
+def _account_quota(instances: int) -> Iterator[None]:
+    """The account's EC2 quotas allow ``instances`` of the test job's 4-vCPU type (the
+    emulator's Service Quotas), while a slot Lambda reads the count: AWS's default value only,
+    so the Lambda asks for the applied value and then for the default."""
+    moto_patches.LIMITS.ec2_quota_vcpus = 4 * instances
+    moto_patches.LIMITS.ec2_quota_applied = False
+    try:
+        yield
+    finally:
+        moto_patches.LIMITS.ec2_quota_vcpus = None
+        moto_patches.LIMITS.ec2_quota_applied = True
 
 
 def _slot_scenario(ddb: Any, cfg: Settings, holder: str, token: str) -> None:
@@ -538,8 +556,9 @@ def _slot_scenario(ddb: Any, cfg: Settings, holder: str, token: str) -> None:
             ExpressionAttributeNames={"#e": leaked},
             ExpressionAttributeValues={":h": {"M": {"ticket": {"N": "0"}}}},
         )
-    queue.set_slots(1, "test")
-    queue.register(Waiter(queue.new_ticket(), f"{holder}-waiter", "shapes-w", token, time.time()))
+    queue.set_slots(1, "test", read=0)  # stale: the Lambda that pumps reads the quota again
+    waits_for = {"attempt": {"instance_types": ["g5.xlarge"], "capacity": "spot"}}
+    queue.register(Waiter(queue.new_ticket(), f"{holder}-waiter", "shapes-w", token, time.time(), waits_for))
 
 
 def _slot_holders(ddb: Any, cfg: Settings) -> list[str]:
@@ -550,18 +569,19 @@ def _slot_holders(ddb: Any, cfg: Settings) -> list[str]:
 def _queue_and_requeue(
     rec: Recorder, plain_ddb: Any, cfg: Settings, job: JobSpec, execution: str, token: str
 ) -> None:
-    ddb, sfn = rec.clients("slot_queue", "dynamodb", "stepfunctions")
+    ddb, sfn, quotas, ec2 = rec.clients("slot_queue", "dynamodb", "stepfunctions", "service-quotas", "ec2")
     JobTable(plain_ddb, cfg.job_table).acquire_lock(job.name, execution, "run-3", lambda _: False)
     third = job.model_copy(update={"execution": execution, "run_id": "run-3"})
     attempt = Attempt(
         number=1, capacity="spot", instance_types=third.instance_types, seconds_left=900, heartbeat_seconds=60
     )
-    queue = _slot_queue(ddb, sfn, cfg)
-    queue.set_slots(2, "test")
+    queue = _slot_queue(ddb, sfn, cfg, quotas, ec2)
+    queue.set_slots(2, "test", read=0)  # stale: this pump reads the quota again
     event = slot_queue.EnqueueEvent(
         action="enqueue", job=third, attempt=attempt, token=token, execution=execution
     )
-    out = slot_queue.enqueue(event, slots=queue, table=JobTable(ddb, cfg.job_table), now=time.time())
+    with _account_quota(instances=2):
+        out = slot_queue.enqueue(event, slots=queue, table=JobTable(ddb, cfg.job_table), now=time.time())
     assert execution in out["granted"], out
     requeue = slot_queue.RequeueEvent(action="requeue", job=third, attempt=attempt, execution=execution)
     # the other holder's execution is gone: the count is not what stopped the launch

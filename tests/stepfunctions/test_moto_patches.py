@@ -412,6 +412,14 @@ def test_service_quotas_answers_the_emulated_limit(monkeypatch: pytest.MonkeyPat
             with pytest.raises(ClientError, match="NoSuchResourceException"):  # not one spotyolo reads
                 sq.get_service_quota(ServiceCode="ec2", QuotaCode="L-0263D0A3")
             assert sq.get_service_quota(ServiceCode="vpc", QuotaCode="L-F678F1CE")["Quota"]  # moto's own
+            # an account with only AWS's default values: no applied one, the default answers
+            monkeypatch.setattr(moto_patches.LIMITS, "ec2_quota_applied", False)
+            with pytest.raises(ClientError, match="NoSuchResourceException"):
+                sq.get_service_quota(ServiceCode="ec2", QuotaCode="L-DB2E81BA")
+            assert (
+                sq.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode="L-DB2E81BA")["Quota"]["Value"]
+                == 8
+            )
         finally:
             moto_patches.uninstall()
         assert not hasattr(ServiceQuotasResponse, "get_aws_default_service_quota")  # uninstalled
