@@ -1,9 +1,11 @@
-"""Many jobs, few instances (issue 12): N tiny jobs submitted at once under max_instances M.
+"""Many jobs, few instances (issue 12): N tiny jobs submitted at once in an account whose EC2
+quota allows M instances (``spotyolo local --max-instances M``; no max_instances deploy option:
+the slot count comes from the quota).
 
     .venv/bin/python bench/slot_queue.py [--jobs 20] [--max-instances 2] [--epochs 1]
 
 The local engine in this process (the real ASL, the real Lambdas, real one-epoch trainers),
-deployed with ``max_instances`` M. Every job is uploaded at once (config.yaml last, as a user's
+its emulated account quota M instances. Every job is uploaded at once (config.yaml last, as a user's
 loop of ``aws s3 cp`` would). Measured:
 
 - how many succeed, and how many failed for the quota (goal: N/N, none);
@@ -85,7 +87,7 @@ def main() -> int:
         settle_seconds=1,
         poll_seconds=0.2,
         boot_seconds=0.5,
-        max_instances=args.max_instances,
+        quota_instances=args.max_instances,  # the account quota, as `spotyolo local --max-instances`
         trainer_env={"YOLO_CONFIG_DIR": str(config_dir)},
     )
     live: list[int] = []
@@ -127,7 +129,7 @@ def main() -> int:
     met = succeeded == args.jobs and max(live) <= args.max_instances and max(gaps) <= 2
     row = (
         f"| slot queue: {args.jobs} jobs ({args.epochs} epoch, 32 px) at once, "
-        f"max_instances {args.max_instances} "
+        f"--max-instances {args.max_instances} "
         f"(`bench/slot_queue.py`) | {succeeded}/{args.jobs} succeeded, {quota} for the quota, peak "
         f"{max(live)} live, FIFO {'yes' if fifo else 'NO'}; slot freed -> next launch median "
         f"{statistics.median(gaps):.2f} s, max {max(gaps):.2f} s; {wall:.0f} s in all | goal: "

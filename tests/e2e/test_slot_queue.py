@@ -1,5 +1,7 @@
-"""Issue 12, end to end: many jobs under a deployment's max_instances. The real ASL file, the
-real Lambdas and real one-epoch trainers; six jobs share two instances, in the order they came."""
+"""Issue 12, end to end: many jobs in an account whose EC2 quota allows two instances
+(``spotyolo local --max-instances 2``), with no ``max_instances`` deploy option: the slot count
+comes from the account's quota. The real ASL file, the real Lambdas and real one-epoch trainers;
+six jobs share two instances, in the order they came, and none fails for quota."""
 
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ SLOTS = 2
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, ultralytics_offline: Path) -> Iterator[LocalEngine]:
-    """This module's deployment: max_instances 2 (the conftest's engine has no limit)."""
+    """An account whose quota allows 2 instances (the conftest's engine has no limit)."""
     eng = LocalEngine(
         workdir=tmp_path_factory.mktemp("e2e-slots"),
         settle_seconds=1,
         poll_seconds=0.2,
-        max_instances=SLOTS,
+        quota_instances=SLOTS,
         boot_seconds=0.5,
         trainer_env={"YOLO_CONFIG_DIR": str(ultralytics_offline.parent)},
     )
