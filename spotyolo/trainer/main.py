@@ -475,6 +475,9 @@ class TrainerRun:
 
         from ultralytics import YOLO
 
+        from spotyolo.trainer.ultralytics_midepoch import MidEpoch, read_state
+
+        midepoch = MidEpoch(read_state(ckpt_path) if resume else None)
         self.monitor = TrainingMonitor(
             self.ref,
             s3=s3,
@@ -483,8 +486,10 @@ class TrainerRun:
             notice=self.notice,
             finishing=self.finishing,
             checkpoint_seconds=env.checkpoint_seconds or config.checkpoint_minutes * 60,
+            midepoch=midepoch,
         )
         model = YOLO(str(ckpt_path) if resume else model_spec)
+        midepoch.attach(model)  # first: it tracks the batch the monitor may checkpoint
         self.monitor.attach(model)
         if resume:
             self.monitor.uploader.known_best(save_dir / "weights" / layout.BEST)
@@ -494,7 +499,8 @@ class TrainerRun:
         args["save"] = True
         started = time.monotonic()
         if resume:
-            metrics = model.train(resume=True, data=str(data_yaml))
+            # the path, not True: Model.train refuses resume=True for a checkpoint inside epoch 1 (epoch -1)
+            metrics = model.train(resume=str(ckpt_path), data=str(data_yaml))
         else:
             metrics = model.train(
                 **args, data=str(data_yaml), project=str(save_dir.parent), name=save_dir.name, exist_ok=True
@@ -602,7 +608,11 @@ class TrainerRun:
             key,
             info.finished,
             info.epochs,
-            " (training is over)" if info.done else "",
+            " (training is over)"
+            if info.done
+            else f" and {info.batches_done}/{info.batches} batches of epoch {info.finished + 1}"
+            if info.batches_done
+            else "",
         )
         best = save_dir / "weights" / layout.BEST
         best_key = layout.checkpoint_key(env.job, env.run_id, layout.BEST)
