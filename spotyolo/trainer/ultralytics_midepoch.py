@@ -333,7 +333,7 @@ class MidEpoch:
         if not state["remaining"]:  # taken after the epoch's last batch: the loop runs no batch
             from ultralytics.utils.torch_utils import unwrap_model
 
-            model: Any = unwrap_model(trainer.model)  # whose loss, made by the first batch, the epoch's end reads
+            model: Any = unwrap_model(trainer.model)  # its loss, made by a first batch, is read at the end
             if getattr(model, "criterion", None) is None and hasattr(model, "init_criterion"):
                 model.criterion = model.init_criterion()
         _shift_progress(self.first)
