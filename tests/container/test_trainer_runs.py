@@ -448,6 +448,42 @@ def test_a_run_resumed_mid_epoch_ends_with_the_uninterrupted_runs_weights(
     assert metrics == TrainResult.model_validate_json(reference.outcome["output"]).metrics
 
 
+def test_a_notice_in_the_first_epoch_keeps_its_batches(
+    world: World, train: Callable[..., Run], imds: FakeMetadataService, shapes_job: Path
+):
+    """Before issue 11 a notice before the first epoch's end lost everything; on a COCO-sized
+    job that is the most expensive epoch to lose. A one-epoch job: attempt 2 trains batch 3 only."""
+    spec = world.upload_job("spotfirst", shapes_job, "r1", epochs=1)
+    holder: dict[str, Any] = {}
+
+    def announce_after_first_batch(trainer: Any) -> None:
+        if not holder.get("announced"):
+            holder["announced"] = holder["attempt"]
+            imds.announce_interruption()
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5), "the watcher did not see the notice"
+
+    try:
+        first = train(
+            spec,
+            1,
+            {"on_train_batch_end": [announce_after_first_batch]},
+            setup=lambda a: holder.update(attempt=a),
+        )
+    finally:
+        imds.clear()
+    assert first.code == ExitCode.SPOT_INTERRUPTED, first.log()
+    cause = first.failure["cause"]
+    assert "epoch 1/1, batch 2/3" in cause and "continues at batch 3/3" in cause, cause
+    shutil.rmtree(first.workdir)
+
+    second = train(spec, 2)
+    assert second.code == ExitCode.SUCCESS, second.log()
+    assert (first.batches, second.batches) == ([0, 0], [0])
+    result = TrainResult.model_validate_json(second.outcome["output"])
+    assert result.epochs == 1 and result.attempt == 2 and "best.pt" in result.artifacts
+
+
 # ---------------------------------------------------------------- heartbeats starve on a hang
 
 
