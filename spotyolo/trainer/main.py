@@ -276,6 +276,7 @@ class TrainerRun:
     def _run(self) -> int:
         env = self.env
         log.info("trainer: job %s run %s attempt %d", env.job, env.run_id, env.attempt)
+        prewarm()
         read_token = attempt_token(self.table, env.job, env.run_id, env.attempt)
         token = read_token()
         if not token:
@@ -799,6 +800,26 @@ def draw_results(results_csv: Path) -> Path | None:
         return None
     drawn = results_csv.with_name("results.png")
     return drawn if drawn.is_file() else None
+
+
+def prewarm() -> threading.Thread | None:
+    """Import torch, and what Ultralytics' ``deterministic`` mode (its default) imports in
+    ``init_seeds`` (``torch.use_deterministic_algorithms`` loads ``torch._inductor`` and
+    ``torch._dynamo``: 1-3 s), in a background thread while the spec, the dataset and the
+    checkpoint download. Ultralytics itself waits for ``prepare_ultralytics``. A no-op in a
+    process that has them (the local engine's warm trainer, the tests)."""
+    if "torch._inductor" in sys.modules:
+        return None
+
+    def work() -> None:
+        try:
+            import torch._inductor  # noqa: F401
+        except Exception as err:  # the training thread imports it again and reports
+            log.debug("prewarm import failed: %s", err)
+
+    thread = threading.Thread(target=work, name="prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def _cuda_visible() -> bool:
