@@ -340,12 +340,12 @@ class MidEpoch:
         self._apply_at_first_batch = True
         self._adjusting = True
         log.info(
-            "continuing epoch %d/%d at batch %d/%d (batches 1-%d are in the checkpoint)",
+            "continuing epoch %d/%d at batch %d/%d (%s in the checkpoint)",
             trainer.epoch + 1,
             trainer.epochs,
             self.first + 1,
             self.nb,
-            self.first,
+            f"batches 1-{self.first} are" if self.first > 1 else "batch 1 is",
         )
 
     def on_train_batch_start(self, trainer: Any) -> None:
