@@ -150,7 +150,7 @@ def interruption_cost(job_dir: Path, work: Path, epoch: int) -> dict[str, object
         raise SystemExit("interrupted run: the trainers' logs lack the notice / resume lines")
     # since issue 11 a notice inside an epoch checkpoints its position: attempt 2 continues there
     continued = _first(second, "continuing epoch") is not None
-    stopped_at_epoch_end = continued or any("at an epoch end" in line for _, line in first)
+    stopped_at_epoch_end = continued or any("at the end of epoch" in line for _, line in first)
     epoch_ends = [t for t, line in first if "trainer.monitor: epoch " in line and t <= seen]
     epoch_start = epoch_ends[-1] if epoch_ends else _first(first, "training epochs") or seen
     redone = 0.0 if stopped_at_epoch_end else max(0.0, seen - epoch_start)
@@ -162,7 +162,8 @@ def interruption_cost(job_dir: Path, work: Path, epoch: int) -> dict[str, object
         "exit_to_next_trainer": booted - exited,
         "next_trainer_boot_to_training": resumed - booted,
         "redone": redone,
-        "stopped_at_epoch_end": stopped_at_epoch_end,
+        "stopped_at_epoch_end": stopped_at_epoch_end and not continued,
+        "continued_inside_the_epoch": continued,
     }
 
 
