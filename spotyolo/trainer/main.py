@@ -479,6 +479,10 @@ class TrainerRun:
         from spotyolo.trainer.ultralytics_midepoch import MidEpoch, read_state
 
         midepoch = MidEpoch(read_state(ckpt_path) if resume else None)
+        if info is not None and info.finished == 0 and not midepoch.enabled:
+            # inside epoch 1, which Ultralytics' own resume cannot restart (another version)
+            log.warning("the checkpoint is inside epoch 1 and cannot be continued here: starting over")
+            resume = False
         self.monitor = TrainingMonitor(
             self.ref,
             s3=s3,
