@@ -484,6 +484,46 @@ def test_a_notice_in_the_first_epoch_keeps_its_batches(
     assert result.epochs == 1 and result.attempt == 2 and "best.pt" in result.artifacts
 
 
+def test_a_notice_at_an_epochs_last_batch_resumes_to_the_same_weights(
+    world: World,
+    train: Callable[..., Run],
+    imds: FakeMetadataService,
+    shapes_job: Path,
+    uninterrupted: tuple[Any, Run],
+):
+    """The checkpoint is taken after epoch 1's last batch, before its validation: attempt 2 runs
+    no batch of epoch 1 (the loop is empty: the loss, the loader's RNG and the mosaic state come
+    from the checkpoint), validates it, trains epoch 2, and ends where the uninterrupted run ends."""
+    spec = world.upload_job("spotlast", shapes_job, "r1")
+    holder: dict[str, Any] = {}
+
+    def announce_in_batch_two(trainer: Any) -> None:  # the monitor sees it at batch 3's end
+        holder["batch"] = holder.get("batch", 0) + 1
+        if holder["batch"] == 2:
+            imds.announce_interruption()
+            watcher = holder["attempt"].watcher
+            assert watcher is not None and watcher.noticed.wait(5), "the watcher did not see the notice"
+
+    try:
+        first = train(
+            spec, 1, {"on_train_batch_end": [announce_in_batch_two]}, setup=lambda a: holder.update(attempt=a)
+        )
+    finally:
+        imds.clear()
+    assert first.code == ExitCode.SPOT_INTERRUPTED, first.log()
+    assert "after the epoch's last batch" in first.failure["cause"], first.failure["cause"]
+    shutil.rmtree(first.workdir)
+
+    second = train(spec, 2)
+    assert second.code == ExitCode.SUCCESS, second.log()
+    assert (first.batches, second.batches) == ([0, 0, 0], [1, 1, 1])
+    assert _results_epochs(world, spec) == [1, 2]
+    _, reference = uninterrupted
+    for name in ("model", "ema"):
+        different = [k for k, v in second.final[name].items() if not torch.equal(v, reference.final[name][k])]
+        assert not different, f"{name}: {len(different)} tensors differ from the uninterrupted run's"
+
+
 # ---------------------------------------------------------------- heartbeats starve on a hang
 
 
