@@ -108,10 +108,11 @@ def _events(log: Path) -> list[tuple[float, str]]:
     """(epoch seconds, line) of the trainer's own timestamped log lines."""
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        match = _STAMP.match(line.replace("\x1b[K", "").split("\r")[-1])
+        clean = line.replace("\x1b[K", "").split("\r")[-1]  # after a progress bar's last redraw
+        match = _STAMP.match(clean)
         if match:
             when = dt.datetime.fromisoformat(match.group(1)).timestamp()
-            out.append((when, line[match.end() :]))
+            out.append((when, clean[match.end() :]))
     return out
 
 
@@ -147,7 +148,9 @@ def interruption_cost(job_dir: Path, work: Path, epoch: int) -> dict[str, object
     booted = second[0][0] if second else None
     if seen is None or resumed is None or exited is None or booted is None:
         raise SystemExit("interrupted run: the trainers' logs lack the notice / resume lines")
-    stopped_at_epoch_end = any("at an epoch end" in line for _, line in first)
+    # since issue 11 a notice inside an epoch checkpoints its position: attempt 2 continues there
+    continued = _first(second, "continuing epoch") is not None
+    stopped_at_epoch_end = continued or any("at the end of epoch" in line for _, line in first)
     epoch_ends = [t for t, line in first if "trainer.monitor: epoch " in line and t <= seen]
     epoch_start = epoch_ends[-1] if epoch_ends else _first(first, "training epochs") or seen
     redone = 0.0 if stopped_at_epoch_end else max(0.0, seen - epoch_start)
@@ -159,7 +162,8 @@ def interruption_cost(job_dir: Path, work: Path, epoch: int) -> dict[str, object
         "exit_to_next_trainer": booted - exited,
         "next_trainer_boot_to_training": resumed - booted,
         "redone": redone,
-        "stopped_at_epoch_end": stopped_at_epoch_end,
+        "stopped_at_epoch_end": stopped_at_epoch_end and not continued,
+        "continued_inside_the_epoch": continued,
     }
 
 

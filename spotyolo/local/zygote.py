@@ -30,7 +30,8 @@ def _warm_up() -> None:
     from spotyolo.trainer.offline import prepare_ultralytics
 
     prepare_ultralytics(os.environ.get("YOLO_CONFIG_DIR"))
-    import torch  # noqa: F401
+    # torch._inductor: what Ultralytics' deterministic mode imports (1-3 s; trainer/main.py, prewarm)
+    import torch._inductor  # noqa: F401
     import ultralytics  # noqa: F401
     from ultralytics import YOLO  # noqa: F401
     from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: F401

@@ -23,6 +23,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: the key of a mid-epoch checkpoint (spotyolo.trainer.ultralytics_midepoch.KEY, which imports
+#: Ultralytics: this module must not)
+MIDEPOCH_KEY = "spotyolo_midepoch"
+
 
 @dataclass(frozen=True)
 class ResumeInfo:
@@ -33,6 +37,10 @@ class ResumeInfo:
     done: bool = False
     #: the 1-based epoch of the best fitness so far (0: unknown)
     best_epoch: int = 0
+    #: batches of the next epoch already trained (a mid-epoch checkpoint); 0 at an epoch's end
+    batches_done: int = 0
+    #: batches in an epoch (a mid-epoch checkpoint; 0 otherwise)
+    batches: int = 0
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -49,9 +57,18 @@ def inspect(path: Path) -> ResumeInfo | None:
     epoch = int(ckpt.get("epoch", -1))
     args = ckpt.get("train_args") or {}
     epochs = int(args.get("epochs", 0))
-    if epoch < 0 or ckpt.get("optimizer") is None:
+    midepoch = ckpt.get(MIDEPOCH_KEY) or {}
+    if ckpt.get("optimizer") is None or (epoch < 0 and not midepoch):
         return None
     finished = epoch + 1
+    if midepoch:  # inside epoch finished + 1: never a finished run
+        return ResumeInfo(
+            finished=finished,
+            epochs=epochs,
+            best_epoch=int((ckpt.get("stopper") or {}).get("best_epoch") or 0),
+            batches_done=int(midepoch.get("batches_done", 0)),
+            batches=int(midepoch.get("batches", 0)),
+        )
     best_epoch = int((ckpt.get("stopper") or {}).get("best_epoch") or 0)
     patience = int(args.get("patience") or 0)  # 0: no early stopping
     early_stop = patience > 0 and best_epoch > 0 and finished - best_epoch >= patience

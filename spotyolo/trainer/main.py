@@ -276,6 +276,7 @@ class TrainerRun:
     def _run(self) -> int:
         env = self.env
         log.info("trainer: job %s run %s attempt %d", env.job, env.run_id, env.attempt)
+        prewarm()
         read_token = attempt_token(self.table, env.job, env.run_id, env.attempt)
         token = read_token()
         if not token:
@@ -475,6 +476,13 @@ class TrainerRun:
 
         from ultralytics import YOLO
 
+        from spotyolo.trainer.ultralytics_midepoch import MidEpoch, read_state
+
+        midepoch = MidEpoch(read_state(ckpt_path) if resume else None)
+        if info is not None and info.finished == 0 and not midepoch.enabled:
+            # inside epoch 1, which Ultralytics' own resume cannot restart (another version)
+            log.warning("the checkpoint is inside epoch 1 and cannot be continued here: starting over")
+            resume = False
         self.monitor = TrainingMonitor(
             self.ref,
             s3=s3,
@@ -483,8 +491,10 @@ class TrainerRun:
             notice=self.notice,
             finishing=self.finishing,
             checkpoint_seconds=env.checkpoint_seconds or config.checkpoint_minutes * 60,
+            midepoch=midepoch,
         )
         model = YOLO(str(ckpt_path) if resume else model_spec)
+        midepoch.attach(model)  # first: it tracks the batch the monitor may checkpoint
         self.monitor.attach(model)
         if resume:
             self.monitor.uploader.known_best(save_dir / "weights" / layout.BEST)
@@ -494,7 +504,8 @@ class TrainerRun:
         args["save"] = True
         started = time.monotonic()
         if resume:
-            metrics = model.train(resume=True, data=str(data_yaml))
+            # the path, not True: Model.train refuses resume=True for a checkpoint inside epoch 1 (epoch -1)
+            metrics = model.train(resume=str(ckpt_path), data=str(data_yaml))
         else:
             metrics = model.train(
                 **args, data=str(data_yaml), project=str(save_dir.parent), name=save_dir.name, exist_ok=True
@@ -602,7 +613,11 @@ class TrainerRun:
             key,
             info.finished,
             info.epochs,
-            " (training is over)" if info.done else "",
+            " (training is over)"
+            if info.done
+            else f" and {info.batches_done}/{info.batches} batches of epoch {info.finished + 1}"
+            if info.batches_done
+            else "",
         )
         best = save_dir / "weights" / layout.BEST
         best_key = layout.checkpoint_key(env.job, env.run_id, layout.BEST)
@@ -789,6 +804,26 @@ def draw_results(results_csv: Path) -> Path | None:
         return None
     drawn = results_csv.with_name("results.png")
     return drawn if drawn.is_file() else None
+
+
+def prewarm() -> threading.Thread | None:
+    """Import torch, and what Ultralytics' ``deterministic`` mode (its default) imports in
+    ``init_seeds`` (``torch.use_deterministic_algorithms`` loads ``torch._inductor`` and
+    ``torch._dynamo``: 1-3 s), in a background thread while the spec, the dataset and the
+    checkpoint download. Ultralytics itself waits for ``prepare_ultralytics``. A no-op in a
+    process that has them (the local engine's warm trainer, the tests)."""
+    if "torch._inductor" in sys.modules:
+        return None
+
+    def work() -> None:
+        try:
+            import torch._inductor  # noqa: F401
+        except Exception as err:  # the training thread imports it again and reports
+            log.debug("prewarm import failed: %s", err)
+
+    thread = threading.Thread(target=work, name="prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def _cuda_visible() -> bool:

@@ -36,6 +36,8 @@ from spotyolo.trainer.watcher import Notice
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer image
     from mypy_boto3_s3 import S3Client
 
+    from spotyolo.trainer.ultralytics_midepoch import MidEpoch
+
 log = logging.getLogger(__name__)
 
 #: one PutObject up to S3's single-PUT limit: the object is replaced atomically, and a
@@ -251,8 +253,11 @@ class TrainingMonitor:
         finishing: threading.Event | None = None,
         checkpoint_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        midepoch: MidEpoch | None = None,
     ) -> None:
         self.ref = ref
+        #: the position inside the epoch, for a checkpoint that continues at the next batch
+        self.midepoch = midepoch
         self.checkpoint_seconds = checkpoint_seconds
         self.clock = clock
         #: when the last checkpoint upload was queued (or training started)
@@ -307,7 +312,8 @@ class TrainingMonitor:
         self.batch = 0
 
     def on_train_batch_end(self, trainer: Any) -> None:
-        self.batch += 1
+        tracked = self.midepoch.i if self.midepoch is not None else -1
+        self.batch = tracked + 1 if tracked >= 0 else self.batch + 1
         loss = trainer.loss
         if loss is not None and not bool(_finite(loss)):
             nb = len(trainer.train_loader) if trainer.train_loader is not None else "?"
@@ -402,12 +408,31 @@ class TrainingMonitor:
         self.uploader.wait(timeout)
 
     def interrupt_mid_epoch(self, trainer: Any, notice: Notice) -> None:
-        """Save a checkpoint that redoes the current epoch, upload it, send SpotInterrupted, stop."""
+        """Save a checkpoint of the position inside the epoch (the next attempt continues at the
+        next batch; else one that redoes the epoch), upload it, send SpotInterrupted, stop."""
         self.interrupt_started.set()
         self.uploader.wait()  # the previous epoch's upload first: the newer PUT must land last
         epoch, epochs = trainer.epoch, trainer.epochs
-        where = f"epoch {epoch + 1}/{epochs}, batch {self.batch}"
-        if epoch >= 1:
+        nb = self.midepoch.nb if self.midepoch is not None and self.midepoch.nb else "?"
+        where = f"epoch {epoch + 1}/{epochs}, batch {self.batch}/{nb}"
+        why_not = self.midepoch.can_save(trainer) if self.midepoch is not None else "no mid-epoch tracking"
+        if not why_not:
+            started = time.monotonic()
+            assert self.midepoch is not None
+            self.midepoch.save(trainer)
+            saved = time.monotonic() - started
+            self.upload_checkpoint(trainer, wait=True)
+            log.info(
+                "mid-epoch checkpoint saved in %.2f s and uploaded in %.2f s",
+                saved,
+                time.monotonic() - started - saved,
+            )
+            if self.batch == nb:
+                kept = "checkpoint saved after the epoch's last batch: the next attempt validates the epoch"
+            else:
+                kept = f"checkpoint saved: the next attempt continues at batch {self.batch + 1}/{nb}"
+        elif epoch >= 1:
+            log.warning("no mid-epoch checkpoint (%s): saving one that redoes the epoch", why_not)
             # save_model() records trainer.epoch as finished: step back one so a resume redoes
             # this epoch, and keep best.pt untouched (save_model rewrites it on tied fitness)
             best = trainer.best
@@ -423,7 +448,7 @@ class TrainingMonitor:
             self.upload_checkpoint(trainer, wait=True)
             kept = f"checkpoint saved: the next attempt redoes epoch {epoch + 1}"
         else:
-            kept = "no epoch finished yet, so there is no checkpoint: the next attempt starts over"
+            kept = f"no checkpoint ({why_not}, and no epoch finished yet): the next attempt starts over"
         log.warning("spot interruption during %s: %s", where, kept)
         self.channel.interrupted(
             f"spot interruption notice ({notice.action} at {notice.time}) during {where}; {kept}."
