@@ -51,6 +51,11 @@ fails loudly when an upgrade changes what is patched here.
    no lock, so two threads of the server could both pass ``size(holders) < :n`` and both
    take the last instance slot (spotyolo/core/slots.py; seen in tests/unit/test_slots.py). One
    lock around every write makes each PutItem/UpdateItem/DeleteItem/TransactWriteItems whole.
+14. A heartbeat that comes while the task's Lambda is still being invoked is accepted, as AWS
+   accepts any heartbeat of a task that waits for its token: moto creates the heartbeat timer
+   after the invocation and answered such a heartbeat ``InvalidToken``, so a trainer that
+   booted fast under load (the instance-slot queue's e2e test) took its own task for gone,
+   stopped, and its instance became ``InstanceLost``.
 
 Patches must live in the process that runs the emulator (the test process, or the local
 engine's moto server thread). ``install`` is idempotent: a second call swaps the router.
@@ -427,6 +432,14 @@ def _setup_heartbeat_endpoint(self: CallbackEndpoint, heartbeat_seconds: int) ->
     return endpoint
 
 
+def _notify_heartbeat(self: CallbackEndpoint) -> bool:
+    """14.: before the heartbeat timer exists the task still waits for its token: fine (the
+    timer starts its window when it is set up)."""
+    if _ORIGINALS["notify_heartbeat"](self):
+        return True
+    return self.get_outcome() is None
+
+
 def _stop_execution(self: StepFunctionResponse) -> Any:
     arn = self._get_param("executionArn")
     backend: Any = self.stepfunction_backend
@@ -588,6 +601,7 @@ _PLAIN: list[tuple[Any, str, str, Any]] = [
     (SpotInstances, "describe_spot_price_history", "spot_price_history", _spot_price_history),
     (InstanceBackend, "describe_instances", "describe_instances_backend", _describe_instances_backend),
     (Fleets, "create_fleet", "create_fleet", _create_fleet),
+    (CallbackEndpoint, "notify_heartbeat", "notify_heartbeat", _notify_heartbeat),
 ]
 
 

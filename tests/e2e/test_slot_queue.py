@@ -79,4 +79,8 @@ def test_six_jobs_share_two_instances_first_come_first_served(
     waited = [engine.job_item(n) for n in names]
     assert all(
         item and item.status in ("complete", "below target") and len(item.attempts) == 1 for item in waited
-    )
+    ), [
+        (item.job, item.status, [(a.number, a.outcome, a.instance) for a in item.attempts])
+        for item in waited
+        if item
+    ]

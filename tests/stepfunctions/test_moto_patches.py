@@ -30,6 +30,7 @@ def test_moto_still_has_what_the_patches_replace() -> None:
         "self",
         "heartbeat_seconds",
     ]
+    assert list(inspect.signature(CallbackEndpoint.notify_heartbeat).parameters) == ["self"]
     assert "cause" in inspect.signature(StepFunctionsParserBackend.send_task_failure).parameters
     for name in ("send_task_failure", "stop_execution"):
         assert callable(getattr(StepFunctionResponse, name))
@@ -148,6 +149,35 @@ def test_task_failure_keeps_its_cause_and_an_early_answer_is_not_lost(sfn_world)
     out = run(sfn, {"StartAt": "A", "States": {"A": task}}, role, {}, "early")
     assert out["error"] == "TrainingDiverged" and out["cause"] == "loss is nan"
     assert time.time() - started < 10
+
+
+def test_a_heartbeat_during_the_invocation_is_accepted_as_on_aws(sfn_world) -> None:
+    """A trainer that boots while Launch trainer is still being invoked heartbeats at once: AWS
+    accepts it (the task waits for that token); moto answered InvalidToken (no timer yet)."""
+    sfn, arn, role = sfn_world
+    answers: list[str] = []
+
+    def heartbeat_during_invoke(name: str, event: dict) -> dict:
+        try:
+            sfn.send_task_heartbeat(taskToken=event["token"])
+            answers.append("ok")
+        except sfn.exceptions.InvalidToken:
+            answers.append("InvalidToken")
+        sfn.send_task_success(taskToken=event["token"], output="{}")
+        return {}
+
+    moto_patches.install(heartbeat_during_invoke)
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        "Parameters": {"FunctionName": arn, "Payload": {"token.$": "$$.Task.Token"}},
+        "HeartbeatSeconds": 30,
+        "End": True,
+    }
+    run(sfn, {"StartAt": "A", "States": {"A": task}}, role, {}, "early-heartbeat")
+    assert answers == ["ok"]
+    with pytest.raises(sfn.exceptions.InvalidToken):  # a token nobody waits for is still refused
+        sfn.send_task_heartbeat(taskToken="no-such-token")
 
 
 def test_stop_execution_ends_a_task_token_wait(sfn_world) -> None:
