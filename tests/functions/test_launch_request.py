@@ -5,6 +5,7 @@ for the module; each test uses its own job name."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from spotyolo.core import fleet
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobConfig, JobSpec, TrainResult
-from spotyolo.steps import check_result, launch
+from spotyolo.steps import check_result, common, launch
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 GIB = 2**30
@@ -59,6 +60,15 @@ class World:
 def world() -> Iterator[World]:
     with mock_aws():
         yield World()
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The launch's backoff sleeps, recorded instead of slept (in every test: a launch that
+    waits where it should not fails on what it recorded, not by being slow)."""
+    slept: list[float] = []
+    monkeypatch.setattr(common, "sleep", slept.append)
+    return slept
 
 
 def make_job(
@@ -282,6 +292,162 @@ def test_a_surplus_instance_is_terminated_at_once(world: World) -> None:
     assert [i["InstanceId"] for i in live] == [out["instance"]]
 
 
+def test_an_instance_described_without_its_volumes_yet_still_launches(world: World) -> None:
+    """Tagging the root volume is cosmetic: EC2 describing the new instance before its block
+    device mappings are filled in never fails the launch (the instance is paid for already)."""
+
+    class NoMappingsYet(Recording):
+        def describe_instances(self, **kw: Any) -> Any:
+            out = self._ec2.describe_instances(**kw)
+            for reservation in out["Reservations"]:
+                for instance in reservation["Instances"]:
+                    instance.pop("BlockDeviceMappings", None)
+            return out
+
+    job = make_job()
+    out = run_launch(world, job, make_attempt(), ec2=NoMappingsYet(world.ec2))
+    item = world.table.get(job.name)
+    assert item and item.status == "training" and item.current and item.current.instance == out["instance"]
+
+
+def test_the_attempt_records_the_zone_of_the_subnet_ec2_chose(world: World) -> None:
+    """The zone prices the attempt's spot time; a fleet response that names only the subnet
+    is looked up."""
+    subnets = world.ec2.describe_subnets()["Subnets"]
+    chosen = next(s for s in subnets if s["AvailabilityZone"] != subnets[0]["AvailabilityZone"])
+    cfg = dataclasses.replace(world.cfg, subnet_ids=[chosen["SubnetId"]])
+
+    class OnlyTheSubnet(Recording):
+        def create_fleet(self, **kw: Any) -> Any:
+            out = self._ec2.create_fleet(**kw)
+            for group in out["Instances"]:
+                group["LaunchTemplateAndOverrides"]["Overrides"].pop("AvailabilityZone", None)
+            return out
+
+    job = make_job()
+    out = run_launch(world, job, make_attempt(), ec2=OnlyTheSubnet(world.ec2), cfg=cfg)
+    item = world.table.get(job.name)
+    assert out["az"] == chosen["AvailabilityZone"]
+    assert item and item.attempts[0].az == chosen["AvailabilityZone"]
+
+
+def test_cloudwatch_counts_each_started_instance_and_each_refused_launch(world: World) -> None:
+    """The operator's view: one InstancesLaunched per instance started, one LaunchRefused per
+    launch EC2 refused (the Lambda's embedded metrics)."""
+    common.metrics.clear_metrics()
+    run_launch(world, make_job(), make_attempt())
+    with pytest.raises(NoCapacity):
+        run_launch(
+            world, make_job(), make_attempt(), ec2=Recording(world.ec2, _raised("UnfulfillableCapacity"))
+        )
+    emitted = common.metrics.serialize_metric_set()
+    common.metrics.clear_metrics()
+    (declared,) = emitted["_aws"]["CloudWatchMetrics"]
+    assert {m["Name"]: m["Unit"] for m in declared["Metrics"]} == {
+        "InstancesLaunched": "Count",
+        "LaunchRefused": "Count",
+    }
+    assert (emitted["InstancesLaunched"], emitted["LaunchRefused"]) == ([1.0], [1.0])
+
+
+class Lagging(Recording):
+    """EC2 right after CreateFleet: the new instance is not found by id for a few calls."""
+
+    def __init__(self, ec2: Any, misses: int) -> None:
+        super().__init__(ec2)
+        self.misses = {"DescribeInstances": misses, "CreateTags": misses}
+
+    def _maybe_missing(self, operation: str) -> None:
+        if self.misses[operation] > 0:
+            self.misses[operation] -= 1
+            error = {"Code": "InvalidInstanceID.NotFound", "Message": "The instance ID does not exist"}
+            raise ClientError({"Error": error}, operation)
+
+    def describe_instances(self, **kw: Any) -> Any:
+        if "InstanceIds" in kw:
+            self._maybe_missing("DescribeInstances")
+        return self._ec2.describe_instances(**kw)
+
+    def create_tags(self, **kw: Any) -> Any:
+        self._maybe_missing("CreateTags")
+        return self._ec2.create_tags(**kw)
+
+
+def volume_tags(world: World, instance: str) -> dict[str, str]:
+    (described,) = world.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"]
+    (volume,) = [m["Ebs"]["VolumeId"] for m in described["BlockDeviceMappings"]]
+    (vol,) = world.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    return {t["Key"]: t["Value"] for t in vol.get("Tags", [])}
+
+
+@pytest.mark.parametrize("misses", [0, 2], ids=["visible", "not-yet-visible"])
+def test_the_root_volume_carries_the_runs_tags_for_cost_allocation(
+    world: World, sleeps: list[float], misses: int
+) -> None:
+    """Instant fleets tag instances only; the volume is tagged after launch, also while EC2 does
+    not find the new instance yet (a short, bounded wait)."""
+    job = make_job()
+    out = run_launch(world, job, make_attempt(), ec2=Lagging(world.ec2, misses))
+    tags = volume_tags(world, out["instance"])
+    assert (tags["job"], tags["run"], tags["attempt"]) == (job.name, "run-a", "1")
+    assert len(sleeps) == 2 * misses and sum(sleeps) < 10
+
+
+def test_an_instance_that_stays_invisible_still_launches_untagged(world: World, sleeps: list[float]) -> None:
+    job = make_job()
+    out = run_launch(world, job, make_attempt(), ec2=Lagging(world.ec2, 99))
+    item = world.table.get(job.name)
+    assert item and item.status == "training" and item.current and item.current.instance == out["instance"]
+    assert "job" not in volume_tags(world, out["instance"])
+    assert 0 < sum(sleeps) <= 30  # gave up on the cosmetic tag, well inside the Lambda's time
+
+
+class Throttled(Recording):
+    """EC2 that throttles the first ``times`` CreateFleet calls: raised, or as the only errors."""
+
+    def __init__(self, ec2: Any, times: int, *, raised: bool) -> None:
+        super().__init__(ec2)
+        self.times, self.raised = times, raised
+
+    def create_fleet(self, **kw: Any) -> Any:
+        self.requests.append(kw)
+        if len(self.requests) > self.times:
+            return self._ec2.create_fleet(**kw)
+        if self.raised:
+            raise _raised("RequestLimitExceeded", "Request limit exceeded.")
+        return {
+            "Instances": [],
+            "Errors": [{"ErrorCode": "RequestLimitExceeded", "ErrorMessage": "slow down"}],
+        }
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_throttled_launch_is_asked_again_with_care_for_its_token(
+    world: World, sleeps: list[float], raised: bool
+) -> None:
+    job = make_job()
+    ec2 = Throttled(world.ec2, 2, raised=raised)
+    out = run_launch(world, job, make_attempt(), ec2=ec2)
+    assert out["reused"] is False and len(ec2.requests) == 3 and sleeps == [1.0, 2.0]
+    assert [i["InstanceId"] for i in fleet.run_instances_of(world.ec2, job.name)] == [out["instance"]]
+    tokens = [r["ClientToken"] for r in ec2.requests]
+    base = launch.client_token(EXEC, make_attempt())
+    # a raised throttle was not processed: same token; an answered one used its token up
+    assert tokens == ([base] * 3 if raised else [base, base + "-1", base + "-2"])
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "in-errors"])
+def test_a_launch_throttled_for_good_fails_in_a_bounded_time_and_is_not_a_quota(
+    world: World, sleeps: list[float], raised: bool
+) -> None:
+    job = make_job()
+    with pytest.raises(LaunchFailed, match="EC2 kept throttling the account's requests for 15 s"):
+        run_launch(world, job, make_attempt(), ec2=Throttled(world.ec2, 99, raised=raised))
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]
+    item = world.table.get(job.name)
+    assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
+
+
 # ------------------------------------------------------------------ EC2's refusals
 
 
@@ -363,6 +529,33 @@ def test_launch_error_names_the_most_useful_cause() -> None:
     )
 
 
+def test_each_launch_error_tells_the_user_what_to_do() -> None:
+    """The whole message the user reads in the notification, for each kind of refusal."""
+    att = make_attempt()
+    quota = launch.launch_error([("VcpuLimitExceeded", "vcpus")], att)
+    assert str(quota) == (
+        "the account's EC2 quota stops a spot launch of g5.xlarge, g6.xlarge (VcpuLimitExceeded: vcpus). "
+        'Request an increase of "All G and VT Spot Instance Requests" (L-3819A6DF) in the Service Quotas '
+        "console (the quota counts vCPUs), or choose instance_types the quota allows"
+    )
+    capacity = launch.launch_error([("InsufficientInstanceCapacity", "none")], att)
+    assert str(capacity) == (
+        "no spot capacity for g5.xlarge, g6.xlarge in the configured subnets "
+        "(InsufficientInstanceCapacity: none); more instance_types or subnets in other availability "
+        "zones give EC2 more pools"
+    )
+    other = launch.launch_error([("InvalidParameterValue", "bad")], att)
+    assert str(other) == (
+        "EC2 refused the spot launch of g5.xlarge, g6.xlarge (InvalidParameterValue: bad); fix what EC2 "
+        "names (permissions, the launch template, instance_types) and start the job again"
+    )
+    throttled = launch.launch_error([("Throttling", "slow")], att)
+    assert str(throttled) == (
+        "EC2 refused the spot launch of g5.xlarge, g6.xlarge (Throttling: slow); EC2 kept throttling the "
+        "account's requests for 15 s; start the job later"
+    )
+
+
 @pytest.mark.parametrize(
     ("instance_type", "capacity", "quota"),
     [
@@ -372,6 +565,9 @@ def test_launch_error_names_the_most_useful_cause() -> None:
         ("p4d.24xlarge", "on-demand", '"Running On-Demand P instances" (L-417A185B)'),
         ("p3.2xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
         ("p4de.24xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
+        ("p4d.24xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
+        ("p3dn.24xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
+        ("p2.xlarge", "spot", '"All P4, P3 and P2 Spot Instance Requests" (L-7212CCBC)'),
         ("p5.48xlarge", "spot", "the EC2 Spot Instance Requests quota of the p5 family"),
         ("c5.xlarge", "on-demand", "the EC2 Running On-Demand quota of the c5 family"),
     ],
