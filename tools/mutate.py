@@ -139,6 +139,33 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (74, 75, 78, 79)
     },
+    **{
+        "spotyolo.steps.launch.x_launched_instance__mutmut_" + str(n): (
+            'the instance type\'s last fallback ("" to None/"XXXX"): EC2\'s CreateFleet names the type '
+            "in every instance group (and its override), so the default is never reached"
+        )
+        for n in (52, 54, 58)
+    },
+    **{
+        "spotyolo.steps.launch.x__create_fleet__mutmut_" + str(n): (
+            "a response without `Errors` read as None instead of []: only `not errors` reads it then"
+        )
+        for n in (17, 19)
+    },
+    **{
+        "spotyolo.steps.launch.x__create_fleet__mutmut_" + str(n): (
+            'a throttle\'s message when EC2 left ErrorMessage out (None/"XXXX" for ""): EC2\'s fleet '
+            "errors always carry one"
+        )
+        for n in (41, 43, 48)
+    },
+    **{
+        "spotyolo.steps.launch.x__create_fleet__mutmut_" + str(n): (
+            "the operation name of the ClientError a throttle in `Errors` is raised as: only its code "
+            "(retrying) and message (the refusal) are read"
+        )
+        for n in (50, 62, 63, 64)
+    },
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -120,10 +121,34 @@ class Recording:
         return self._ec2.create_fleet(**kw)
 
 
-def run_launch(world: World, job: JobSpec, att: Attempt, ec2: Any = None, cfg: Settings | None = None) -> Any:
+def run_launch(
+    world: World,
+    job: JobSpec,
+    att: Attempt,
+    ec2: Any = None,
+    cfg: Settings | None = None,
+    *,
+    token: str = "tok-1",
+    table: JobTable | None = None,
+) -> Any:
     world.table.acquire_lock(job.name, job.execution, job.run_id, lambda e: True)
-    event = launch.LaunchEvent(job=job, attempt=att, token="tok-1")
-    return launch.launch(event, ec2=ec2 or world.ec2, table=world.table, cfg=cfg or world.cfg)
+    event = launch.LaunchEvent(job=job, attempt=att, token=token)
+    return launch.launch(event, ec2=ec2 or world.ec2, table=table or world.table, cfg=cfg or world.cfg)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """What the launch Lambda logs (its records, after the token filter)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    launch.logger.addHandler(handler)
+    yield records
+    launch.logger.removeHandler(handler)
 
 
 # ------------------------------------------------------------------ the fleet request
@@ -204,6 +229,9 @@ def test_on_demand_tries_the_types_in_the_configured_order_over_every_subnet(wor
         "DefaultTargetCapacityType": "on-demand",
     }
     assert request["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "7"
+    unset = dataclasses.replace(cfg, launch_template_version="")  # LAUNCH_TEMPLATE_VERSION=""
+    latest = launch.fleet_request(make_job(), make_attempt(), unset, EXEC)
+    assert latest["LaunchTemplateConfigs"][0]["LaunchTemplateSpecification"]["Version"] == "$Latest"
     spot = launch.fleet_request(make_job(), make_attempt(), cfg, EXEC)
     assert (
         spot["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
@@ -213,8 +241,11 @@ def test_on_demand_tries_the_types_in_the_configured_order_over_every_subnet(wor
 
 def test_a_deployment_without_a_launch_template_launches_nothing() -> None:
     cfg = make_settings(launch_template_id="")
-    with pytest.raises(ValueError, match="LAUNCH_TEMPLATE_ID is not set for the launch function"):
+    with pytest.raises(ValueError) as refused:
         launch.fleet_request(make_job(), make_attempt(), cfg, EXEC)
+    assert str(refused.value) == (
+        "LAUNCH_TEMPLATE_ID is not set for the launch function: deploy with the CDK app"
+    )
 
 
 @pytest.mark.parametrize(
@@ -237,6 +268,128 @@ def test_each_launch_round_has_its_own_idempotency_token() -> None:
 
 
 # ------------------------------------------------------------------ the run's own instance
+
+
+class DiesBeforeRecording(JobTable):
+    """The Lambda runs out of time after EC2 started the instance, before it was recorded."""
+
+    def set_instance(self, *args: Any, **kwargs: Any) -> bool:
+        raise TimeoutError("Task timed out after 120.00 seconds")
+
+
+def test_a_launch_cut_short_after_ec2_started_the_instance_is_finished_by_the_retry(
+    world: World, logged: list[logging.LogRecord]
+) -> None:
+    """Step Functions retries the task with a new token: the retry finds this attempt's
+    instance, records it (type and zone: what the attempt costs), and the trainer finds the new
+    token; no second instance is paid for."""
+    job = make_job()
+    cut_short = DiesBeforeRecording(world.table.client, world.table.table_name)
+    with pytest.raises(TimeoutError):
+        run_launch(world, job, make_attempt(), token="tok-1", table=cut_short)
+    (started,) = fleet.run_instances_of(world.ec2, job.name)
+    out = run_launch(world, job, make_attempt(), token="tok-2")
+    assert out == {
+        "instance": started["InstanceId"],
+        "instance_type": started["InstanceType"],
+        "capacity": "spot",
+        "az": started["Placement"]["AvailabilityZone"],
+        "reused": True,
+    }
+    assert len(fleet.run_instances_of(world.ec2, job.name)) == 1
+    item = world.table.get(job.name)
+    assert item and item.status == "training" and item.current
+    assert (item.current.number, item.current.instance) == (1, started["InstanceId"])
+    (record,) = item.attempts
+    assert (record.instance, record.instance_type, record.az, record.outcome) == (
+        started["InstanceId"],
+        started["InstanceType"],
+        started["Placement"]["AvailabilityZone"],
+        "running",
+    )
+    assert record.start  # paid for from now on
+    assert world.table.token_for(job.name, "run-a", 1) == "tok-2"
+    reused = [r for r in logged if r.getMessage() == "instance of this attempt already exists"]
+    assert [r.__dict__["instance"] for r in reused] == [started["InstanceId"]]
+
+
+def test_the_trainer_finds_the_token_of_the_launch_that_started_it(world: World) -> None:
+    job = make_job()
+    run_launch(world, job, make_attempt(), token="tok-first")
+    assert world.table.token_for(job.name, "run-a", 1) == "tok-first"
+    again = run_launch(world, job, make_attempt(), token="tok-retried")  # the task was retried
+    assert again["reused"] is True and world.table.token_for(job.name, "run-a", 1) == "tok-retried"
+
+
+def test_the_task_token_a_launch_holds_never_reaches_its_log(
+    world: World, logged: list[logging.LogRecord]
+) -> None:
+    """Whoever reads a task token can answer the task: once a launch holds one, no log line of
+    the Lambda shows it, even one that quotes it."""
+    token = f"AQCEAAAAKgAAAAMAAAAA-{next(_names)}-secret"
+    run_launch(world, make_job(), make_attempt(), token=token)
+    launch.logger.info(f"the task {token} was answered")
+    assert logged and not [r for r in logged if token in r.getMessage()]
+    assert logged[-1].getMessage() == "the task [task token] was answered"
+
+
+def test_a_later_attempt_never_takes_over_an_earlier_attempts_instance(world: World) -> None:
+    """Attempt 1's instance is still up (its clean up is late): attempt 2 starts its own."""
+    job = make_job()
+    first = run_launch(world, job, make_attempt(1))
+    world.table.end_attempt(job.name, EXEC, 1, "SpotInterrupted")
+    second = run_launch(world, job, make_attempt(2), token="tok-2")
+    assert second["reused"] is False and second["instance"] != first["instance"]
+    item = world.table.get(job.name)
+    assert item and [(a.number, a.instance) for a in item.attempts] == [
+        (1, first["instance"]),
+        (2, second["instance"]),
+    ]
+
+
+def test_a_second_launch_round_of_an_attempt_gets_its_own_record(world: World) -> None:
+    """After a NoCapacity round the attempt is launched again (on-demand now): its own record,
+    so the first round costs nothing and the second is paid from its instance's start."""
+    job = make_job()
+    with pytest.raises(NoCapacity):
+        run_launch(
+            world, job, make_attempt(), ec2=Recording(world.ec2, _raised("InsufficientInstanceCapacity"))
+        )
+    out = run_launch(world, job, make_attempt(capacity="on-demand", launch_waits=1), token="tok-2")
+    assert out["reused"] is False
+    item = world.table.get(job.name)
+    assert item and [(a.number, a.capacity, a.outcome, a.instance) for a in item.attempts] == [
+        (1, "spot", "NoCapacity", None),
+        (1, "on-demand", "running", out["instance"]),
+    ]
+    assert world.table.token_for(job.name, "run-a", 1) == "tok-2"
+
+
+def test_a_launch_for_a_job_another_execution_holds_says_which_and_launches_nothing(world: World) -> None:
+    job = make_job()
+    world.table.acquire_lock(job.name, EXEC + "-other", "run-other", lambda e: True)
+    event = launch.LaunchEvent(job=job, attempt=make_attempt(), token="tok")
+    with pytest.raises(JobAlreadyRunning) as refused:
+        launch.launch(event, ec2=world.ec2, table=world.table, cfg=world.cfg)
+    assert str(refused.value) == (
+        f"job {job.name!r} is no longer held by this execution (held by {EXEC}-other: cancelled or "
+        "taken over); nothing was launched"
+    )
+    assert fleet.run_instances_of(world.ec2, job.name) == []
+
+
+def test_a_lock_lost_while_the_attempt_is_recorded_launches_nothing(world: World) -> None:
+    class LockMoves(JobTable):
+        def start_attempt(self, job: str, *args: Any) -> bool:
+            self.release_lock(job, EXEC, "cancelled")  # a cancel won just now
+            return super().start_attempt(job, *args)
+
+    job = make_job()
+    moving = LockMoves(world.table.client, world.table.table_name)
+    with pytest.raises(JobAlreadyRunning) as refused:
+        run_launch(world, job, make_attempt(), table=moving)
+    assert str(refused.value) == (f"job {job.name!r}: the lock moved while launching; nothing was launched")
+    assert fleet.run_instances_of(world.ec2, job.name) == []
 
 
 def test_a_retried_launch_reuses_only_this_runs_instance(world: World) -> None:
@@ -393,9 +546,17 @@ def test_the_root_volume_carries_the_runs_tags_for_cost_allocation(
     assert len(sleeps) == 2 * misses and sum(sleeps) < 10
 
 
-def test_an_instance_that_stays_invisible_still_launches_untagged(world: World, sleeps: list[float]) -> None:
+def test_an_instance_that_stays_invisible_still_launches_untagged(
+    world: World, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warned: list[tuple[str, Any]] = []
+    monkeypatch.setattr(launch.logger, "warning", lambda message, **kw: warned.append((message, kw)))
     job = make_job()
     out = run_launch(world, job, make_attempt(), ec2=Lagging(world.ec2, 99))
+    # the operator's log says which instance went untagged, and why
+    ((message, kw),) = warned
+    assert message == "could not tag the root volume" and kw["extra"]["instance"] == out["instance"]
+    assert "InvalidInstanceID.NotFound" in kw["extra"]["error"]
     item = world.table.get(job.name)
     assert item and item.status == "training" and item.current and item.current.instance == out["instance"]
     assert "job" not in volume_tags(world, out["instance"])
@@ -441,8 +602,10 @@ def test_a_launch_throttled_for_good_fails_in_a_bounded_time_and_is_not_a_quota(
     world: World, sleeps: list[float], raised: bool
 ) -> None:
     job = make_job()
-    with pytest.raises(LaunchFailed, match="EC2 kept throttling the account's requests for 15 s"):
+    with pytest.raises(LaunchFailed, match="EC2 kept throttling the account's requests for 15 s") as failed:
         run_launch(world, job, make_attempt(), ec2=Throttled(world.ec2, 99, raised=raised))
+    words = "Request limit exceeded." if raised else "slow down"
+    assert f"(RequestLimitExceeded: {words})" in str(failed.value)  # in EC2's own words
     assert sleeps == [1.0, 2.0, 4.0, 8.0]
     item = world.table.get(job.name)
     assert item and [a.outcome for a in item.attempts] == ["LaunchFailed"]
