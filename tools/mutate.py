@@ -166,6 +166,31 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (50, 62, 63, 64)
     },
+    **{
+        "spotyolo.steps.launch.x_launch__mutmut_" + str(n): (
+            "a reused instance without `Placement` read as None instead of {}: DescribeInstances always "
+            "gives an instance's Placement"
+        )
+        for n in (54, 56, 79, 81)
+    },
+    **{
+        "spotyolo.steps.launch.x_launch__mutmut_" + str(n): (
+            "the defaults of a raised ClientError's `Error`, `Code` and `Message`: botocore always fills "
+            "them in (its parsers give every error response a Code and a Message)"
+        )
+        for n in (107, 109, 122, 124, 128, 130, 132, 136)
+    },
+    **{
+        "spotyolo.steps.launch.x_launch__mutmut_" + str(n): (
+            "the defaults of a fleet error's ErrorCode and ErrorMessage: EC2's CreateFleet errors always "
+            "carry both"
+        )
+        for n in (142, 144, 148, 150, 152, 156)
+    },
+    "spotyolo.steps.launch.x_launch__mutmut_207": (
+        "the root volume tagged with the fleet's tag list instead of the instance's: fleet_request gives "
+        "both the same tags"
+    ),
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"

@@ -19,7 +19,7 @@ from fake_settings import make_settings
 from moto import mock_aws
 
 from spotyolo.contract.env import Settings
-from spotyolo.contract.errors import JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
+from spotyolo.contract.errors import Cancelled, JobAlreadyRunning, LaunchFailed, NoCapacity, QuotaExceeded
 from spotyolo.core import fleet
 from spotyolo.core.cost import price_fn, run_cost
 from spotyolo.core.jobtable import JobTable
@@ -440,7 +440,19 @@ def test_a_surplus_instance_is_terminated_at_once(world: World) -> None:
         spec = {**request["TargetCapacitySpecification"], "TotalTargetCapacity": 2}
         return world.ec2.create_fleet(**{**request, "TargetCapacitySpecification": spec})
 
-    out = run_launch(world, job, make_attempt(), ec2=Recording(world.ec2, two))
+    class NotFoundAtFirst(Recording):
+        """The surplus instance is not known to TerminateInstances yet (eventual consistency)."""
+
+        missed = 0
+
+        def terminate_instances(self, **kw: Any) -> Any:
+            if not self.missed:
+                self.missed += 1
+                error = {"Code": "InvalidInstanceID.NotFound", "Message": "not found"}
+                raise ClientError({"Error": error}, "TerminateInstances")
+            return self._ec2.terminate_instances(**kw)
+
+    out = run_launch(world, job, make_attempt(), ec2=NotFoundAtFirst(world.ec2, two))
     live = fleet.run_instances_of(world.ec2, job.name, states=["pending", "running"])
     assert [i["InstanceId"] for i in live] == [out["instance"]]
 
@@ -463,7 +475,9 @@ def test_an_instance_described_without_its_volumes_yet_still_launches(world: Wor
     assert item and item.status == "training" and item.current and item.current.instance == out["instance"]
 
 
-def test_the_attempt_records_the_zone_of_the_subnet_ec2_chose(world: World) -> None:
+def test_the_attempt_records_the_zone_of_the_subnet_ec2_chose(
+    world: World, logged: list[logging.LogRecord]
+) -> None:
     """The zone prices the attempt's spot time; a fleet response that names only the subnet
     is looked up."""
     subnets = world.ec2.describe_subnets()["Subnets"]
@@ -480,8 +494,25 @@ def test_the_attempt_records_the_zone_of_the_subnet_ec2_chose(world: World) -> N
     job = make_job()
     out = run_launch(world, job, make_attempt(), ec2=OnlyTheSubnet(world.ec2), cfg=cfg)
     item = world.table.get(job.name)
-    assert out["az"] == chosen["AvailabilityZone"]
-    assert item and item.attempts[0].az == chosen["AvailabilityZone"]
+    zone = chosen["AvailabilityZone"]
+    assert item and item.attempts[0].az == zone
+    # the task's output (in the execution's history) and the log line say what was started
+    assert out == {
+        "instance": item.attempts[0].instance,
+        "instance_type": "g5.xlarge",
+        "capacity": "spot",
+        "az": zone,
+        "reused": False,
+    }
+    (line,) = [r for r in logged if r.getMessage() == "launched"]
+    said = {k: line.__dict__[k] for k in ("instance", "type", "capacity", "attempt", "az")}
+    assert said == {
+        "instance": out["instance"],
+        "type": "g5.xlarge",
+        "capacity": "spot",
+        "attempt": 1,
+        "az": zone,
+    }
 
 
 def test_cloudwatch_counts_each_started_instance_and_each_refused_launch(world: World) -> None:
@@ -790,3 +821,26 @@ def test_the_notification_says_what_the_launched_attempts_cost_and_if_the_target
     assert summary.message.startswith(
         f"{job.name} below target: 90.0% recall (mAP50 0.800) · target recall ≥ 95.0%"
     )
+
+
+def test_a_run_cancelled_before_check_result_claimed_it_publishes_nothing(world: World) -> None:
+    """Whichever claims the run first wins: after a cancel's claim, Check result publishes
+    nothing, says why, and the weights already there stay as they were."""
+    job = make_job()
+    att = make_attempt()
+    run_launch(world, job, att)
+    for name in ("best.pt", "last.pt"):
+        world.s3.put_object(Bucket="bkt", Key=f"runs/{job.name}/run-a/artifacts/{name}", Body=b"new")
+    world.s3.put_object(Bucket="bkt", Key=f"weights/{job.name}/best.pt", Body=b"old")
+    assert world.table.claim_cancel(job.name, EXEC)
+    result = TrainResult(metrics={"mAP50": 0.8}, best_epoch=4, epochs=5, seconds=30, attempt=1)
+    event = check_result.CheckEvent(job=job, attempt=att, result=result, execution=EXEC)
+    with pytest.raises(Cancelled) as cancelled:
+        check_result.check_result(event, s3=world.s3, ec2=world.ec2, table=world.table)
+    assert str(cancelled.value) == (
+        f"run run-a of job {job.name} was cancelled (s3://bkt/jobs/{job.name}/config.yaml deleted) or "
+        "taken over by a newer run before its weights were published: nothing was published, "
+        f"s3://bkt/weights/{job.name}/ is as it was"
+    )
+    listed = world.s3.list_objects_v2(Bucket="bkt", Prefix=f"weights/{job.name}/")["Contents"]
+    assert [(o["Key"], o["Size"]) for o in listed] == [(f"weights/{job.name}/best.pt", 3)]
