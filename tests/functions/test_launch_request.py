@@ -6,7 +6,9 @@ for the module; each test uses its own job name."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -844,3 +846,70 @@ def test_a_run_cancelled_before_check_result_claimed_it_publishes_nothing(world:
     )
     listed = world.s3.list_objects_v2(Bucket="bkt", Prefix=f"weights/{job.name}/")["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [(f"weights/{job.name}/best.pt", 3)]
+
+
+class ListedPrices:
+    """The Price List API, answering one on-demand price for every type."""
+
+    def __init__(self, usd: str) -> None:
+        self.usd = usd
+
+    def get_products(self, **_: Any) -> dict[str, Any]:
+        term = {"priceDimensions": {"d": {"unit": "Hrs", "pricePerUnit": {"USD": self.usd}}}}
+        return {"FormatVersion": "aws_v1", "PriceList": [json.dumps({"terms": {"OnDemand": {"t": term}}})]}
+
+
+def _trained(world: World, job: JobSpec, att: Attempt, **artifacts: bytes) -> check_result.CheckEvent:
+    """The job's attempt launched and ended well, its files in the run's artifacts/."""
+    run_launch(world, job, att)
+    world.table.end_attempt(job.name, EXEC, att.number, "succeeded")
+    base = f"runs/{job.name}/run-a/artifacts/"
+    reported = {}
+    for name, body in {"best.pt": b"w", "last.pt": b"w", **artifacts}.items():
+        world.s3.put_object(Bucket="bkt", Key=base + name, Body=body)
+        reported[name] = base + name
+    result = TrainResult(
+        metrics={"mAP50": 0.8}, best_epoch=4, epochs=5, seconds=30, attempt=att.number, artifacts=reported
+    )
+    return check_result.CheckEvent(job=job, attempt=att, result=result, execution=EXEC)
+
+
+def test_the_notification_prices_each_attempt_from_what_aws_charges(world: World) -> None:
+    """Spot time at EC2's spot price history for the attempt's type and zone, on-demand time at
+    the Price List API's price: not the dated table's estimates; metrics.json says the same."""
+    from spotyolo.core import cost
+
+    cost._ON_DEMAND_CACHE.clear()
+    spot_job, spot = make_job(), make_attempt()
+    summary = check_result.check_result(
+        _trained(world, spot_job, spot), s3=world.s3, ec2=world.ec2, table=world.table
+    )
+    item = world.table.get(spot_job.name)
+    assert item
+    charged = run_cost(item.attempts, price_fn(world.ec2))
+    assert summary.cost_usd == round(charged, 4) != round(run_cost(item.attempts, price_fn()), 4)
+    on_demand_job, on_demand = make_job(), make_attempt(capacity="on-demand")
+    event = _trained(world, on_demand_job, on_demand)
+    try:
+        summary = check_result.check_result(
+            event, s3=world.s3, ec2=world.ec2, table=world.table, pricing=ListedPrices("60.0")
+        )
+    finally:
+        cost._ON_DEMAND_CACHE.clear()
+    assert 1.0 <= summary.cost_usd < 1.5  # a minute at least, at $60 an hour
+    published = world.s3.get_object(Bucket="bkt", Key=f"weights/{on_demand_job.name}/metrics.json")
+    assert json.loads(published["Body"].read())["cost_usd"] == summary.cost_usd
+
+
+def test_the_notification_gives_the_whole_jobs_time_and_where_its_plots_are(world: World) -> None:
+    job = make_job().model_copy(
+        update={
+            "created": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=3723)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        }
+    )
+    event = _trained(world, job, make_attempt(), **{"results.png": b"png", "confusion_matrix.png": b"png"})
+    summary = check_result.check_result(event, s3=world.s3, ec2=world.ec2, table=world.table)
+    first, weights, plots = summary.message.split("\n")
+    assert " · 5 epochs · 1h02m · " in first  # since the run was accepted, not the last attempt's 30 s
+    assert weights == f"weights: s3://bkt/weights/{job.name}/best.pt"
+    assert plots == f"plots: s3://bkt/weights/{job.name}/plots/ (results.png, confusion_matrix.png)"
