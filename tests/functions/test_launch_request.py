@@ -901,14 +901,25 @@ def test_the_notification_prices_each_attempt_from_what_aws_charges(world: World
     assert json.loads(published["Body"].read())["cost_usd"] == summary.cost_usd
 
 
-def test_the_notification_gives_the_whole_jobs_time_and_where_its_plots_are(world: World) -> None:
+def test_the_notification_gives_the_whole_jobs_time_and_where_its_plots_are(
+    world: World, logged: list[logging.LogRecord]
+) -> None:
     job = make_job().model_copy(
         update={
             "created": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=3723)).strftime("%Y-%m-%dT%H:%M:%SZ")
         }
     )
     event = _trained(world, job, make_attempt(), **{"results.png": b"png", "confusion_matrix.png": b"png"})
+    common.metrics.clear_metrics()
     summary = check_result.check_result(event, s3=world.s3, ec2=world.ec2, table=world.table)
+    emitted = common.metrics.serialize_metric_set()
+    common.metrics.clear_metrics()
+    # the operator's view: CloudWatch counts the trained job, the log says how it ended
+    assert emitted["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "JobsTrained", "Unit": "Count"}]
+    assert emitted["JobsTrained"] == [1.0]
+    (line,) = [r for r in logged if r.getMessage() == "result"]
+    said = {k: line.__dict__[k] for k in ("job", "status", "metrics")}
+    assert said == {"job": job.name, "status": "complete", "metrics": {"mAP50": 0.8}}
     first, weights, plots = summary.message.split("\n")
     assert " · 5 epochs · 1h02m · " in first  # since the run was accepted, not the last attempt's 30 s
     assert weights == f"weights: s3://bkt/weights/{job.name}/best.pt"
