@@ -75,6 +75,7 @@ MODULES: dict[str, Module] = {
         [
             "tests/unit/test_dataset.py",
             "tests/unit/test_dataset_corpus.py",
+            "tests/unit/test_dataset_refusals.py",
             "tests/unit/test_bounds.py",
             "-k",
             "not memory_is_bounded and not hundred_thousand_names",
@@ -207,6 +208,13 @@ EQUIVALENT: dict[str, str] = {
             "metrics.json's indentation (2 to none or 3): the same JSON document for every reader"
         )
         for n in (4, 6, 7)
+    },
+    **{
+        "spotyolo.steps.check_result.x_check_result__mutmut_" + str(n): (
+            "a plot's name as the last piece of its key: `rsplit('/', 1)[-1]` is the same piece with "
+            "any maxsplit, and [+1] of a two-piece split is [-1]"
+        )
+        for n in (44, 47, 48)
     },
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '

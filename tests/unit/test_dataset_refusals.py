@@ -1,0 +1,216 @@
+"""What a user reads when the dataset is refused, word for word, for the cases the corpus only
+matches by a needle: image lists, class names given as a mapping, a data.yaml under another
+name, a label too large to be one; the trainer's data.yaml; the S3 listing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from bad_jobs import make_job
+from moto import mock_aws
+
+from spotyolo.contract.errors import JobInvalid
+from spotyolo.core.dataset import (
+    LocalSource,
+    S3Source,
+    inspect_dataset,
+    read_data_yaml,
+    write_local_data_yaml,
+)
+from spotyolo.core.dataset.inspection import MAX_LIST_BYTES
+from spotyolo.core.dataset.labels import MAX_LABEL_BYTES
+from spotyolo.core.dataset.sources import Entry
+
+
+def dataset(tmp_path: Path, data_yaml: str | None = None) -> Path:
+    job = make_job(tmp_path / "job")
+    if data_yaml is not None:
+        (job / "dataset" / "data.yaml").write_text(data_yaml)
+    return job
+
+
+def refusals(job: Path, entries: list[Entry] | None = None) -> list[str]:
+    _, problems = inspect_dataset(LocalSource(job), entries=entries)
+    return [str(p) for p in problems]
+
+
+LISTED = "path: .\ntrain: lists/train.txt\nval: images/val\nnames: [cat, dog, bird]\n"
+
+
+def with_list(tmp_path: Path, text: bytes) -> Path:
+    job = dataset(tmp_path, LISTED)
+    (job / "dataset" / "lists").mkdir()
+    (job / "dataset" / "lists" / "train.txt").write_bytes(text)
+    return job
+
+
+def test_an_image_list_names_each_bad_line_by_number(tmp_path: Path) -> None:
+    lines = [
+        "\ufeff../images/train/a.jpg",  # a BOM, as Windows editors write
+        "./../images/train/b.jpg",
+        "",
+        "..\\images\\train\\z.jpg",  # Windows separators
+        "/abs/x.jpg",
+        "../../outside.jpg",
+        "../images/train/missing.jpg",
+        "../labels/train/a.txt",
+    ]
+    job = with_list(tmp_path, "\n".join(lines).encode())
+    summary, _ = inspect_dataset(LocalSource(job))
+    assert summary.splits["train"].images == 3
+    assert refusals(job) == [
+        "dataset/lists/train.txt:5: '/abs/x.jpg' is absolute: list images relative to this file "
+        "('./images/a.jpg')",
+        "dataset/lists/train.txt:6: '../../outside.jpg' leads outside the job's dataset folder",
+        "dataset/lists/train.txt:7: image '../images/train/missing.jpg' does not exist "
+        "(dataset/images/train/missing.jpg)",
+        "dataset/lists/train.txt:8: '../labels/train/a.txt' is not an image Ultralytics reads",
+    ]
+
+
+def test_a_list_of_many_bad_lines_shows_five_and_counts_the_rest(tmp_path: Path) -> None:
+    job = with_list(tmp_path, "".join(f"../images/train/n{i}.jpg\n" for i in range(8)).encode())
+    _, problems = inspect_dataset(LocalSource(job))
+    assert [p.line for p in problems] == [1, 2, 3, 4, 5]
+    assert problems.total == 8  # type: ignore[attr-defined]
+
+
+def test_an_image_list_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    job = with_list(tmp_path, b"\xff\xfe not utf-8")
+    assert refusals(job) == [
+        "dataset/lists/train.txt: image list could not be read as UTF-8 text: 'utf-8' codec can't "
+        "decode byte 0xff in position 0: invalid start byte"
+    ]
+
+
+@pytest.mark.parametrize(("size", "refused"), [(MAX_LIST_BYTES, False), (MAX_LIST_BYTES + 1, True)])
+def test_an_image_list_over_the_limit_is_refused_unread(tmp_path: Path, size: int, refused: bool) -> None:
+    """As the S3 listing says the list's size: a 33 MiB list is refused before it is read."""
+    job = with_list(tmp_path, b"../images/train/a.jpg\n")
+    listed = [
+        dataclasses.replace(e, size=size) if e.path.endswith("train.txt") else e
+        for e in LocalSource(job).list()
+    ]
+    expected = [
+        f"dataset/lists/train.txt: image list is {size} bytes; the limit is {MAX_LIST_BYTES}: "
+        "list fewer images"
+    ]
+    assert refusals(job, listed) == (expected if refused else [])
+
+
+def test_a_label_file_too_large_to_be_one_is_refused(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    size = MAX_LABEL_BYTES + 1
+    listed = [
+        dataclasses.replace(e, size=size) if e.path.endswith("train/a.txt") else e
+        for e in LocalSource(job).list()
+    ]
+    assert (
+        f"dataset/labels/train/a.txt: {size} bytes is too large for a label file (the limit is "
+        f"{MAX_LABEL_BYTES}): is it a label? Remove it, or split its objects"
+    ) in refusals(job, listed)
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        ("{0: cat, 2: dog}", "class ids in names must be 0..1 without gaps, got [0, 2]"),
+        ("{a: cat, 1: dog}", "names as a mapping needs integer class ids as keys (0: cat, 1: dog)"),
+    ],
+)
+def test_class_names_as_a_mapping_need_ids_zero_to_n(tmp_path: Path, names: str, problem: str) -> None:
+    job = dataset(tmp_path, f"path: .\ntrain: images/train\nval: images/val\nnames: {names}\n")
+    assert f"dataset/data.yaml:4:1: {problem}" in refusals(job)
+
+
+def test_class_names_as_a_mapping_are_read_in_id_order(tmp_path: Path) -> None:
+    job = dataset(
+        tmp_path, "path: .\ntrain: images/train\nval: images/val\nnames: {2: bird, 0: cat, 1: dog}\n"
+    )
+    summary, problems = inspect_dataset(LocalSource(job))
+    assert problems == [] and summary.names == ["cat", "dog", "bird"]
+
+
+@pytest.mark.parametrize("other", ["dataset.yml", "coco8.yaml"])
+def test_a_data_yaml_under_another_name_is_named_in_the_refusal(tmp_path: Path, other: str) -> None:
+    job = dataset(tmp_path)
+    data = job / "dataset" / "data.yaml"
+    data.rename(job / "dataset" / other)
+    assert refusals(job) == [
+        "dataset/data.yaml: missing: the dataset needs dataset/data.yaml naming its splits and classes "
+        f"(found {other}: rename it to data.yaml at the top of the dataset folder)"
+    ]
+
+
+def test_an_unreadable_data_yaml_is_refused_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(JobInvalid) as refused:
+        read_data_yaml(b"names: [cat\n", "jobs/shapes/dataset/data.yaml")
+    assert "jobs/shapes/dataset/data.yaml:" in str(refused.value)
+    with pytest.raises(JobInvalid) as refused:
+        read_data_yaml(b"- a list\n- not a mapping\n", "jobs/shapes/dataset/data.yaml")
+    assert "jobs/shapes/dataset/data.yaml" in str(refused.value)
+
+
+# ------------------------------------------------------------------ the trainer's data.yaml
+
+
+def test_the_trainers_data_yaml_keeps_every_folder_the_classes_and_the_channels(tmp_path: Path) -> None:
+    """What Ultralytics trains on: every folder of a split given as a list, the class names in
+    order (the model's names), the channels of a grayscale dataset; written where asked."""
+    job = dataset(tmp_path)
+    ds = job / "dataset"
+    (ds / "images" / "extra").mkdir()
+    (ds / "images" / "extra" / "e.jpg").write_bytes(b"img")
+    (ds / "data.yaml").write_text(
+        "path: .\ntrain: [images/train, images/extra]\nval: images/val\nnames: [cat, dog, 'oiseau é']\n"
+        "channels: 1\nroboflow: {workspace: acme}\n"
+    )
+    written = write_local_data_yaml(ds)
+    assert written == ds.resolve() / "data.local.yaml"
+    root = ds.resolve()
+    assert yaml.safe_load(written.read_text()) == {
+        "path": str(root),
+        "train": [str(root / "images" / "train"), str(root / "images" / "extra")],
+        "val": str(root / "images" / "val"),
+        "nc": 3,
+        "names": ["cat", "dog", "oiseau é"],
+        "channels": 1,
+    }
+    elsewhere = write_local_data_yaml(ds, tmp_path / "for-ultralytics.yaml")
+    assert elsewhere == tmp_path / "for-ultralytics.yaml" and elsewhere.read_text() == written.read_text()
+    (ds / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [cat, dog, bird]\n")
+    assert "channels" not in yaml.safe_load(
+        write_local_data_yaml(ds).read_text()
+    )  # RGB: Ultralytics' default
+
+
+# ------------------------------------------------------------------ the S3 listing
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bkt")
+        yield client
+
+
+def test_the_s3_listing_is_relative_to_the_jobs_folder_with_each_objects_time(s3: Any) -> None:
+    for key in ("jobs/shapes/config.yaml", "jobs/shapes/dataset/data.yaml", "jobs/shapes-2/config.yaml"):
+        s3.put_object(Bucket="bkt", Key=key, Body=b"x: 1\n")
+    source = S3Source(s3, "bkt", "jobs/shapes")  # no trailing slash: shapes-2 is another job
+    entries = sorted(source.list(), key=lambda e: e.path)
+    assert [(e.path, e.size) for e in entries] == [("config.yaml", 5), ("dataset/data.yaml", 5)]
+    head = s3.head_object(Bucket="bkt", Key="jobs/shapes/config.yaml")
+    assert entries[0].mtime == head["LastModified"].timestamp()  # which upload is newest
+    assert [e.path for e in source.list("dataset/")] == ["dataset/data.yaml"]
+    assert (
+        source.read("config.yaml") == b"x: 1\n" and source.where("config.yaml") == "jobs/shapes/config.yaml"
+    )
+    assert list(S3Source(s3, "bkt", "jobs/nobody/").list()) == []
