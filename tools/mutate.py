@@ -86,6 +86,7 @@ MODULES: dict[str, Module] = {
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
 _CONFIG = "spotyolo.core.config."
 _TABLE = "spotyolo.core.jobtable.xǁJobTableǁ"
+_DATASET = "spotyolo.core.dataset."
 _ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
 _REQUIRED = (
     "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
@@ -215,6 +216,44 @@ EQUIVALENT: dict[str, str] = {
             "any maxsplit, and [+1] of a two-piece split is [-1]"
         )
         for n in (44, 47, 48)
+    },
+    _DATASET + "inspection.x__images_from_list__mutmut_14": (
+        "`utf-8-sig` to `UTF-8-SIG`: Python's codec names are case-insensitive"
+    ),
+    **{
+        _DATASET + f"inspection.x__images_from_list__mutmut_{n}": (
+            "not stripping a listed image's leading `./`: the path is normalised (posixpath.normpath) "
+            "right after, which drops it too"
+        )
+        for n in (46, 50)
+    },
+    _DATASET + "sources.xǁSourceǁlist__mutmut_1": (
+        "the default of a Protocol's method: the protocol's body is never called"
+    ),
+    **{
+        _DATASET + f"sources.x_s3_exists__mutmut_{n}": (
+            "MaxKeys=1 dropped or 2: one key below the prefix answers the question, more say the same"
+        )
+        for n in (9, 17)
+    },
+    _DATASET + "sources.x_s3_exists__mutmut_11": (
+        "`if path` to `or True`: for the folder itself the key is the prefix, which ends with '/' "
+        "(resolve_data_yaml sees to it), so rstrip('/') + '/' asks the same"
+    ),
+    **{
+        _DATASET + f"sources.x_s3_exists__mutmut_{n}": (
+            "the default of ListObjectsV2's KeyCount: S3 always answers it"
+        )
+        for n in (19, 21, 25)
+    },
+    _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
+        "`str(folder / p) if p` to `or True`: folder / '' is the folder"
+    ),
+    **{
+        _DATASET + f"spec.x_write_local_data_yaml__mutmut_{n}": (
+            "the trainer's data.yaml's layout (key order, unicode escaped): the same document once read"
+        )
+        for n in (53, 54, 56, 57, 58, 59)
     },
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '

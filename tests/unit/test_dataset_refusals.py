@@ -214,3 +214,64 @@ def test_the_s3_listing_is_relative_to_the_jobs_folder_with_each_objects_time(s3
         source.read("config.yaml") == b"x: 1\n" and source.where("config.yaml") == "jobs/shapes/config.yaml"
     )
     assert list(S3Source(s3, "bkt", "jobs/nobody/").list()) == []
+
+
+def test_a_missing_data_yaml_with_no_other_yaml_is_refused_plainly(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    (job / "dataset" / "data.yaml").unlink()
+    assert refusals(job) == [
+        "dataset/data.yaml: missing: the dataset needs dataset/data.yaml naming its splits and classes"
+    ]
+
+
+def test_the_refusal_counts_the_image_list_lines_it_does_not_show(tmp_path: Path) -> None:
+    from spotyolo.core.config import check_job
+
+    job = with_list(tmp_path, "".join(f"../images/train/n{i}.jpg\n" for i in range(8)).encode())
+    with pytest.raises(JobInvalid) as refused:
+        check_job(LocalSource(job))
+    last = str(refused.value).splitlines()[-1]
+    assert last == "  ... and 3 more in 1 file (8 in total; the first 5 are shown)"
+
+
+def test_a_data_yaml_with_a_duplicate_key_is_refused_naming_file_and_line() -> None:
+    with pytest.raises(JobInvalid) as refused:
+        read_data_yaml(b"names: [a]\nnames: [b]\n", "jobs/shapes/dataset/data.yaml")
+    assert str(refused.value) == (
+        "jobs/shapes/dataset/data.yaml is invalid (1 problem):\n"
+        "  - jobs/shapes/dataset/data.yaml:2:1: duplicate key 'names' (first on line 1): keep one"
+    )
+
+
+def test_a_data_yaml_up_to_a_mebibyte_is_read() -> None:
+    """Many classes make a long data.yaml: 150 KB is more than a config.yaml may be, not too much."""
+    big = "names: [" + ", ".join(f"c{i}" for i in range(20000)) + "]\n"
+    assert len(big) > 64 * 1024
+    data, _ = read_data_yaml(big, "jobs/shapes/dataset/data.yaml")
+    assert len(data["names"]) == 20000
+
+
+def test_the_trainer_names_its_data_yaml_when_it_cannot_read_it(tmp_path: Path) -> None:
+    ds = dataset(tmp_path, "names: [cat\n") / "dataset"
+    with pytest.raises(JobInvalid) as refused:
+        write_local_data_yaml(ds)
+    assert str(refused.value).startswith(f"{ds.resolve() / 'data.yaml'} is invalid (1 problem):\n")
+
+
+def test_a_split_that_is_the_dataset_folder_itself_is_written_as_that_folder(tmp_path: Path) -> None:
+    ds = dataset(tmp_path) / "dataset"
+    for name in ("a", "b"):
+        (ds / f"{name}.jpg").write_bytes(b"img")
+    (ds / "data.yaml").write_text("path: .\ntrain: .\nval: images/val\nnames: [cat, dog, bird]\n")
+    written = yaml.safe_load(write_local_data_yaml(ds).read_text())
+    assert written["train"] == str(ds.resolve())
+
+
+def test_a_split_folder_written_with_a_trailing_slash_is_found_in_s3(s3: Any) -> None:
+    from spotyolo.core.dataset import resolve_data_yaml
+
+    for key in ("jobs/slash/dataset/images/train/a.jpg", "jobs/slash/dataset/images/val/b.jpg"):
+        s3.put_object(Bucket="bkt", Key=key, Body=b"img")
+    data = {"train": "images/train/", "val": "images/val", "names": ["cat"]}
+    spec = resolve_data_yaml(data, "jobs/slash/dataset/", s3=s3, bucket="bkt")
+    assert spec.splits == {"train": ["images/train"], "val": ["images/val"]}
