@@ -246,6 +246,27 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (19, 21, 25)
     },
+    **{
+        _DATASET + f"sources.xǁS3Sourceǁlist__mutmut_{n}": (
+            "the non-datetime branch of LastModified: boto3 always gives a datetime"
+        )
+        for n in (24, 25)
+    },
+    _DATASET + "sources.x_local_exists__mutmut_2": (
+        "`if path` to `or True`: for '' it asks (folder / '').exists() instead of folder.is_dir(), and "
+        "the folder asked about is the dataset folder, a directory"
+    ),
+    _DATASET
+    + "sources.xǁLocalSourceǁlist__mutmut_4": "`root / prefix if prefix` to `or True`: root / '' is root",
+    _DATASET + "spec.xǁ_Reportǁ__call____mutmut_3": (
+        "`marks.get(key) if key` to `or True`: marks has no None key, so get(None) is None as the else branch"
+    ),
+    **{
+        _DATASET + f"sources.x_s3_exists__mutmut_{n}": (
+            "MaxKeys=1 of the exact-key look dropped or 2: the key sorts first under its own prefix"
+        )
+        for n in (33, 34)
+    },
     _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
         "`str(folder / p) if p` to `or True`: folder / '' is the folder"
     ),

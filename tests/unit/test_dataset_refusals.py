@@ -5,6 +5,7 @@ name, a label too large to be one; the trainer's data.yaml; the S3 listing."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,79 @@ def test_a_split_folder_written_with_a_trailing_slash_is_found_in_s3(s3: Any) ->
     data = {"train": "images/train/", "val": "images/val", "names": ["cat"]}
     spec = resolve_data_yaml(data, "jobs/slash/dataset/", s3=s3, bucket="bkt")
     assert spec.splits == {"train": ["images/train"], "val": ["images/val"]}
+
+
+def test_a_split_without_images_says_what_it_found_and_what_ultralytics_reads(tmp_path: Path) -> None:
+    job = dataset(tmp_path, "path: .\ntrain: notes\nval: images/val\nnames: [cat, dog, bird]\n")
+    for ext in ("txt", "md", "csv", "json", "xml", "zip"):
+        (job / "dataset" / "notes").mkdir(exist_ok=True)
+        (job / "dataset" / "notes" / f"a.{ext}").write_text("x")
+    assert refusals(job) == [
+        "dataset/notes/: train split has no images (found only: .csv, .json, .md, .txt, .xml); "
+        "Ultralytics reads avif, bmp, dng, heic, heif, jp2, jpeg, jpg, mpo, png, tif, tiff, webp (any case)"
+    ]
+
+
+def test_a_label_without_its_image_is_refused_and_classes_txt_is_not_a_label(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    labels = job / "dataset" / "labels" / "train"
+    (labels / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (labels / "classes.txt").write_text("cat\ndog\nbird\n")  # LabelImg writes it next to the labels
+    assert refusals(job) == [
+        "dataset/labels/train/ghost.txt: label file without an image: no "
+        "dataset/images/train/ghost.<jpg|png|...> exists; upload its image or delete the label"
+    ]
+
+
+def test_check_dataset_refuses_the_dataset_as_a_whole(tmp_path: Path) -> None:
+    """`spotyolo validate DIR` and the trainer: one refusal for the dataset folder they name,
+    read from the listing they already have."""
+    from spotyolo.core.dataset import check_dataset
+
+    job = dataset(tmp_path)
+    (job / "dataset").rename(job / "data")
+    assert check_dataset(LocalSource(job), dataset_dir="data").splits["train"].images == 3
+    (job / "data").rename(job / "dataset")
+    size = MAX_LABEL_BYTES + 1
+    listed = [
+        dataclasses.replace(e, size=size) if e.path.endswith("train/a.txt") else e
+        for e in LocalSource(job).list()
+    ]
+    with pytest.raises(JobInvalid) as refused:
+        check_dataset(LocalSource(job), entries=listed)
+    assert str(refused.value).startswith(
+        f"the dataset is invalid (1 problem):\n  - dataset/labels/train/a.txt: {size} bytes is too large"
+    )
+
+
+def test_a_local_listing_is_relative_skips_what_it_cannot_stat_and_keeps_times(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    images = job / "dataset" / "images" / "train"
+    os.symlink(images / "nowhere.jpg", images / "0-broken.jpg")  # sorted first; stat fails
+    source = LocalSource(job)
+    below = list(source.list("dataset/images/train"))
+    assert [e.path for e in below] == [f"dataset/images/train/{n}.jpg" for n in ("a", "b", "z")]
+    assert below[0].mtime == os.stat(images / "a.jpg").st_mtime  # which upload is newest
+
+
+def test_resolving_names_the_data_yaml_it_refuses(tmp_path: Path) -> None:
+    from spotyolo.core.dataset import resolve_data_yaml
+
+    ds = dataset(tmp_path) / "dataset"
+    with pytest.raises(JobInvalid) as refused:
+        resolve_data_yaml({"train": "../../x", "val": "images/val", "names": ["cat"]}, ds)
+    assert str(refused.value).startswith(f"{ds / 'data.yaml'} is invalid (1 problem):\n")
+    with pytest.raises(ValueError) as misused:
+        resolve_data_yaml({}, "jobs/j/dataset/", s3=object())  # type: ignore[arg-type]
+    assert str(misused.value) == "resolve_data_yaml on S3 needs bucket="
+
+
+def test_an_image_list_named_as_a_split_is_found_in_s3(s3: Any) -> None:
+    from spotyolo.core.dataset import resolve_data_yaml
+
+    for key in ("jobs/listed/dataset/lists/train.txt", "jobs/listed/dataset/lists/train.txt.bak"):
+        s3.put_object(Bucket="bkt", Key=key, Body=b"../images/a.jpg\n")
+    s3.put_object(Bucket="bkt", Key="jobs/listed/dataset/images/val/b.jpg", Body=b"img")
+    data = {"train": "lists/train.txt", "val": "images/val", "names": ["cat"]}
+    spec = resolve_data_yaml(data, "jobs/listed/dataset/", s3=s3, bucket="bkt")
+    assert spec.splits == {"train": ["lists/train.txt"], "val": ["images/val"]}
