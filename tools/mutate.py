@@ -267,6 +267,28 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (33, 34)
     },
+    **{
+        _DATASET + f"inspection.x__split_summary__mutmut_{n}": (
+            "a class id beyond the names: check_label_text counts only ids below nc, the number of names"
+        )
+        for n in (21, 22, 23)
+    },
+    **{
+        _DATASET + f"inspection.x__check_labels__mutmut_{n}": (
+            "how many threads read the labels (none given, or at least 2): the same checks, in parallel"
+        )
+        for n in (14, 19)
+    },
+    **{
+        _DATASET + f"inspection.x__check_labels__mutmut_{n}": (
+            "zip's strict=True dropped: pool.map gives one result per label of the chunk"
+        )
+        for n in (36, 39, 44)
+    },
+    _DATASET + "inspection.x__check_labels__mutmut_29": (
+        "chunks starting at every label instead of every CHECK_CHUNK-th: overlapping chunks check "
+        "the same labels again, to the same result"
+    ),
     _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
         "`str(folder / p) if p` to `or True`: folder / '' is the folder"
     ),

@@ -352,3 +352,39 @@ def test_an_image_list_named_as_a_split_is_found_in_s3(s3: Any) -> None:
     data = {"train": "lists/train.txt", "val": "images/val", "names": ["cat"]}
     spec = resolve_data_yaml(data, "jobs/listed/dataset/", s3=s3, bucket="bkt")
     assert spec.splits == {"train": ["lists/train.txt"], "val": ["images/val"]}
+
+
+def test_the_summary_counts_backgrounds_labels_and_instances_per_class(tmp_path: Path) -> None:
+    """What `spotyolo validate` shows per split: images without a label and with an empty one
+    are backgrounds; a class seen in several images adds up."""
+    job = dataset(tmp_path)
+    ds = job / "dataset"
+    for name in ("w", "y"):  # w: no label at all; y: labelled below
+        (ds / "images" / "train" / f"{name}.jpg").write_bytes(b"img")
+    (ds / "labels" / "train" / "z.txt").write_text("")  # an empty label: a background too
+    (ds / "labels" / "train" / "y.txt").write_text("0 0.5 0.5 0.1 0.1\n0 0.2 0.2 0.1 0.1\n")
+    summary, problems = inspect_dataset(LocalSource(job))
+    train = summary.splits["train"]
+    assert problems == []
+    assert (train.images, train.labels, train.backgrounds, train.instances) == (5, 4, 2, 5)
+    assert summary.per_class["train"] == {"cat": 3, "dog": 1, "bird": 1}
+
+
+def test_a_label_that_vanished_after_the_listing_is_a_problem_of_that_file(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    listed = [
+        *LocalSource(job).list(),
+        Entry("dataset/images/train/q.jpg", 3, 0.0),
+        Entry("dataset/labels/train/q.txt", 20, 0.0),  # deleted while the check ran
+    ]
+    (problem,) = refusals(job, listed)
+    assert problem.startswith("dataset/labels/train/q.txt: could not be read: [Errno 2] No such file")
+
+
+def test_a_label_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
+    job = dataset(tmp_path)
+    listed = [
+        dataclasses.replace(e, size=MAX_LABEL_BYTES) if e.path.endswith("train/a.txt") else e
+        for e in LocalSource(job).list()
+    ]
+    assert refusals(job, listed) == []
