@@ -388,3 +388,38 @@ def test_a_label_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
         for e in LocalSource(job).list()
     ]
     assert refusals(job, listed) == []
+
+
+class InMemory:
+    """A dataset source held in memory (what a listing and GETs would give)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        for path, body in sorted(self.files.items()):
+            if path.startswith(prefix):
+                yield Entry(path, len(body), 0.0)
+
+    def read(self, path: str) -> bytes:
+        return self.files[path]
+
+    def where(self, path: str) -> str:
+        return path
+
+
+def test_every_label_of_a_large_dataset_is_checked(tmp_path: Path) -> None:
+    """Labels are checked in chunks of CHECK_CHUNK: the last label of a dataset of more than two
+    chunks is checked too."""
+    from spotyolo.core.dataset.inspection import CHECK_CHUNK
+
+    n = 2 * CHECK_CHUNK + 5
+    files = {
+        "dataset/data.yaml": b"path: .\ntrain: images/train\nval: images/train\nnames: [cat]\n",
+        **{f"dataset/images/train/{i:05d}.jpg": b"img" for i in range(n)},
+        **{f"dataset/labels/train/{i:05d}.txt": b"0 0.5 0.5 0.1 0.1\n" for i in range(n)},
+    }
+    files[f"dataset/labels/train/{n - 1:05d}.txt"] = b"7 0.5 0.5 0.1 0.1\n"
+    summary, problems = inspect_dataset(InMemory(files))
+    assert summary.splits["train"].instances == n - 1
+    assert [(p.where, p.line) for p in problems] == [(f"dataset/labels/train/{n - 1:05d}.txt", 1)]
