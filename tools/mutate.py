@@ -289,6 +289,10 @@ EQUIVALENT: dict[str, str] = {
         "chunks starting at every label instead of every CHECK_CHUNK-th: overlapping chunks check "
         "the same labels again, to the same result"
     ),
+    _DATASET + "labels.x_lines__mutmut_3": (
+        "`start < end` to `<=`: a text ending in a newline gets one more, empty, line, and every "
+        "reader of lines skips blank ones"
+    ),
     _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
         "`str(folder / p) if p` to `or True`: folder / '' is the folder"
     ),

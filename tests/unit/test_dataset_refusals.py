@@ -423,3 +423,12 @@ def test_every_label_of_a_large_dataset_is_checked(tmp_path: Path) -> None:
     summary, problems = inspect_dataset(InMemory(files))
     assert summary.splits["train"].instances == n - 1
     assert [(p.where, p.line) for p in problems] == [(f"dataset/labels/train/{n - 1:05d}.txt", 1)]
+
+
+def test_an_images_label_is_found_by_ultralytics_rule_the_last_images_folder(tmp_path: Path) -> None:
+    """Ultralytics swaps only the last /images/ for /labels/: a dataset kept in a folder that is
+    itself called images still finds its labels."""
+    from spotyolo.core.dataset import label_path
+
+    assert label_path("images/shapes/images/train/a.jpg") == "images/shapes/labels/train/a.txt"
+    assert label_path("images/train/images/a.b.png") == "images/train/labels/a.b.txt"
