@@ -432,3 +432,127 @@ def test_an_images_label_is_found_by_ultralytics_rule_the_last_images_folder(tmp
 
     assert label_path("images/shapes/images/train/a.jpg") == "images/shapes/labels/train/a.txt"
     assert label_path("images/train/images/a.b.png") == "images/train/labels/a.b.txt"
+
+
+SHAPE = (
+    "a label line is 'class x y w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...' "
+    "(a class and at least 3 x,y points)"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "nc", "problems"),
+    [
+        (b"0 0.5 0.5 0.1\n", 3, [(1, f"4 values; {SHAPE}")]),
+        (b"0 0.1 0.1 0.2 0.2 0.3\n", 3, [(1, f"6 values; {SHAPE}")]),
+        (b"x 0.5 0.5 0.1 0.1\n", 3, [(1, "class id 'x' is not an integer")]),
+        (b"1.5 0.5 0.5 0.1 0.1\n", 3, [(1, "class id '1.5' is not an integer")]),
+        (b"3 0.5 0.5 0.1 0.1\n", 3, [(1, "class id 3 is out of range: data.yaml has 3 class(es), ids 0-2")]),
+        (b"1 0.5 0.5 0.1 0.1\n", 1, [(1, "class id 1 is out of range: data.yaml has 1 class(es), ids 0")]),
+        (
+            b"0 1.5 0.5 0.1 0.1\n",
+            3,
+            [
+                (
+                    1,
+                    "coordinate '1.5' is outside [0, 1]: YOLO coordinates are normalised "
+                    "(pixels divided by the image width/height)",
+                )
+            ],
+        ),
+        (b"0 nan 0.5 0.1 0.1\n", 3, [(1, "coordinate 'nan' is not finite")]),
+        (b"\x00\x01", 3, [(None, "binary file, not a YOLO label text file")]),
+        (b"0 0.5 0.5 0.1 0.1\n\xff\xfe\n", 3, [(2, "not UTF-8 text: save label files as plain text")]),
+        (b"\xef\xbb\xbf0 0.5 0.5 0.1 0.1\n0 1 1 1 1\n", 3, []),  # a BOM, and the edges of [0, 1]
+    ],
+)
+def test_each_label_problem_word_for_word(
+    raw: bytes, nc: int, problems: list[tuple[int | None, str]]
+) -> None:
+    from spotyolo.core.dataset import check_label_text
+
+    assert check_label_text(raw, nc).problems == problems
+
+
+def test_a_label_too_large_to_be_one_is_not_parsed() -> None:
+    from spotyolo.core.dataset import check_label_text
+
+    raw = b"0" * (MAX_LABEL_BYTES + 1)
+    assert check_label_text(raw, 3).problems == [
+        (
+            None,
+            f"{MAX_LABEL_BYTES + 1} bytes is too large for a label file (the limit is {MAX_LABEL_BYTES}): "
+            "is it a label? Remove it, or split its objects",
+        )
+    ]
+    assert check_label_text(b"0 0.5 0.5 0.1 0.1\n".ljust(MAX_LABEL_BYTES, b"\n"), 3).problems == []
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("/etc/x", "key has an empty segment ('dataset//...'), which leads to / on the instance: rename it"),
+        ("a\\b.jpg", "key has a backslash: S3 keys use '/' between folders; upload it again with '/'"),
+        (
+            "a/../b",
+            "key has a '..' segment, which leads outside dataset/: rename it to a path inside dataset/",
+        ),
+        (
+            "a//b",
+            "key has an empty segment ('//') or a '.' segment: rename it to a plain path inside dataset/",
+        ),
+        (
+            "a/b//c",
+            "key has an empty segment ('//') or a '.' segment: rename it to a plain path inside dataset/",
+        ),
+        (
+            "./a",
+            "key has an empty segment ('//') or a '.' segment: rename it to a plain path inside dataset/",
+        ),
+        (
+            "a/./b",
+            "key has an empty segment ('//') or a '.' segment: rename it to a plain path inside dataset/",
+        ),
+        ("a/b/", None),  # the S3 console's folder marker
+        ("images/a.jpg", None),
+    ],
+)
+def test_each_dataset_key_that_cannot_be_downloaded_where_it_belongs_is_named(
+    key: str, why: str | None
+) -> None:
+    from spotyolo.core.dataset.paths import escaping_key
+
+    assert escaping_key(key) == why
+
+
+class Numbered:
+    """A source of ``n`` tiny files, listed lazily (a bucket of a few hundred thousand objects)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        return (Entry(f"{prefix}f{i}", 1, 0.0) for i in range(self.n))
+
+    def read(self, path: str) -> bytes:
+        raise AssertionError("a listing that is too long is not read")
+
+    def where(self, path: str) -> str:
+        return f"s3://bkt/{path}"
+
+
+def test_a_dataset_of_more_files_than_validate_can_read_is_refused_before_reading() -> None:
+    from spotyolo.core.dataset import bounded_listing
+    from spotyolo.core.dataset.inspection import MAX_JOB_FILES
+
+    listing, problem = bounded_listing(Numbered(MAX_JOB_FILES), "jobs/big/")
+    assert len(listing) == MAX_JOB_FILES and problem is None
+    listing, problem = bounded_listing(Numbered(MAX_JOB_FILES + 1), "jobs/big/")
+    assert len(listing) == MAX_JOB_FILES and problem is not None
+    assert str(problem) == (
+        f"s3://bkt/jobs/big/: more than {MAX_JOB_FILES} files: Validate reads every label file before "
+        "any spend and cannot read more within its time; split the dataset or remove files training "
+        "does not use"
+    )
+    _, problems = inspect_dataset(Numbered(MAX_JOB_FILES + 1))
+    assert [str(p) for p in problems] == [str(problem).replace("jobs/big/", "dataset/")]
