@@ -293,6 +293,10 @@ EQUIVALENT: dict[str, str] = {
         "`start < end` to `<=`: a text ending in a newline gets one more, empty, line, and every "
         "reader of lines skips blank ones"
     ),
+    _DATASET + "inspection.x_inspect_dataset__mutmut_14": (
+        "listing the whole source instead of its dataset folder: only the dataset folder's entries "
+        "are kept, and the source is the job's folder (config.yaml and dataset/)"
+    ),
     _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
         "`str(folder / p) if p` to `or True`: folder / '' is the folder"
     ),

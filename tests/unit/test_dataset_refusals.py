@@ -556,3 +556,57 @@ def test_a_dataset_of_more_files_than_validate_can_read_is_refused_before_readin
     )
     _, problems = inspect_dataset(Numbered(MAX_JOB_FILES + 1))
     assert [str(p) for p in problems] == [str(problem).replace("jobs/big/", "dataset/")]
+
+
+@pytest.mark.parametrize("too_large", [False, True])
+def test_a_data_yaml_over_a_mebibyte_is_refused_unread(tmp_path: Path, too_large: bool) -> None:
+    from spotyolo.core.dataset.spec import MAX_DATA_YAML_BYTES
+
+    job = dataset(tmp_path)
+    size = MAX_DATA_YAML_BYTES + too_large
+    listed = [
+        dataclasses.replace(e, size=size) if e.path == "dataset/data.yaml" else e
+        for e in LocalSource(job).list()
+    ]
+    expected = (
+        f"dataset/data.yaml: file is {size} bytes; the limit is {MAX_DATA_YAML_BYTES} bytes: "
+        "is this the right file?"
+    )
+    assert refusals(job, listed) == ([expected] if too_large else [])
+
+
+def test_a_long_data_yaml_of_a_dataset_is_read(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(9000)]
+    job = dataset(tmp_path, f"path: .\ntrain: images/train\nval: images/val\nnames: {names}\n")
+    assert (job / "dataset" / "data.yaml").stat().st_size > 64 * 1024
+    summary, problems = inspect_dataset(LocalSource(job))
+    assert problems == [] and len(summary.names) == 9000
+
+
+def test_every_problem_is_reported_at_once_and_no_flood_without_names(tmp_path: Path) -> None:
+    """A split problem does not hide the labels' problems (one upload fixes all); but without
+    class names no label is judged (each would be 'out of range')."""
+    job = dataset(tmp_path, "path: .\ntrain: images/train\nval: images/nowhere\nnames: [cat, dog, bird]\n")
+    (job / "dataset" / "labels" / "train" / "a.txt").write_text("7 0.5 0.5 0.1 0.1\n")
+    found = refusals(job)
+    assert len(found) == 2 and "val 'images/nowhere' not found" in found[0]
+    assert (
+        found[1]
+        == "dataset/labels/train/a.txt:1: class id 7 is out of range: data.yaml has 3 class(es), ids 0-2"
+    )
+    nameless = dataset(tmp_path / "nameless", "path: .\ntrain: images/train\nval: images/val\n")
+    assert [p for p in refusals(nameless) if "labels/" in p] == []
+
+
+def test_splits_may_name_any_folder_and_folder_markers_are_not_files(tmp_path: Path) -> None:
+    """`train: images` (a grandparent of the files), `train: .`, a leading or trailing slash in
+    the dataset folder's name, and the S3 console's folder markers."""
+    job = dataset(tmp_path, "path: .\ntrain: images\nval: images/val\nnames: [cat, dog, bird]\n")
+    assert refusals(job) == []
+    job = dataset(tmp_path / "dot", "path: .\ntrain: .\nval: images/val\nnames: [cat, dog, bird]\n")
+    (job / "dataset" / "top.jpg").write_bytes(b"img")
+    assert refusals(job) == []
+    files = {e.path: (job / e.path).read_bytes() for e in LocalSource(job).list()}
+    files.update({"dataset/": b"", "dataset/images/train/": b""})
+    summary, problems = inspect_dataset(InMemory(files), dataset_dir="/dataset/")
+    assert problems == [] and summary.splits["val"].images == 2
