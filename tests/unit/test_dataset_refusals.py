@@ -610,3 +610,92 @@ def test_splits_may_name_any_folder_and_folder_markers_are_not_files(tmp_path: P
     files.update({"dataset/": b"", "dataset/images/train/": b""})
     summary, problems = inspect_dataset(InMemory(files), dataset_dir="/dataset/")
     assert problems == [] and summary.splits["val"].images == 2
+
+
+RANGE = "nc must be a positive integer (the number of classes), got"
+ABSOLUTE = "is an absolute path: use a path relative to data.yaml's folder, e.g. 'train: train/images'"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problems", "names"),
+    [
+        ("names: cat\n", ["4:1: names must be a list (['cat', 'dog']) or a mapping (0: cat)"], []),
+        ("names: []\n", ["4:1: names is empty: list the class names"], []),
+        ("nc: x\n", [f"4:1: {RANGE} 'x'"], []),
+        ("nc: true\n", ["4:1: nc must be an integer, got True"], []),
+        ("nc: 0\n", [f"4:1: {RANGE} 0"], []),
+        ("nc: 2.5\n", [f"4:1: {RANGE} 2.5"], []),
+        ("nc: 3.0\nnames: [cat, dog, bird]\n", [], ["cat", "dog", "bird"]),
+        ("nc: '3'\nnames: [cat, dog, bird]\n", [], ["cat", "dog", "bird"]),
+        ("nc: 3\n", [], ["class_0", "class_1", "class_2"]),
+        ("", [": data.yaml has neither names nor nc: add names: [class0, class1, ...]"], []),
+        (
+            "names: [cat, dog, bird]\nchannels: 2\n",
+            ["5:1: channels must be 1 or 3, got 2"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "names: [cat, dog, bird]\nchannels: true\n",
+            ["5:1: channels must be 1 or 3, got True"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "nc: 20001\n",
+            [
+                "4:1: nc: 20001 is more classes than a detection dataset has: at most 20000 are accepted "
+                "(LVIS has 1203, V3Det 13204); set nc to the number of names"
+            ],
+            [],
+        ),
+        (
+            "names: [cat, dog, bird]\ntrain: s3://bkt/x\n",
+            [f"4:1: train 's3://bkt/x' {ABSOLUTE}"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "names: [cat, dog, bird]\ntrain: /data/x\n",
+            [f"4:1: train '/data/x' {ABSOLUTE}"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "names: [cat, dog, bird]\ntrain: ..\n",
+            ["4:1: train '..' leads outside the job's dataset folder"],
+            ["cat", "dog", "bird"],
+        ),
+    ],
+)
+def test_each_data_yaml_problem_word_for_word(
+    tmp_path: Path, extra: str, problems: list[str], names: list[str]
+) -> None:
+    base = "path: .\nval: images/val\n" + ("" if "train:" in extra else "train: images/train\n")
+    job = dataset(tmp_path, base + extra)
+    summary, found = inspect_dataset(LocalSource(job))
+    assert [str(p) for p in found] == [
+        f"dataset/data.yaml{'' if p.startswith(':') else ':'}{p}" for p in problems
+    ]
+    assert summary.names == names
+
+
+@pytest.mark.parametrize("path", ["C:\\data", "\\\\server\\share", "c:/data"])
+def test_a_windows_path_in_data_yaml_is_absolute(tmp_path: Path, path: str) -> None:
+    from spotyolo.core.yamlsafe import shown
+
+    job = dataset(tmp_path, f"path: .\nval: images/val\nnames: [cat]\ntrain: '{path}'\n")
+    assert refusals(job)[0] == f"dataset/data.yaml:4:1: train {shown(path)} {ABSOLUTE}"
+
+
+def test_too_many_or_too_long_class_names_are_refused(tmp_path: Path) -> None:
+    from spotyolo.core.dataset.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES
+
+    many = "[" + ", ".join(f"c{i}" for i in range(MAX_CLASSES + 1)) + "]"
+    job = dataset(tmp_path, f"path: .\ntrain: images/train\nval: images/val\nnames: {many}\n")
+    assert refusals(job)[0] == (
+        f"dataset/data.yaml:4:1: names lists {MAX_CLASSES + 1} classes; at most {MAX_CLASSES} are accepted "
+        "(LVIS has 1203, V3Det 13204): is this the right list?"
+    )
+    long = "b" * (MAX_CLASS_NAME_CHARS + 1)
+    job = dataset(tmp_path / "long", f"path: .\ntrain: images/train\nval: images/val\nnames: [cat, {long}]\n")
+    assert refusals(job)[0] == (
+        f"dataset/data.yaml:4:1: class 1's name is {MAX_CLASS_NAME_CHARS + 1} characters ('{long[:30]}'...); "
+        f"at most {MAX_CLASS_NAME_CHARS}: shorten it"
+    )
