@@ -297,6 +297,36 @@ EQUIVALENT: dict[str, str] = {
         "listing the whole source instead of its dataset folder: only the dataset folder's entries "
         "are kept, and the source is the job's folder (config.yaml and dataset/)"
     ),
+    _DATASET + "labels.x__label_text__mutmut_12": (
+        "`utf-8-sig` to `UTF-8-SIG`: Python's codec names are case-insensitive"
+    ),
+    _DATASET + "spec.x__nc__mutmut_16": "`float('nan')` to `float('NAN')`: the same NaN",
+    _DATASET
+    + "paths.x_norm__mutmut_3": "`normpath(path) if path` to `or True`: normpath('') is '.', the else branch",
+    **{
+        _DATASET + f"inspection.x__item_images__mutmut_{n}": (
+            "the '(the folder is empty)' wording: a split folder exists only through the files under "
+            "it (a listing has files only; the dataset folder holds data.yaml), so it is never empty"
+        )
+        for n in (25, 28, 29)
+    },
+    **{
+        _DATASET + f"sources.x_s3_exists__mutmut_{n}": (
+            "stripping a trailing '/' off the key another way: split paths are normalised before they "
+            "are asked about, so there is none to strip (and the prefix never starts with '/')"
+        )
+        for n in (13, 14, 15)
+    },
+    _DATASET + "spec.x__channels__mutmut_14": (
+        "the channels returned with a refusal (3 to 4): the data.yaml is refused, the value is never used"
+    ),
+    **{
+        _DATASET + f"spec.x__classes__mutmut_{n}": (
+            "when nc is taken from the names: resolve_spec gives nc as `nc or len(names)` anyway, and a "
+            "given nc that disagrees with the names is refused"
+        )
+        for n in (80, 81, 82)
+    },
     _DATASET + "spec.x_write_local_data_yaml__mutmut_22": (
         "`str(folder / p) if p` to `or True`: folder / '' is the folder"
     ),
@@ -415,6 +445,7 @@ def run(name: str) -> dict[str, object]:
     seconds = time.monotonic() - started
     return {
         **count(name),
+        "survivor_names": survivors(name),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         "command": _command(name),
         "seconds": round(seconds),
@@ -441,6 +472,14 @@ def _row(name: str, r: dict[str, object]) -> str:
     )
 
 
+def _survivor_names(name: str, result: dict[str, object]) -> list[str]:
+    """This checkout's survivors; those recorded with the row when its run is not here."""
+    if _statuses(name) and any(c is not None for c in _statuses(name).values()):
+        return survivors(name)
+    recorded = result.get("survivor_names", [])
+    return [str(m) for m in recorded] if isinstance(recorded, list) else []
+
+
 def write_page(results: dict[str, dict[str, object]]) -> None:
     header = (
         "| module | mutants | killed | equivalent | survived | kill rate (non-equivalent) | date "
@@ -451,7 +490,8 @@ def write_page(results: dict[str, dict[str, object]]) -> None:
     eq_rows = "\n".join(f"- `{k}`: {v}" for k, v in sorted(EQUIVALENT.items())) or "- (none)"
     equivalents = f"<!-- mutate:equivalent -->\n{eq_rows}\n<!-- /mutate:equivalent -->"
     lines = [
-        f"- {n}: " + (", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in survivors(n)) or "none")
+        f"- {n}: "
+        + (", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in _survivor_names(n, results[n])) or "none")
         for n in MODULES
         if n in results
     ]
@@ -496,11 +536,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.rerun_survivors:
             rerun_survivors(name)
             if name in results:
-                results[name] = {**results[name], **count(name), "rerun": _run_date(name)}
+                results[name] = {
+                    **results[name],
+                    **count(name),
+                    "survivor_names": survivors(name),
+                    "rerun": _run_date(name),
+                }
             continue
         if args.table_only:
             if name in results:
-                results[name] = {**results[name], **count(name)}
+                results[name] = {**results[name], **count(name), "survivor_names": survivors(name)}
             elif _statuses(name):  # a run stopped before it recorded itself
                 results[name] = {
                     **count(name),

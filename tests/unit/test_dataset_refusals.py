@@ -699,3 +699,39 @@ def test_too_many_or_too_long_class_names_are_refused(tmp_path: Path) -> None:
         f"dataset/data.yaml:4:1: class 1's name is {MAX_CLASS_NAME_CHARS + 1} characters ('{long[:30]}'...); "
         f"at most {MAX_CLASS_NAME_CHARS}: shorten it"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "problems"),
+    [
+        ("5", ["dataset/data.yaml:1:1: path must be a string, got 5"]),
+        (
+            "/data/x",
+            [
+                "dataset/data.yaml:1:1: path '/data/x' is absolute: in a job the dataset root is the folder "
+                "holding data.yaml; remove 'path:' (or set 'path: .')"
+            ],
+        ),
+        ("''", []),
+        ("sub/..", []),
+    ],
+)
+def test_the_path_key_of_data_yaml(tmp_path: Path, path: str, problems: list[str]) -> None:
+    job = dataset(tmp_path, f"path: {path}\ntrain: images/train\nval: images/val\nnames: [cat, dog, bird]\n")
+    assert refusals(job) == problems
+
+
+def test_the_largest_accepted_class_counts_and_names(tmp_path: Path) -> None:
+    """The limits are inclusive: nc 1 and nc at the limit, names at the limit, a name of the
+    longest accepted length."""
+    from spotyolo.core.dataset import resolve_data_yaml
+    from spotyolo.core.dataset.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES
+
+    ds = dataset(tmp_path) / "dataset"
+    splits = {"train": "images/train", "val": "images/val"}
+    assert resolve_data_yaml({**splits, "nc": 1}, ds).nc == 1
+    assert resolve_data_yaml({**splits, "nc": MAX_CLASSES}, ds).nc == MAX_CLASSES
+    names = [f"c{i}" for i in range(MAX_CLASSES)]
+    assert resolve_data_yaml({**splits, "names": names}, ds).nc == MAX_CLASSES
+    longest = "n" * MAX_CLASS_NAME_CHARS
+    assert resolve_data_yaml({**splits, "names": [longest]}, ds).names == [longest]
