@@ -109,6 +109,8 @@ EQUIVALENT: dict[str, str] = {
             "update_progress__mutmut_12",
             "_update__mutmut_25",
             "_update__mutmut_34",
+            "claim_cancel__mutmut_12",
+            "claim_publication__mutmut_12",
         )
     },
     **{
@@ -116,7 +118,11 @@ EQUIVALENT: dict[str, str] = {
             "`ConsistentRead` dropped or False: moto's reads are always strongly consistent, so no test "
             "against the emulator can tell (on AWS a stale read of the lock could: that is why it is set)"
         )
-        for name in ("get__mutmut_7", "get__mutmut_12")
+        for name in ("get__mutmut_7", "get__mutmut_12", "scan__mutmut_5", "scan__mutmut_9")
+    },
+    **{
+        _TABLE + name: "the default of a Scan page's Items: DynamoDB always answers it"
+        for name in ("scan__mutmut_14", "scan__mutmut_16")
     },
     _TABLE + "acquire_lock__mutmut_1": (
         "the first read skipped: the lock's conditional write is then refused and the holder == "
