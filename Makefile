@@ -39,7 +39,7 @@ lint: $(STAMP)
 # Mutation testing of the money-and-correctness core with the fast tests (docs/TESTING.md).
 # Slow (tens of minutes on 2 cores): not part of `make test`. MODULES="planning config" for some.
 mutate: $(STAMP)
-	$(PY) tools/mutate.py $(MODULES)
+	$(PY) tools/mutate.py $(if $(CHILDREN),--children $(CHILDREN)) $(MODULES)
 
 # the seeded fault campaign (README, "Guarantees"): N seeds, the table into bench/README.md
 N ?= 200

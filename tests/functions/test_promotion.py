@@ -4,6 +4,7 @@ reported key that climbs out of the run. One S3 emulator for the module; a job n
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -211,6 +212,8 @@ def test_the_runs_plots_replace_the_old_models_which_move_to_previous(s3: Any) -
     assert folder(s3, f"weights/{j.name}/plots/") == NEW_PLOTS  # only this run's, no stale F1 curve
     assert folder(s3, f"weights/{j.name}/previous/plots/") == OLD_PLOTS  # kept with the old best.pt
     assert read(s3, f"weights/{j.name}/previous/best.pt") == b"old best"
+    # previous/ says which run it holds: the old one, also after the retry
+    assert json.loads(read(s3, f"weights/{j.name}/previous/metrics.json") or b"")["run_id"] == "run-old"
     assert [k for k in published if "/plots/" in k] == [
         f"weights/{j.name}/plots/{n}" for n in ("confusion_matrix.png", "results.png")
     ]
@@ -267,4 +270,50 @@ def test_the_published_metrics_json_says_the_cost_and_the_saving(s3: Any) -> Non
     check_result.promote(s3, j, result(), report)
     doc = json.loads(read(s3, f"weights/{j.name}/metrics.json") or b"")
     assert (doc["cost_usd"], doc["on_demand_usd"], doc["saving_pct"]) == (0.8312, 2.6, 68)
+    served = s3.head_object(Bucket="bkt", Key=f"weights/{j.name}/metrics.json")
+    assert served["ContentType"] == "application/json"  # a browser shows it as JSON
     assert doc["run_id"] == "run-new" and doc["metrics"] == {"recall": 0.9}
+
+
+@pytest.mark.parametrize("allowed", range(8))  # each of the 8 writes of a first promotion
+def test_a_first_promotion_cut_short_keeps_the_unrecorded_model_in_previous(s3: Any, allowed: int) -> None:
+    """weights/ held a model no run recorded (copied there by hand): a promotion cut short at
+    any write, then retried, keeps that model in previous/ as "no recorded run", never the new one."""
+    j = job()
+    run_files(s3, j)
+    put(s3, f"weights/{j.name}/best.pt", "hand-made best")
+    with contextlib.suppress(ConnectionError):
+        check_result.promote(FailingOnce(s3, allowed), j, result())
+    check_result.promote(s3, j, result())
+    assert read(s3, f"weights/{j.name}/previous/best.pt") == b"hand-made best"
+    assert json.loads(read(s3, f"weights/{j.name}/previous/metrics.json") or b"")["run_id"] is None
+    assert read(s3, f"weights/{j.name}/best.pt") == b"new best"
+
+
+def test_a_run_without_best_pt_publishes_nothing_and_says_where_to_look(s3: Any) -> None:
+    j = job()
+    put(s3, f"runs/{j.name}/run-new/artifacts/last.pt", "new last")
+    with pytest.raises(TrainerError) as refused:
+        check_result.promote(s3, j, result())
+    assert str(refused.value) == (
+        f"the trainer reported success but s3://bkt/runs/{j.name}/run-new/artifacts/best.pt is missing, "
+        "so there is nothing to publish; see the run's train.log under its artifacts/"
+    )
+    assert folder(s3, f"weights/{j.name}/") == {}
+
+
+def test_a_folder_marker_and_a_users_subfolder_under_plots_are_left_alone(s3: Any) -> None:
+    """The S3 console's "create folder" leaves a `plots/` marker; a user may keep files in a
+    subfolder. Neither is a plot: the promotion neither lists, moves nor deletes them."""
+    j = job()
+    run = plot_run(s3, j)
+    old_model_with_plots(s3, j)
+    put(s3, f"weights/{j.name}/plots/", "")
+    put(s3, f"weights/{j.name}/plots/notes/labels-review.txt", "mine")
+    published = check_result.promote(s3, j, run)
+    assert [k for k in published if "/plots/" in k] == [
+        f"weights/{j.name}/plots/{n}" for n in ("confusion_matrix.png", "results.png")
+    ]
+    assert read(s3, f"weights/{j.name}/plots/notes/labels-review.txt") == b"mine"
+    assert read(s3, f"weights/{j.name}/plots/") == b""
+    assert folder(s3, f"weights/{j.name}/previous/plots/") == OLD_PLOTS

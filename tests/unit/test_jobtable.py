@@ -264,3 +264,133 @@ def test_numbers_come_back_as_written(table):
     assert item.progress.epoch == 3 and item.progress.seconds_per_epoch == 0.5
     assert item.cost_usd == 0.42 and item.result == {"epochs": 10, "metrics": {"recall": 0.875}}
     assert type(item.result["epochs"]) is int and item.updated.endswith("Z")
+
+
+def test_a_refused_start_tells_the_user_how_to_cancel_the_running_job(table):
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    with pytest.raises(JobAlreadyRunning) as refused:
+        table.acquire_lock("shapes", "exec-2", "run-b", lambda e: True)
+    assert str(refused.value) == (
+        "job 'shapes' is already being trained by execution exec-1; this start was refused and the "
+        "running job is untouched. Wait for it to finish, or cancel it by deleting "
+        "jobs/shapes/config.yaml (or stop that execution), then upload again."
+    )
+
+
+class _Racing:
+    """The DynamoDB client, with something else writing the job's item just before (or just
+    after) our first update reaches the table: what a concurrent start or clean up does."""
+
+    def __init__(self, table: JobTable, *, before=None, after=None):
+        self._client, self._before, self._after = table.client, before, after
+        self.table = JobTable(self, table.table_name)  # type: ignore[arg-type]
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def update_item(self, **kwargs):
+        before, after, self._before, self._after = self._before, self._after, None, None
+        if before:
+            before()
+        try:
+            return self._client.update_item(**kwargs)
+        finally:
+            if after:
+                after()
+
+
+def test_a_duplicate_delivery_of_the_same_start_gets_the_run_id_of_the_first(table):
+    """Two deliveries of one execution's start race: both must name the same run (its instances
+    and weights are found by it), whichever wrote first."""
+    racing = _Racing(table, before=lambda: table.acquire_lock("shapes", "exec-1", "run-a", bool))
+    assert racing.table.acquire_lock("shapes", "exec-1", "run-b", lambda e: True) == "run-a"
+    item = table.get("shapes")
+    assert item and (item.execution, item.run_id) == ("exec-1", "run-a")
+
+
+@pytest.mark.parametrize("gone", ["lock released", "item deleted"])
+def test_a_lock_freed_just_after_the_start_found_it_held_is_taken(table, gone):
+    """The holder's clean up releases the lock (or the item is deleted) between this start's
+    refused write and its look at the holder: the job is free, so this start gets it."""
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+
+    def free_it():
+        if gone == "lock released":
+            table.release_lock("shapes", "exec-1", "cancelled")
+        else:
+            table.client.delete_item(TableName=table.table_name, Key={"job": {"S": "shapes"}})
+
+    asked = []
+    racing = _Racing(table, after=free_it)
+    assert racing.table.acquire_lock("shapes", "exec-2", "run-b", asked.append) == "run-b"
+    assert asked == []  # nobody held it any more: nothing to ask about
+    item = table.get("shapes")
+    assert item and (item.execution, item.run_id, item.status) == ("exec-2", "run-b", "starting")
+
+
+def test_publishing_and_cancelling_a_run_exclude_each_other(table):
+    """Check result's publication and a cancel race for the run: whichever claims it first wins,
+    the other is refused and changes nothing; another execution can claim neither."""
+    for job in ("published", "cancelled"):
+        table.acquire_lock(job, "exec-1", "run-a", lambda e: True)
+        table.start_attempt(job, "exec-1", _record(1), "tok-1")
+        assert not table.claim_publication(job, "exec-2") and not table.claim_cancel(job, "exec-2")
+    assert table.claim_publication("published", "exec-1")
+    assert not table.claim_cancel("published", "exec-1")  # too late: the weights are being published
+    assert table.claim_cancel("cancelled", "exec-1")
+    assert not table.claim_publication("cancelled", "exec-1")  # nothing of a cancelled run is published
+    assert table.claim_publication("published", "exec-1")  # Check result retried: still its to publish
+    assert table.claim_cancel("cancelled", "exec-1")  # a retried cancel
+    statuses = {i.job: (i.status, i.execution) for i in table.scan()}
+    assert statuses == {"published": ("publishing", "exec-1"), "cancelled": ("cancelling", "exec-1")}
+
+
+def test_the_status_table_lists_every_job_by_name_with_its_values(table):
+    for job in ("zebra", "apple", "mango"):
+        table.acquire_lock(job, f"exec-{job}", f"run-{job}", lambda e: True)
+    table.finish("apple", "exec-apple", status="complete", cost_usd=0.5, result={"epochs": 3})
+    table.release_lock("apple", "exec-apple", "complete")
+    items = table.scan()
+    assert [(i.job, i.status, i.execution) for i in items] == [
+        ("apple", "complete", None),
+        ("mango", "starting", "exec-mango"),
+        ("zebra", "starting", "exec-zebra"),
+    ]
+    assert (
+        items[0].cost_usd == 0.5
+        and items[0].result == {"epochs": 3}
+        and type(items[0].result["epochs"]) is int
+    )
+    assert table.scan() == items
+
+
+def test_late_reports_for_a_job_or_attempt_that_is_gone_change_nothing(table):
+    """A trainer's report that arrives after its attempt was cleared, or for a job whose item is
+    gone, is refused (False), never an error that fails the step."""
+    assert not table.end_attempt("nobody", "exec-1", 1, "SpotInterrupted")
+    table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+    table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+    assert table.clear_token("shapes", "exec-1")
+    assert not table.set_instance("shapes", "exec-1", 1, "i-late", "g5.xlarge", None)
+    item = table.get("shapes")
+    assert item and item.current is None and item.attempts[0].instance is None
+
+
+def test_times_are_recorded_in_utc_whatever_the_machines_zone(table, monkeypatch):
+    """The local engine runs on the user's machine: an attempt's start in local time would be
+    hours off the UTC clock its cost is computed against."""
+    import time
+
+    monkeypatch.setenv("TZ", "PST+08")  # POSIX form: needs no zoneinfo files
+    time.tzset()
+    try:
+        table.acquire_lock("shapes", "exec-1", "run-a", lambda e: True)
+        table.start_attempt("shapes", "exec-1", _record(1), "tok-1")
+        table.set_instance("shapes", "exec-1", 1, "i-1", "g5.xlarge", None)
+        item = table.get("shapes")
+        assert item and item.attempts[0].start
+        started = dt.datetime.fromisoformat(item.attempts[0].start.replace("Z", "+00:00"))
+        assert abs((dt.datetime.now(dt.UTC) - started).total_seconds()) < 120
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -85,6 +85,8 @@ def test_the_verdict_against_the_target(
 ) -> None:
     s = summarize(job(target=target), attempt(), result(**metrics), 0.0)
     assert s.status == status and s.met_target is met
+    # the execution's output names the target the model was judged against
+    assert (s.target.model_dump() if s.target else None) == target
     assert s.subject == f"spotyolo: shapes {status}"
     assert s.message.startswith(f"shapes {status}: {head}")
     if target:
@@ -130,6 +132,19 @@ def test_the_job_time_counts_from_when_the_run_was_accepted() -> None:
     assert job_seconds(j, now=started - 5) == 0.0  # a skewed clock never gives a negative time
     assert job_seconds(job()) is None  # not recorded (an older execution)
     assert abs((job_seconds(j) or 0) - (time.time() - started)) < 5
+
+
+def test_the_job_time_is_right_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accepted time is UTC: read as local time it would be hours off on a user's laptop
+    (the local engine) or any host not set to UTC."""
+    monkeypatch.setenv("TZ", "PST+08")  # POSIX form: needs no zoneinfo files
+    time.tzset()
+    try:
+        j = job().model_copy(update={"created": "2026-11-25T10:00:00Z"})
+        assert job_seconds(j, now=1795600800.0 + 90) == 90
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_the_message_says_the_cost_the_saving_and_where_the_plots_are() -> None:
