@@ -58,6 +58,22 @@ GONE_TOKEN = frozenset({"TaskDoesNotExist", "InvalidToken", "TaskTimedOut"})
 #: Step Functions asking to be asked later, and how long to wait each time
 THROTTLED = frozenset({"ThrottlingException", "TooManyRequestsException"})
 THROTTLE_DELAYS = (0.2, 0.5, 1.0)
+#: the slot table's keys: ``pk`` (the semaphore's, or the queue's) and ``sk`` (a waiter's ticket);
+#: cdk/storage_construct.py declares the same (a test compares them)
+TABLE_KEYS: dict[str, Any] = {
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "N"},
+    ],
+}
+
+
+def create_table(dynamodb: Any, name: str) -> None:
+    """The slot table, on demand (the local engine's deploy, and tests)."""
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **TABLE_KEYS)
+
+
 #: statuses of an execution that will never give its slot back by itself
 ENDED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 

@@ -52,6 +52,7 @@ from spotyolo.contract.layout import CONFIG_NAME
 from spotyolo.contract.outputs import DEFAULT_STACK, StackOutput
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import JobItem
+from spotyolo.core.slots import create_table as create_slot_table
 from spotyolo.local import botocache, rules
 from spotyolo.local.chaos import ENGINE_APP_ID, NO_FAULTS, FaultHook, LambdaEffect, Point
 from spotyolo.local.functions import LambdaHandler, load_handlers
@@ -602,18 +603,7 @@ class LocalEngine:
             AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        ddb.create_table(
-            TableName=r.slot_table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "N"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_slot_table(ddb, r.slot_table)
         r.topic_arn = sns.create_topic(Name="spotyolo-notifications")["TopicArn"]
         r.notification_queue = sqs.create_queue(QueueName="spotyolo-notifications")["QueueUrl"]
         sns.subscribe(TopicArn=r.topic_arn, Protocol="sqs", Endpoint=self._queue_arn(r.notification_queue))

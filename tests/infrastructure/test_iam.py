@@ -41,6 +41,7 @@ from spotyolo.contract.env import Settings
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobConfig, JobSpec, TrainResult
 from spotyolo.core.slots import SEMAPHORE, SlotQueue, Waiter, configured_slots
+from spotyolo.core.slots import create_table as create_slot_table
 from spotyolo.local import moto_patches
 from spotyolo.local.imds import FakeMetadataService
 from spotyolo.steps import cancel, check_result, cleanup, instance_lost, launch, prepare_retry, slot_queue
@@ -338,15 +339,7 @@ def _world(synth: Synth) -> tuple[Deployed, Settings, dict[str, Any]]:
         AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    ddb.create_table(
-        TableName=cfg.slot_table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_slot_table(ddb, cfg.slot_table)
     assert sns.create_topic(Name=cfg.topic_arn.rsplit(":", 1)[1])["TopicArn"] == cfg.topic_arn
     return deployed, cfg, {"ec2": ec2, "s3": s3, "ddb": ddb}
 

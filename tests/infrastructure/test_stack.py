@@ -16,6 +16,7 @@ from packaging.utils import canonicalize_name
 from cdk import lambda_bundle
 from spotyolo.contract import asl
 from spotyolo.contract.lambdas import LambdaName
+from spotyolo.core.slots import TABLE_KEYS
 
 SETTINGS_ENV = [
     "BUCKET",
@@ -586,10 +587,7 @@ def test_job_and_slot_tables_are_on_demand_with_point_in_time_recovery(synth: Sy
         json.dumps(k)
         for k in (
             [{"AttributeName": "job", "KeyType": "HASH"}],  # one item per job
-            [
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],  # slots
+            TABLE_KEYS["KeySchema"],  # slots (spotyolo.core.slots, as the engine creates it)
         )
     )
     for table in tables.values():

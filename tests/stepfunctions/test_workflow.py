@@ -30,6 +30,7 @@ from spotyolo.contract.env import Settings
 from spotyolo.contract.lambdas import LAMBDAS
 from spotyolo.core import fleet
 from spotyolo.core.jobtable import JobTable
+from spotyolo.core.slots import create_table as create_slot_table
 from spotyolo.local import moto_patches
 from spotyolo.local.functions import LambdaHandler, load_handlers
 from spotyolo.steps import launch
@@ -316,18 +317,7 @@ def _deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        ddb.create_table(
-            TableName=SLOTS,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "N"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_slot_table(ddb, SLOTS)
         ec2 = boto3.client("ec2", region_name=REGION)
         image = "ami-03cf127a"  # one of moto's default AMIs (describing them all takes seconds)
         template = ec2.create_launch_template(

@@ -23,7 +23,16 @@ from spotyolo.contract.status import JobStatus
 from spotyolo.core import planning
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobConfig, JobSpec, QueueInfo
-from spotyolo.core.slots import QUEUE, RELOAD_SECONDS, SEMAPHORE, UNLIMITED, SlotQueue, Waiter, queue_words
+from spotyolo.core.slots import (
+    QUEUE,
+    RELOAD_SECONDS,
+    SEMAPHORE,
+    UNLIMITED,
+    SlotQueue,
+    Waiter,
+    create_table,
+    queue_words,
+)
 from spotyolo.local import moto_patches
 
 _TABLES = itertools.count()
@@ -127,15 +136,7 @@ def aws() -> Iterator[Any]:
 def world(aws: Any, request: pytest.FixtureRequest) -> World:
     """Fresh tables per test (in the module's one moto world), a count of 2 by default."""
     name = f"t{next(_TABLES)}"
-    aws.create_table(
-        TableName=f"slots-{name}",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(aws, f"slots-{name}")
     aws.create_table(
         TableName=f"jobs-{name}",
         KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
