@@ -284,6 +284,11 @@ def _clean_up(
 
 def notify_if_owned(report: CleanupReport, sns: SNSClient, topic_arn: str) -> None:
     """Tell the user, when this clean up was the one that ended the run outside the workflow
-    (a cancel, or the execution-status rule): the workflow's own notification never came."""
-    if report.owned and report.summary and topic_arn:
+    (a cancel, or the execution-status rule): the workflow's own notification never came.
+
+    "The one" is whoever released the lock (a conditional write: exactly one of them), not
+    whoever saw it held: Cancel stops the execution and then cleans up, and the status rule's
+    clean up of that ABORTED execution may read the item while Cancel has not yet released it;
+    both saw it held, and the user got two "cancelled" messages."""
+    if report.owned and report.released and report.summary and topic_arn:
         sns.publish(TopicArn=topic_arn, Subject=report.summary.subject, Message=report.summary.message)

@@ -816,6 +816,64 @@ def test_cancel_stops_and_cleans_up(aws: Aws) -> None:
     )
 
 
+def test_a_cancel_raced_by_the_status_rules_clean_up_is_announced_once(aws: Aws) -> None:
+    """Cancel stops the execution, and the execution-status rule's clean up of that ABORTED
+    execution runs while Cancel's own clean up is between reading the job item and releasing the
+    lock: both saw the lock held. Only the one whose release wins may tell the user (the fault
+    campaign's seed 17 got two "cancelled" messages)."""
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    published: list[dict[str, Any]] = []
+
+    class Sns:
+        def publish(self, **kw: Any) -> None:
+            published.append(kw)
+
+    aborted = cleanup.StatusChangeEvent.model_validate(
+        {
+            "version": "0",
+            "id": "1",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "1",
+            "time": "2026-11-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {"executionArn": EXEC, "status": "ABORTED", "input": json.dumps({"job": "shapes"})},
+        }
+    )
+
+    class StatusRuleMeanwhile:
+        """EC2 for Cancel: while it terminates, the status rule's clean up runs to the end."""
+
+        def __init__(self) -> None:
+            self.raced = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(aws.ec2, name)
+
+        def terminate_instances(self, **kw: Any) -> Any:
+            if not self.raced:
+                self.raced = True
+                cleanup.from_status_event(aborted, ec2=aws.ec2, table=aws.table, sns=Sns(), topic_arn="topic")
+            return aws.ec2.terminate_instances(**kw)
+
+    ec2 = StatusRuleMeanwhile()
+    out = cancel.cancel(
+        "bkt",
+        "jobs/shapes/config.yaml",
+        s3=aws.s3,
+        sfn=RecordingSfn(),
+        ec2=ec2,
+        sns=Sns(),
+        table=aws.table,
+        topic_arn="topic",
+    )
+    assert ec2.raced and out["cancelled"] is True
+    assert [m["Subject"] for m in published] == ["spotyolo: shapes cancelled (Cancelled)"]
+    assert fleet.run_instances_of(aws.ec2, "shapes") == []
+
+
 class RecordingSfn:
     def __init__(self) -> None:
         self.stopped: list[dict[str, Any]] = []
