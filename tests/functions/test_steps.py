@@ -696,6 +696,23 @@ def test_a_first_promotion_cut_short_keeps_no_previous_weights(aws: Aws) -> None
 # ---------------------------------------------------------------- cleanup and cancel
 
 
+def _status_event(execution: str, status: str) -> cleanup.StatusChangeEvent:
+    """What the execution-status rule delivers when an execution of job "shapes" ends."""
+    return cleanup.StatusChangeEvent.model_validate(
+        {
+            "version": "0",
+            "id": "1",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "1",
+            "time": "2026-11-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {"executionArn": execution, "status": status, "input": json.dumps({"job": "shapes"})},
+        }
+    )
+
+
 def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
     aws.lock()
     job = make_job()
@@ -706,19 +723,7 @@ def test_cleanup_is_idempotent_and_touches_only_its_own_run(aws: Aws) -> None:
         "error": {"Error": "TrainingDiverged", "Cause": "loss is nan at epoch 3"},
     }
     # a refused duplicate's status-rule cleanup: the item names another execution, nothing happens
-    stranger = cleanup.StatusChangeEvent.model_validate(
-        {
-            "version": "0",
-            "id": "1",
-            "detail-type": "Step Functions Execution Status Change",
-            "source": "aws.states",
-            "account": "1",
-            "time": "2026-11-01T00:00:00Z",
-            "region": "us-east-1",
-            "resources": [],
-            "detail": {"executionArn": OTHER, "status": "FAILED", "input": json.dumps({"job": "shapes"})},
-        }
-    )
+    stranger = _status_event(OTHER, "FAILED")
     out = cleanup.from_status_event(stranger, ec2=aws.ec2, table=aws.table, sns=aws.sns, topic_arn="")
     assert out["owned"] is False and out["terminated"] == []
     assert len(fleet.run_instances_of(aws.ec2, "shapes")) == 1
@@ -829,19 +834,7 @@ def test_a_cancel_raced_by_the_status_rules_clean_up_is_announced_once(aws: Aws)
         def publish(self, **kw: Any) -> None:
             published.append(kw)
 
-    aborted = cleanup.StatusChangeEvent.model_validate(
-        {
-            "version": "0",
-            "id": "1",
-            "detail-type": "Step Functions Execution Status Change",
-            "source": "aws.states",
-            "account": "1",
-            "time": "2026-11-01T00:00:00Z",
-            "region": "us-east-1",
-            "resources": [],
-            "detail": {"executionArn": EXEC, "status": "ABORTED", "input": json.dumps({"job": "shapes"})},
-        }
-    )
+    aborted = _status_event(EXEC, "ABORTED")
 
     class StatusRuleMeanwhile:
         """EC2 for Cancel: while it terminates, the status rule's clean up runs to the end."""

@@ -129,6 +129,17 @@ def test_lambda_results_and_errors_look_like_aws(sfn_world) -> None:
     assert svc["error"] == "Lambda.ServiceException"
 
 
+def token_task(function_arn: str) -> dict:
+    """One waitForTaskToken Lambda task with a heartbeat window, its token in the payload."""
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+        "Parameters": {"FunctionName": function_arn, "Payload": {"token.$": "$$.Task.Token"}},
+        "HeartbeatSeconds": 30,
+        "End": True,
+    }
+
+
 def test_task_failure_keeps_its_cause_and_an_early_answer_is_not_lost(sfn_world) -> None:
     sfn, arn, role = sfn_world
 
@@ -138,13 +149,7 @@ def test_task_failure_keeps_its_cause_and_an_early_answer_is_not_lost(sfn_world)
         return {}
 
     moto_patches.install(answer_during_invoke)
-    task = {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-        "Parameters": {"FunctionName": arn, "Payload": {"token.$": "$$.Task.Token"}},
-        "HeartbeatSeconds": 30,
-        "End": True,
-    }
+    task = token_task(arn)
     started = time.time()
     out = run(sfn, {"StartAt": "A", "States": {"A": task}}, role, {}, "early")
     assert out["error"] == "TrainingDiverged" and out["cause"] == "loss is nan"
@@ -167,13 +172,7 @@ def test_a_heartbeat_during_the_invocation_is_accepted_as_on_aws(sfn_world) -> N
         return {}
 
     moto_patches.install(heartbeat_during_invoke)
-    task = {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-        "Parameters": {"FunctionName": arn, "Payload": {"token.$": "$$.Task.Token"}},
-        "HeartbeatSeconds": 30,
-        "End": True,
-    }
+    task = token_task(arn)
     run(sfn, {"StartAt": "A", "States": {"A": task}}, role, {}, "early-heartbeat")
     assert answers == ["ok"]
     with pytest.raises(sfn.exceptions.InvalidToken):  # a token nobody waits for is still refused
