@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from trainer_overhead import _generator, free_port, start_moto  # noqa: E402
+from trainer_overhead import _generator, free_port, start_moto, task_token  # noqa: E402
 
 from spotyolo.contract import layout  # noqa: E402
 from spotyolo.core.jobtable import JobTable  # noqa: E402
@@ -103,34 +102,7 @@ class World:
 
     def token(self, spec: JobSpec, attempt: int) -> str:
         """Start a one-state machine that hands its task token to SQS; record it as ``attempt``."""
-        sfn, sqs = self.clients["stepfunctions"], self.clients["sqs"]
-        queue = sqs.create_queue(QueueName=f"tokens-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-        role = self.clients["iam"].create_role(
-            RoleName=f"sfn-{uuid.uuid4().hex[:6]}", AssumeRolePolicyDocument="{}"
-        )
-        definition = {
-            "StartAt": "Launch trainer",
-            "States": {
-                "Launch trainer": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                    "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
-                    "HeartbeatSeconds": spec.stall_seconds,
-                    "TimeoutSeconds": 7200,
-                    "End": True,
-                }
-            },
-        }
-        machine = sfn.create_state_machine(
-            name=f"bench-{uuid.uuid4().hex[:6]}",
-            definition=json.dumps(definition),
-            roleArn=role["Role"]["Arn"],
-        )["stateMachineArn"]
-        sfn.start_execution(stateMachineArn=machine, name=f"{RUN}-{attempt}", input="{}")
-        token = None
-        while token is None:
-            messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
-            token = json.loads(messages[0]["Body"])["token"] if messages else None
+        _, token = task_token(self.clients, f"{RUN}-{attempt}", spec.stall_seconds)
         self.table.start_attempt(JOB, spec.execution, AttemptRecord(number=attempt, capacity="spot"), token)
         return token
 

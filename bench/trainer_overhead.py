@@ -99,6 +99,36 @@ def run_plain(data_yaml: Path, args: dict[str, Any], model: str, out: Path, env:
     return time.perf_counter() - start
 
 
+def task_token(clients: dict[str, Any], name: str, heartbeat_seconds: int) -> tuple[str, str]:
+    """A real task token: a one-state machine (execution ``name``) hands it to SQS and waits on
+    it. Returns (execution ARN, token)."""
+    sfn, sqs = clients["stepfunctions"], clients["sqs"]
+    queue = sqs.create_queue(QueueName=f"tokens-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    role = clients["iam"].create_role(RoleName=f"sfn-{uuid.uuid4().hex[:6]}", AssumeRolePolicyDocument="{}")
+    definition = {
+        "StartAt": "Launch trainer",
+        "States": {
+            "Launch trainer": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "HeartbeatSeconds": heartbeat_seconds,
+                "TimeoutSeconds": 7200,
+                "End": True,
+            }
+        },
+    }
+    machine = sfn.create_state_machine(
+        name=f"bench-{uuid.uuid4().hex[:6]}", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, name=name, input="{}")["executionArn"]
+    token = None
+    while token is None:
+        messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
+        token = json.loads(messages[0]["Body"])["token"] if messages else None
+    return execution, token
+
+
 def run_trainer(
     dataset: Path,
     config: JobConfig,
@@ -112,7 +142,7 @@ def run_trainer(
     clients: dict[str, Any] = {
         n: boto3.client(n, endpoint_url=url) for n in ("s3", "dynamodb", "stepfunctions", "sqs", "iam")
     }
-    s3, sfn, sqs = clients["s3"], clients["stepfunctions"], clients["sqs"]
+    s3, sfn = clients["s3"], clients["stepfunctions"]
     table = JobTable(clients["dynamodb"], TABLE)
     run_id = f"{RUN}-{attempt_no}"
     if attempt_no == 1:
@@ -148,30 +178,7 @@ def run_trainer(
         table.release_lock(JOB, f"exec-{RUN}-{attempt_no - 1}", "complete")
     table.acquire_lock(JOB, spec.execution, run_id, lambda _arn: True)
 
-    # a real task token: a one-state machine hands it to SQS and waits on it
-    queue = sqs.create_queue(QueueName=f"tokens-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    role = clients["iam"].create_role(RoleName=f"sfn-{uuid.uuid4().hex[:6]}", AssumeRolePolicyDocument="{}")
-    definition = {
-        "StartAt": "Launch trainer",
-        "States": {
-            "Launch trainer": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
-                "HeartbeatSeconds": spec.stall_seconds,
-                "TimeoutSeconds": 7200,
-                "End": True,
-            }
-        },
-    }
-    machine = sfn.create_state_machine(
-        name=f"bench-{uuid.uuid4().hex[:6]}", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
-    )["stateMachineArn"]
-    execution = sfn.start_execution(stateMachineArn=machine, name=run_id, input="{}")["executionArn"]
-    token = None
-    while token is None:
-        messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", [])
-        token = json.loads(messages[0]["Body"])["token"] if messages else None
+    execution, token = task_token(clients, run_id, spec.stall_seconds)
     table.start_attempt(JOB, spec.execution, AttemptRecord(number=1, capacity="spot"), token)
 
     with FakeMetadataService(instance_id="i-0bench") as imds:
