@@ -327,10 +327,13 @@ def nothing_left(seen: Observed) -> list[str]:
 
 def refused_only_while_another_runs(seen: Observed) -> list[str]:
     """A start refused as JobAlreadyRunning must have met another execution of the job that
-    was still running; otherwise the user's upload was dropped for nothing."""
+    was running at some time during its own life (a duplicate delivery of one upload may start
+    just after it and win the lock while its Validate job is retried); otherwise the user's
+    upload was dropped for nothing."""
     found = []
     for refused in (e for e in seen.executions if e["error"] == "JobAlreadyRunning"):
-        others = [e for e in seen.executions if e is not refused and e["start"] < refused["start"]]
+        end = refused["stop"] if refused["stop"] is not None else float("inf")
+        others = [e for e in seen.executions if e is not refused and e["start"] < end]
         if not any(e["stop"] is None or e["stop"] > refused["start"] for e in others):
             found.append(
                 f"refused_only_while_another_runs: execution {refused['name']} was refused as "

@@ -250,6 +250,20 @@ def test_a_start_refused_when_nothing_ran_is_caught() -> None:
     assert "refused_only_while_another_runs" not in _broken(_succeeded(executions=[running, refused]))
 
 
+def test_a_start_refused_by_a_duplicate_that_started_just_after_it_is_not_a_dropped_upload() -> None:
+    """Seed 29: one upload delivered twice; the first execution's Validate job failed after it ran
+    (a Lambda service error) and, while it was retried, the duplicate started 0.4 s later took the
+    lock. The first was then refused while the duplicate ran: the upload trained once, nothing was
+    dropped. Only an execution that ran at no time alongside the refused one makes the refusal wrong."""
+    first = {"name": "j-R1", "status": "FAILED", "error": "JobAlreadyRunning", "run_id": None,
+             "refused": True, "skipped": False, "start": 1.0, "stop": 4.0}  # fmt: skip
+    duplicate = {"name": "j-R2", "status": "SUCCEEDED", "error": None, "run_id": "r2", "refused": False,
+                 "skipped": False, "start": 1.4, "stop": 20.0}  # fmt: skip
+    assert "refused_only_while_another_runs" not in _broken(_succeeded(executions=[first, duplicate]))
+    later = {**duplicate, "start": 4.5}  # started only after the refusal: the refusal met nobody
+    assert "refused_only_while_another_runs" in _broken(_succeeded(executions=[first, later]))
+
+
 def test_work_redone_after_a_checkpoint_and_two_trainers_at_once_are_caught() -> None:
     redone = _succeeded()
     redone.trainers[1]["log"] = _log(
