@@ -279,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         work = args.keep.resolve() if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         job = startup_job(job_dir, work)
-        for tree in trees if args.warmup else []:
+        for tree in trees if args.warmup else []:  # compiled alike (PYTHONDONTWRITEBYTECODE may be set)
+            compiled = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            folders = [str(tree / name) for name in ("spotyolo", "functions")]
+            subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], check=True, env=compiled)
             print(f"warm-up {tree}: {json.dumps(one_run(job, work, tree))}", flush=True)
         for i in range(args.repeat):
             for tree in trees:  # alternate, so a change of load hits every tree alike
