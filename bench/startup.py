@@ -161,7 +161,8 @@ def one_run(job_dir: Path, work: Path, tree: Path) -> dict[str, Any]:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    code = process.wait()
+    _, status, usage = os.wait4(process.pid, 0)  # its CPU with that of every descendant it waited for
+    process.returncode = code = os.waitstatus_to_exitcode(status)
     wall = time.time() - t0
     reader.join(timeout=5)
     if code != 0:
@@ -197,7 +198,9 @@ def one_run(job_dir: Path, work: Path, tree: Path) -> dict[str, Any]:
     result: dict[str, Any] = {k: (round(v - t0, 3) if v is not None else None) for k, v in at.items()}
     zygote = data.get("zygote") or {}
     result["zygote_ready"] = round(zygote["ready"] - t0, 3) if zygote else None
-    result.update(validate_rounds=rounds, wall=round(wall, 2), load=round(load, 2), tree=str(tree))
+    cpu = usage.ru_utime + usage.ru_stime
+    result.update(validate_rounds=rounds, wall=round(wall, 2), cpu=round(cpu, 2), load=round(load, 2))
+    result["tree"] = str(tree)
     return result
 
 
@@ -229,8 +232,10 @@ def report(runs: list[dict[str, Any]]) -> str:
     rounds = ", ".join(str(r["validate_rounds"]) for r in runs)
     zygote = ", ".join("-" if r.get("zygote_ready") is None else f"{r['zygote_ready']:.2f}" for r in runs)
     walls = ", ".join(f"{r['wall']:.1f}" for r in runs)
+    cpus = ", ".join(f"{r['cpu']:.1f}" for r in runs)
     rows.append(f"\nValidate job rounds: {rounds}; warm trainer ready at: {zygote} s")
-    rows.append(f"whole run (1 epoch): {walls} s; load average at each run's start: {loads}")
+    rows.append(f"whole run (1 epoch): {walls} s wall, {cpus} s CPU (user + system, every process)")
+    rows.append(f"load average at each run's start: {loads}")
     return "\n".join(rows)
 
 
