@@ -225,7 +225,7 @@ def run_local(args: argparse.Namespace) -> int:
             print(json.dumps({"status": "invalid", "job": job, "problems": problems}, indent=2))
         return INVALID
     if engine is None:
-        return _run_chaos(job_dir, int(chaos), json_out=args.json)
+        return _run_chaos(job_dir, int(args.chaos), json_out=args.json)
     output = Path(args.output) if args.output else Path("outputs") / job
     console.say(f"job {job!r} from {job_dir} is valid")
     stop = _install_sigint()
