@@ -203,31 +203,27 @@ def run_local(args: argparse.Namespace) -> int:
     """``spotyolo local JOB_DIR``: the whole pipeline on this machine, exit 0 only on success."""
     console = Console(quiet=args.json)
     job_dir = Path(args.job_dir)
-    chaos = getattr(args, "chaos", None)
-    from spotyolo.local.engine import LocalEngine
-
-    engine = None
-    if chaos is None:  # the warm trainer's imports (seconds of a core) run beside the checks below
-        engine = LocalEngine(
-            interrupt_at_epochs=sorted(set(args.interrupt_at_epoch or [])),
-            port=getattr(args, "engine_port", None),
-            quota_instances=getattr(args, "max_instances", None),
-        )
-        engine.warm_up()
     job, problems = check_job_dir(job_dir)
     if problems:
-        if engine is not None:
-            engine.discard()  # nothing else was started
         print(f"{job_dir}: the job is not valid, nothing was started:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "invalid", "job": job, "problems": problems}, indent=2))
         return INVALID
-    if engine is None:
+    if getattr(args, "chaos", None) is not None:
         return _run_chaos(job_dir, int(args.chaos), json_out=args.json)
     output = Path(args.output) if args.output else Path("outputs") / job
+    interrupts = sorted(set(args.interrupt_at_epoch or []))
     console.say(f"job {job!r} from {job_dir} is valid")
+
+    from spotyolo.local.engine import LocalEngine
+
+    engine = LocalEngine(
+        interrupt_at_epochs=interrupts,
+        port=getattr(args, "engine_port", None),
+        quota_instances=getattr(args, "max_instances", None),
+    )
     stop = _install_sigint()
     started = time.monotonic()
     try:

@@ -319,8 +319,6 @@ class LocalEngine:
         self._saved_env: dict[str, str | None] = {}
         self._execution_status: dict[str, str] = {}
         self.instances: InstanceRunner | None = None  # set in start()
-        #: the runner whose warm trainer image warm_up() started before start()
-        self._warm: InstanceRunner | None = None
         self.started = False
         #: set when the pipeline is deployed and the bridge runs: the emulator answers others only then
         self.ready = threading.Event()
@@ -340,28 +338,8 @@ class LocalEngine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def warm_up(self) -> None:
-        """Start the warm trainer image now, ahead of :meth:`start` (its imports of torch and
-        Ultralytics take seconds of a core, in its own process: ``spotyolo local`` starts it
-        before it checks the job folder). :meth:`discard` ends it if the engine never starts."""
-        if self._warm is None and not self.started:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self._warm = InstanceRunner(self._instance_world())
-
-    def discard(self) -> None:
-        """End what :meth:`warm_up` started, for an engine that will not be started."""
-        if self._warm is not None:
-            self._warm.abandon()
-            self._warm = None
-        if self._own_workdir and not self.started:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
     def start(self) -> LocalEngine:
-        try:
-            _check_port(self.port)
-        except PortInUse:
-            self.discard()
-            raise
+        _check_port(self.port)
         botocache.install()  # the in-process Lambdas and the bridge make clients in many threads
         self.ready.clear()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -369,23 +347,18 @@ class LocalEngine:
         # here: the execution history has both
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         logging.getLogger("moto").setLevel(logging.CRITICAL)
-        # first: the warm trainer image's imports (torch, Ultralytics: seconds of a core) run
-        # in its own process while this one imports moto, deploys and takes the upload
-        self.instances, self._warm = self._warm or InstanceRunner(self._instance_world()), None
-        try:
-            self._set_env()
-            self._install_patches()
-            self._server = EmulatorServer(self.port, self.ready, self._key, self._before_request)
-            self._server.start()
-        except BaseException:
-            self.instances.shutdown()
-            self._uninstall_patches()
-            self._restore_env()
-            raise
+        self._set_env()
+        self._install_patches()
+        self._server = EmulatorServer(self.port, self.ready, self._key, self._before_request)
+        self._server.start()
         self.started = True
         try:
             self._configure_emulator()
             self._deploy()
+            # the warm trainer image starts here, not first: its imports (seconds of a core)
+            # would slow the emulator's start and the upload, which come first on the way to
+            # the first batch, on a busy 2-core machine (bench/README.md, "Start-up")
+            self.instances = InstanceRunner(self._instance_world())
             self._spawn(self._bridge_loop, "bridge")
             self._spawn(self._notification_loop, "notifications")
             self._spawn(self._execution_watch_loop, "execution-status")

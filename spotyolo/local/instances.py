@@ -175,14 +175,6 @@ class Zygote:
             self._children[child.pid] = child
             return child
 
-    def kill(self) -> None:
-        """End it now, whatever it is doing (it reads its input only once warm)."""
-        self.process.kill()
-        self.process.wait(timeout=10)
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self._log.close()
-
     def close(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
@@ -499,11 +491,6 @@ class InstanceRunner:
         inst = self.instances[instance_id]
         if inst.process is not None and inst.process.poll() is None:
             os.killpg(inst.process.pid, sig)
-
-    def abandon(self) -> None:
-        """End the warm trainer image of a runner that never ran (the engine was not started)."""
-        if self.zygote is not None:
-            self.zygote.kill()
 
     def shutdown(self) -> None:
         """Terminate every instance still running and stop every trainer and IMDS."""

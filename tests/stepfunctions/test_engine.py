@@ -385,17 +385,3 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
     assert not workdir.exists(), "a temporary workdir is removed"
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(eng.endpoint + "/moto-api/", timeout=2)
-
-
-def test_a_warm_up_discarded_before_start_leaves_nothing_behind() -> None:
-    """`spotyolo local` starts the warm trainer image while it checks the job folder; a bad job
-    ends it at once (it is still importing torch and reads no input yet) with the work folder."""
-    eng = LocalEngine()
-    eng.warm_up()
-    assert eng._warm is not None and eng._warm.zygote is not None
-    process = eng._warm.zygote.process
-    started = time.monotonic()
-    eng.discard()
-    assert process.poll() is not None and time.monotonic() - started < 5
-    assert not eng.workdir.exists()
-    eng.discard()  # twice is harmless
