@@ -106,6 +106,10 @@ def execution_name(job: str) -> str:
     return f"{execution_prefix(job)}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
+#: files this big or bigger are uploaded in parts (the AWS CLI's and boto3's default threshold);
+#: smaller ones with one PutObject (a transfer manager per small file costs more than the file)
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
 #: the header that marks the engine's own requests (they deploy the pipeline before it is ready)
 ENGINE_HEADER = "X-Spotyolo-Engine"
 #: how long a request made while the engine starts waits for it to be ready
@@ -138,8 +142,12 @@ class ReadyGate:
     soon as the port opened was stored before the bucket's rules existed: no execution ever
     started."""
 
-    def __init__(self, app: Any, ready: threading.Event, key: str) -> None:
+    def __init__(
+        self, app: Any, ready: threading.Event, key: str, before: Callable[[str], None] | None = None
+    ) -> None:
         self.app, self.ready, self.key = app, ready, key
+        #: called with the service of each request but the engine's own, before moto answers it
+        self.before = before
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("HTTP_X_AMZ_TARGET", "").startswith(PRICE_LIST_TARGET):
@@ -148,14 +156,26 @@ class ReadyGate:
         if not own and not self.ready.wait(READY_TIMEOUT):
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"the spotyolo local engine is still starting\n"]
+        if not own and self.before is not None:
+            self.before(signed_service(environ))
         return self.app(environ, start_response)
+
+
+def signed_service(environ: dict[str, Any]) -> str:
+    """The service a SigV4-signed request is for (its credential scope's fourth part), or ""."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    _, found, rest = auth.partition("Credential=")
+    scope = rest.split(",", 1)[0].split("/") if found else []
+    return scope[3] if len(scope) > 4 else ""
 
 
 class EmulatorServer:
     """moto's server (as ``ThreadedMotoServer`` runs it) behind a :class:`ReadyGate`; the port is
     bound in ``__init__``, so a taken port fails at once."""
 
-    def __init__(self, port: int, ready: threading.Event, key: str) -> None:
+    def __init__(
+        self, port: int, ready: threading.Event, key: str, before: Callable[[str], None] | None = None
+    ) -> None:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -163,7 +183,7 @@ class EmulatorServer:
         )
         from werkzeug.serving import make_server
 
-        app = ReadyGate(DomainDispatcherApplication(create_backend_app), ready, key)
+        app = ReadyGate(DomainDispatcherApplication(create_backend_app), ready, key, before)
         self.ready = ready
         self._server = make_server("127.0.0.1", port, app, True, request_handler=MotoRequestHandler)
         self._thread = threading.Thread(
@@ -304,6 +324,9 @@ class LocalEngine:
         self.ready = threading.Event()
         self._key = uuid.uuid4().hex
         self._lambda_log_stream: Any = None
+        #: the stack with the deployment's outputs exists (made at the first CloudFormation call)
+        self._outputs_deployed = False
+        self._outputs_lock = threading.Lock()
         self._lambda_log_restore: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -326,12 +349,15 @@ class LocalEngine:
         logging.getLogger("moto").setLevel(logging.CRITICAL)
         self._set_env()
         self._install_patches()
-        self._server = EmulatorServer(self.port, self.ready, self._key)
+        self._server = EmulatorServer(self.port, self.ready, self._key, self._before_request)
         self._server.start()
         self.started = True
         try:
             self._configure_emulator()
             self._deploy()
+            # the warm trainer image starts here, not first: its imports (seconds of a core)
+            # would slow the emulator's start and the upload, which come first on the way to
+            # the first batch, on a busy 2-core machine (bench/README.md, "Start-up")
             self.instances = InstanceRunner(self._instance_world())
             self._spawn(self._bridge_loop, "bridge")
             self._spawn(self._notification_loop, "notifications")
@@ -369,7 +395,24 @@ class LocalEngine:
             warm_trainer=self.warm_trainer,
             interrupt_at_epochs=self.interrupt_at_epochs,
             faults=self.fault_hook,
+            launched_at=self._launched_at,
         )
+
+    def _launched_at(self, instance_id: str) -> float | None:
+        """When EC2 launched the instance, on this process's monotonic clock: its boot counts
+        from there, not from the moment the runner's describe first lists it (EC2's eventual
+        consistency hides a new instance for ``ec2_visible_after``). None if unknown."""
+        from moto.core.utils import utcnow
+        from moto.ec2.models import ec2_backends
+
+        try:
+            instance = ec2_backends[ACCOUNT][REGION].get_instance_by_id(instance_id)
+        except Exception:  # not moto's (a test's stand-in) or gone: the runner counts from now
+            return None
+        launched = getattr(instance, "launch_time", None)
+        if launched is None:
+            return None
+        return time.monotonic() - max(0.0, (utcnow() - launched).total_seconds())
 
     def stop(self) -> None:
         """Stop executions, instances, trainer processes and the emulator; restore the env."""
@@ -613,7 +656,18 @@ class LocalEngine:
         self._update_env(self.settings().to_env())  # the handlers run in this process
         self._deploy_rules()
         self.client("logs").create_log_group(logGroupName=r.log_group)
-        self._deploy_outputs()
+        self._outputs_deployed = False  # made when first asked for: _before_request
+
+    def _before_request(self, service: str) -> None:
+        """Before moto answers a request (not the engine's own): the first CloudFormation call
+        finds the outputs' stack in place. Made then rather than at start: moto's CloudFormation
+        costs a second of the start-up that ``spotyolo local JOB`` never asks for."""
+        if service != "cloudformation":
+            return
+        with self._outputs_lock:
+            if not self._outputs_deployed:
+                self._deploy_outputs()
+                self._outputs_deployed = True
 
     def _deploy_outputs(self) -> None:
         """A stack named as the CDK app's, with the same outputs (an empty template: the
@@ -993,9 +1047,11 @@ class LocalEngine:
         lock = threading.Lock()
 
         def put(path: Path) -> None:
-            s3.upload_file(
-                str(path), self.resources.bucket, f"jobs/{job}/{path.relative_to(folder).as_posix()}"
-            )
+            key = f"jobs/{job}/{path.relative_to(folder).as_posix()}"
+            if path.stat().st_size < MULTIPART_THRESHOLD:  # one PutObject, as the AWS CLI does
+                s3.put_object(Bucket=self.resources.bucket, Key=key, Body=path.read_bytes())
+            else:
+                s3.upload_file(str(path), self.resources.bucket, key)
             with lock:
                 done[0] += 1
                 done[1] += path.stat().st_size

@@ -262,6 +262,8 @@ class InstanceWorld:
     interrupt_at_epochs: list[int]
     #: the fault hook (spotyolo.local.chaos): asked about each running instance every tick
     faults: FaultHook = NO_FAULTS
+    #: when EC2 launched an instance (monotonic), or None: its boot counts from there
+    launched_at: Callable[[str], float | None] = lambda _instance_id: None
 
 
 class InstanceRunner:
@@ -383,7 +385,10 @@ class InstanceRunner:
             workdir=workdir,
             imds=imds,
         )
-        inst.boot_at = time.monotonic() + self.world.boot_seconds
+        # EC2 boots an instance from its launch, not from when a describe first lists it
+        now = time.monotonic()
+        launched = self.world.launched_at(iid)
+        inst.boot_at = min(now, launched if launched is not None else now) + self.world.boot_seconds
         self.instances[iid] = inst
 
     def _start_trainer(self, inst: LocalInstance) -> None:

@@ -16,6 +16,8 @@ stdin and child exits with select() and waitpid(WNOHANG).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import select
@@ -23,6 +25,9 @@ import signal
 import sys
 import traceback
 from typing import Any
+
+#: modules Ultralytics imports inside its trainer set-up rather than at its own import
+LAZY_IMPORTS = ("torchvision", "thop", "matplotlib.font_manager")
 
 
 def _warm_up() -> None:
@@ -37,6 +42,12 @@ def _warm_up() -> None:
     from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: F401
 
     import spotyolo.trainer.main  # noqa: F401
+
+    # what Ultralytics' trainer set-up imports lazily on every attempt (its validator:
+    # torchvision; the model summary's FLOPs: thop; the fonts of its plots): ~0.4 s per trainer
+    for optional in LAZY_IMPORTS:
+        with contextlib.suppress(ImportError):  # Ultralytics does without it (thop is optional)
+            importlib.import_module(optional)
 
 
 def _child(request: dict[str, Any]) -> None:

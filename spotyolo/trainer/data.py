@@ -14,7 +14,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from spotyolo.contract import layout
 from spotyolo.contract.errors import DatasetError, JobInvalid
@@ -28,6 +34,30 @@ if TYPE_CHECKING:  # the stubs are a development dependency: not in the trainer 
 log = logging.getLogger(__name__)
 
 LOG_EVERY_SECONDS = 10.0
+#: objects smaller than this come with one GetObject (a dataset is mostly small files: the
+#: transfer manager's HeadObject and set-up per file cost more than the file); bigger ones in
+#: the transfer manager's parallel ranged parts (its default multipart threshold)
+SINGLE_GET_BYTES = 8 * 1024 * 1024
+#: a small object whose body broke off while it was read is asked for again (botocore retries
+#: the request, not the body's read; the transfer manager retries both)
+BODY_TRIES = 3
+_BODY_ERRORS = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError)
+
+
+def _download(s3: S3Client, bucket: str, key: str, size: int, path: Path) -> None:
+    """``key`` to ``path``: one GetObject if it is small, else the transfer manager."""
+    if size >= SINGLE_GET_BYTES:
+        s3.download_file(bucket, key, str(path))
+        return
+    for attempt in range(1, BODY_TRIES + 1):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except _BODY_ERRORS:
+            if attempt == BODY_TRIES:
+                raise
+            continue
+        path.write_bytes(body)
+        return
 
 
 def list_objects(s3: S3Client, bucket: str, prefix: str) -> list[tuple[str, int]]:
@@ -84,11 +114,11 @@ def download_dataset(
         len(objects) - len(todo),
     )
 
-    def fetch(key: str, path: Path) -> None:
+    def fetch(key: str, size: int, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
         try:
-            s3.download_file(bucket, key, str(tmp))
+            _download(s3, bucket, key, size, tmp)
         except ClientError as err:
             code = error_code(err)
             raise DatasetError(f"cannot download s3://{bucket}/{key}: {code}") from err
@@ -99,7 +129,9 @@ def download_dataset(
     start = last_log
     tick()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
-        pending: dict[Future[None], int] = {pool.submit(fetch, key, path): size for key, size, path in todo}
+        pending: dict[Future[None], int] = {
+            pool.submit(fetch, key, size, path): size for key, size, path in todo
+        }
         try:
             while pending:
                 finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)

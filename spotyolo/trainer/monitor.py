@@ -272,6 +272,8 @@ class TrainingMonitor:
         self.epoch_started = -1
         self.epoch_done = -1
         self.batch = 0
+        #: whether this attempt's first batch was logged (the start-up bench reads that line)
+        self.first_batch_logged = False
         #: set once the training thread has started handling an interruption notice
         self.interrupt_started = threading.Event()
         #: set once the last epoch has ended: only the final validation and the upload are left
@@ -314,6 +316,9 @@ class TrainingMonitor:
     def on_train_batch_end(self, trainer: Any) -> None:
         tracked = self.midepoch.i if self.midepoch is not None else -1
         self.batch = tracked + 1 if tracked >= 0 else self.batch + 1
+        if not self.first_batch_logged:
+            self.first_batch_logged = True
+            log.info("first batch trained: epoch %d, batch %d", trainer.epoch + 1, self.batch)
         loss = trainer.loss
         if loss is not None and not bool(_finite(loss)):
             nb = len(trainer.train_loader) if trainer.train_loader is not None else "?"

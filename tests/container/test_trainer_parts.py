@@ -283,3 +283,58 @@ def test_a_run_finished_by_a_later_attempt_still_gets_its_results_png(tmp_path: 
     drawn = draw_results(csv)
     assert drawn == tmp_path / "results.png" and drawn.read_bytes().startswith(b"\x89PNG")
     assert draw_results(tmp_path / "missing" / "results.csv") is None
+
+
+def test_the_dataset_download_gets_small_files_whole_big_ones_in_parts_and_retries_a_broken_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files come with one GetObject (the transfer manager's set-up per file cost more
+    than the file); a body that broke off while read is asked for again, as the transfer
+    manager would; a file at the multipart threshold still goes through the transfer manager."""
+    from botocore.exceptions import IncompleteReadError
+
+    from spotyolo.contract import layout
+    from spotyolo.trainer import data
+
+    monkeypatch.setattr(data, "SINGLE_GET_BYTES", 1000)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="bucket")
+        prefix = layout.dataset_prefix("j")
+        files = {"data.yaml": b"names: [a]\n", "train/images/big.jpg": bytes(range(256)) * 8}
+        for name, body in files.items():
+            s3.put_object(Bucket="bucket", Key=prefix + name, Body=body)
+        gets: list[str] = []
+        broken = {"data.yaml"}
+        real_get = s3.get_object
+
+        def get_object(**kwargs: Any) -> Any:
+            gets.append(kwargs["Key"])
+            answer = real_get(**kwargs)
+            name = kwargs["Key"][len(prefix) :]
+            if name in broken:  # the first read of this body breaks off
+                broken.discard(name)
+
+                class Broken:
+                    def read(self) -> bytes:
+                        raise IncompleteReadError(actual_bytes=1, expected_bytes=len(files[name]))
+
+                answer["Body"] = Broken()
+            return answer
+
+        heads: list[str] = []
+        real_head = s3.head_object
+
+        def head_object(**kwargs: Any) -> Any:  # the transfer manager's first call
+            heads.append(kwargs["Key"])
+            return real_head(**kwargs)
+
+        monkeypatch.setattr(s3, "get_object", get_object)
+        monkeypatch.setattr(s3, "head_object", head_object)
+        listed, downloaded, size = data.download_dataset(s3, "bucket", "j", tmp_path)
+    assert (listed, downloaded, size) == (2, 2, sum(len(b) for b in files.values()))
+    for name, body in files.items():
+        assert (tmp_path / name).read_bytes() == body
+    assert sorted(gets) == [prefix + "data.yaml", prefix + "data.yaml", prefix + "train/images/big.jpg"]
+    assert heads == [prefix + "train/images/big.jpg"], "only the big file goes through the transfer manager"
+    assert not list(tmp_path.rglob("*.part"))

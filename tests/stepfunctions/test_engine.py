@@ -228,6 +228,23 @@ def test_a_new_instance_is_not_found_by_id_for_a_moment(engine: LocalEngine) -> 
     engine.client("ec2").terminate_instances(InstanceIds=[iid])
 
 
+def test_an_instance_boots_from_its_launch_not_from_when_the_runner_first_lists_it(
+    engine: LocalEngine,
+) -> None:
+    """EC2 boots an instance from its launch; the runner's describe cannot list it for
+    ``ec2_visible_after`` (eventual consistency), and that must not lengthen the boot."""
+    asked = time.monotonic()
+    iid = _run_instance(engine, "proc-boot")
+    answered = time.monotonic()
+    inst = wait_for(lambda: engine.instances.instances.get(iid), what="listed by the runner")
+    assert inst.started >= asked + engine.ec2_visible_after  # listed only once visible
+    assert asked + engine.boot_seconds - 0.05 <= inst.boot_at <= answered + engine.boot_seconds + 0.05
+    env_file = engine.workdir / "instances" / iid / "env.json"
+    wait_for(lambda: env_file.exists(), what="trainer start")
+    assert time.monotonic() >= inst.boot_at  # the trainer starts once booted, not before
+    engine.client("ec2").terminate_instances(InstanceIds=[iid])
+
+
 def test_an_instance_is_a_trainer_process_with_the_design_environment(engine: LocalEngine) -> None:
     iid = _run_instance(engine, "proc-env", attempt=2)
     env_file = engine.workdir / "instances" / iid / "env.json"
