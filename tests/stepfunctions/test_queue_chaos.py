@@ -9,11 +9,32 @@ name them)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from typing import Any
 
+import botocore.parsers
+import botocore.session
 import pytest
 
-from spotyolo.local.chaos import draw_schedule
+from spotyolo.contract.errors import QuotaExceeded
+from spotyolo.core.models import Attempt
+from spotyolo.local.campaign import Observed
+from spotyolo.local.chaos import (
+    DEPLOYMENTS,
+    QUEUED_KINDS,
+    SINGLE_JOB_KINDS,
+    SLOT_QUEUE_LAMBDA,
+    Chaos,
+    Fault,
+    Kind,
+    Point,
+    QueueSchedule,
+    draw_queue_schedule,
+    draw_schedule,
+)
+from spotyolo.local.queuecampaign import QUEUE_INVARIANTS, QueueRun, Sampled
+from spotyolo.steps.launch import launch_error
 
 pytestmark = pytest.mark.chaos
 
@@ -63,3 +84,143 @@ def test_the_single_job_schedules_are_those_drawn_before_the_queue_campaign() ->
     for epochs, digest in PINNED.items():
         plans = json.dumps([_canonical(seed, epochs) for seed in range(201)])
         assert hashlib.sha256(plans.encode()).hexdigest() == digest, f"{epochs}-epoch schedules moved"
+
+
+# ---------------------------------------------------------------------- the queue's schedule
+
+
+def _queue_plans(seed: int) -> tuple[object, ...]:
+    schedule = draw_queue_schedule(seed, 2)
+    faults = tuple(f.describe() for f in schedule.faults)
+    return (schedule.quota, schedule.max_instances, schedule.together, faults)
+
+
+def test_a_queue_seed_draws_its_own_schedule_with_the_queues_faults() -> None:
+    assert all(_queue_plans(seed) == _queue_plans(seed) for seed in range(50))
+    assert len({_queue_plans(seed) for seed in range(50)}) > 40
+    drawn = [draw_queue_schedule(seed, 2) for seed in range(1, 201)]
+    faults = [f for s in drawn for f in s.faults]
+    # every seed faults the slot-queue Lambda, each way it can fail
+    assert all(any(f.target == SLOT_QUEUE_LAMBDA for f in s.faults) for s in drawn)
+    slot_kinds = {f.kind for f in faults if f.target == SLOT_QUEUE_LAMBDA}
+    assert slot_kinds == {Kind.LAMBDA_ERROR_BEFORE, Kind.LAMBDA_ERROR_AFTER, Kind.LAMBDA_TWICE}
+    # a queued job cancelled or stopped (never the first, which is granted at once), a quota refusal
+    assert {f.kind for f in faults} >= {Kind.QUEUED_CANCEL, Kind.QUEUED_STOP, Kind.QUOTA}
+    assert {f.nth for f in faults if f.kind in QUEUED_KINDS} == {2, 3}
+    # and the single job's faults, anywhere in the account
+    assert {f.kind for f in faults} >= set(SINGLE_JOB_KINDS) - {Kind.NOT_FOUND}
+    assert {(s.quota, s.max_instances) for s in drawn} == set(DEPLOYMENTS)
+    assert {s.together for s in drawn} == {True, False}
+    assert {s.limit for s in drawn} == {1}  # every deployment allows one instance at once
+
+
+def test_a_queued_jobs_cancel_fires_once_on_that_job_while_it_waits() -> None:
+    schedule = QueueSchedule(0, [Fault(Kind.QUEUED_STOP, "queued", nth=2)], False)
+    chaos = Chaos(schedule, epochs=2)
+    assert chaos.at(Point.USER, "job-1", ordinal=1, state="queued") is None  # another job
+    fault = chaos.at(Point.USER, "job-2", ordinal=2, state="queued")
+    assert fault is schedule.faults[0] and fault.subject == "job-2" and chaos.user_actions == [fault]
+    assert chaos.at(Point.USER, "job-2", ordinal=2, state="queued") is None  # once
+    assert "job #2 (job-2)" in fault.where
+
+
+def test_an_injected_quota_refusal_is_what_ec2_answers_and_launch_calls_it_quota() -> None:
+    fault = Fault(Kind.QUOTA, "CreateFleet", nth=2, param="MaxSpotInstanceCountExceeded", caller="pipeline",
+                  service="ec2", status=200)  # fmt: skip
+    chaos = Chaos(QueueSchedule(0, [fault], False), epochs=2)
+    assert chaos.answer(_environ(b"Action=CreateFleet&Type=instant")) is None  # the first launch
+    answer = chaos.answer(_environ(b"Action=CreateFleet&Type=instant"))
+    assert answer is not None and fault.fired
+    parsed = _parse_fleet(answer)
+    assert not parsed.get("Instances")
+    codes = [(e["ErrorCode"], e["ErrorMessage"]) for e in parsed["Errors"]]
+    attempt = Attempt(
+        number=1, capacity="spot", instance_types=["g5.xlarge"], seconds_left=3600, heartbeat_seconds=600
+    )
+    assert isinstance(launch_error(codes, attempt), QuotaExceeded)
+
+
+def _environ(body: bytes) -> dict[str, object]:
+    return {
+        "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=local/20261130/us-east-1/ec2/aws4_request",
+        "HTTP_USER_AGENT": "Boto3/1.0",
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+
+
+def _parse_fleet(answer: tuple[str, list[tuple[str, str]], bytes]) -> dict[str, Any]:
+    model = botocore.session.get_session().get_service_model("ec2").operation_model("CreateFleet")
+    status, headers, body = answer
+    parser = botocore.parsers.create_parser(model.metadata["protocol"])
+    response = {"status_code": int(status.split()[0]), "headers": dict(headers), "body": body}
+    return dict(parser.parse(response, model.output_shape))
+
+
+# ---------------------------------------------------------------------- the queue's invariants catch
+
+
+def _run(*, together: bool = True, max_instances: int = 0) -> QueueRun:
+    schedule = QueueSchedule(0, [], False, jobs=3, quota=1, max_instances=max_instances, together=together)
+    return QueueRun(schedule, Chaos(schedule, 2), ["j-1", "j-2", "j-3"], {})
+
+
+def _grant(job: str, ticket: int, at: float, execution: str = "") -> dict[str, Any]:
+    return {"job": job, "ticket": ticket, "at": at, "execution": execution or f"{job}-R1"}
+
+
+def _broken(
+    run: QueueRun,
+    sampled: Sampled | None = None,
+    grants: list[dict[str, Any]] | None = None,
+    left: dict[str, list[str]] | None = None,
+    seen: dict[str, Observed] | None = None,
+) -> set[str]:
+    found = [
+        sentence
+        for check in QUEUE_INVARIANTS
+        for sentence in check(run, seen or {}, sampled or Sampled(), grants or [], left or {})
+    ]
+    return {sentence.split(":", 1)[0] for sentence in found}
+
+
+def test_a_queue_that_kept_its_promises_breaks_no_invariant() -> None:
+    requeued = [_grant("j-1", 1, 1.0), _grant("j-2", 2, 2.0), _grant("j-2", 2, 9.0), _grant("j-3", 3, 12.0)]
+    assert (
+        _broken(_run(together=False), Sampled(most_instances=1), requeued, {"instance slot held": []})
+        == set()
+    )
+
+
+def test_each_queue_invariant_catches_the_promise_it_names() -> None:
+    assert _broken(_run(), Sampled(most_instances=2, over_limit=["i-1, i-2 at 3.0 s"])) == {
+        "instances_within_the_limit"
+    }
+    assert _broken(_run(), Sampled(over_count=["2 holders of 1 slot(s) at 3.0 s"])) == {
+        "slots_within_the_count"
+    }
+    assert _broken(_run(), left={"queued for an instance slot": ["arn:j-3"]}) == {"slot_table_empty"}
+    jumped = [_grant("j-1", 1, 1.0), _grant("j-3", 3, 2.0), _grant("j-2", 2, 3.0)]
+    assert _broken(_run(), grants=jumped) == {"granted_in_order"}
+    # uploaded one after another, the tickets must follow the uploads
+    swapped = [_grant("j-2", 1, 1.0), _grant("j-1", 2, 2.0), _grant("j-3", 3, 3.0)]
+    assert _broken(_run(together=True), grants=swapped) == set()
+    assert _broken(_run(together=False), grants=swapped) == {"granted_in_order"}
+
+
+def _trainer(instance: str, start: int, end: int) -> dict[str, Any]:
+    log = "".join(
+        f"2026-11-30T05:00:{s:02d}.000 INFO spotyolo.trainer.monitor: {line}\n"
+        for s, line in ((start, "training epochs 1-2"), (end, "epoch 2/2 x"))
+    )
+    return {"instance": instance, "run": "r", "attempt": 1, "log": log}
+
+
+def test_two_jobs_training_at_once_with_one_instance_allowed_is_caught() -> None:
+    one, two = Observed(job="j-1", config={}), Observed(job="j-2", config={})
+    one.trainers, two.trainers = [_trainer("i-1", 0, 10)], [_trainer("i-2", 12, 20)]
+    assert _broken(_run(), seen={"j-1": one, "j-2": two}) == set()
+    two.trainers = [_trainer("i-2", 8, 20)]
+    assert _broken(_run(), seen={"j-1": one, "j-2": two}) == {"one_instance_at_a_time"}
