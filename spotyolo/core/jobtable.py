@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from spotyolo.contract.errors import ErrorName, JobAlreadyRunning
 from spotyolo.contract.status import AttemptOutcome, JobStatus
 from spotyolo.core.awserrors import error_code
-from spotyolo.core.models import AttemptRecord, JobItem, Progress, QueueInfo
+from spotyolo.core.models import AttemptRecord, JobItem, Progress, QueueInfo, ReplacedRun
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset or the image
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -36,6 +36,7 @@ _CONDITION_NAMES = {
     "#num": "number",
     "#run": "run_id",
     "#st": "status",
+    "#rep": "replaced",
 }
 
 
@@ -183,8 +184,11 @@ class JobTable:
                 break
             if retire is not None and held.run_id:
                 retire(held.run_id)
+            # the replaced run's clean up no longer owns the lock: it tells the user from this record
+            replaced = ReplacedRun(execution=holder, run_id=held.run_id or "", attempts=held.attempts)
+            taken = {**fresh, "replaced": replaced.model_dump(mode="json")}
             if self._update(
-                job, fresh, removes=removes, condition="#exec = :holder", values={":holder": holder}
+                job, taken, removes=removes, condition="#exec = :holder", values={":holder": holder}
             ):
                 return run_id
         raise JobAlreadyRunning(
@@ -192,6 +196,17 @@ class JobTable:
             "refused and the running job is untouched. Wait for it to finish, or cancel it by "
             f"deleting jobs/{job}/config.yaml (or stop that execution), then upload again."
         )
+
+    def claim_replaced(self, job: str, execution: str) -> ReplacedRun | None:
+        """The run of ``execution`` if a takeover replaced it before its clean up told the user;
+        the record is removed by a conditional write, so exactly one clean up gets it."""
+        item = self.get(job)
+        if item is None or item.replaced is None or item.replaced.execution != execution:
+            return None
+        claimed = self._update(
+            job, {}, removes=("replaced",), condition="#rep.#exec = :me", values={":me": execution}
+        )
+        return item.replaced if claimed else None
 
     def release_lock(self, job: str, execution: str, status: str) -> bool:
         """Release the lock and drop the token, only if ``execution`` still holds it."""

@@ -330,6 +330,15 @@ class QueueInfo(_Model):
     granted: str | None = None
 
 
+class ReplacedRun(_Model):
+    """A run whose lock a new execution took over (its execution had ended) before the
+    execution-status rule's clean up of it told the user: that clean up claims it and tells."""
+
+    execution: str
+    run_id: str
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+
+
 class JobItem(_Model):
     """One item per job in the job table (docs/ARCHITECTURE.md, "The steps")."""
 
@@ -346,4 +355,6 @@ class JobItem(_Model):
     result: dict[str, Any] | None = None
     message: str | None = None
     cost_usd: float | None = None
+    #: the run a takeover replaced, until its clean up has told the user it ended
+    replaced: ReplacedRun | None = None
     updated: str = ""

@@ -28,7 +28,14 @@ from spotyolo.contract.errors import ErrorName
 from spotyolo.contract.status import AttemptOutcome
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
-from spotyolo.steps.ending import clean_up, failure_summary, job_of, notify_if_owned, outcome_of
+from spotyolo.steps.ending import (
+    clean_up,
+    failure_summary,
+    job_of,
+    notify_if_owned,
+    notify_replaced,
+    outcome_of,
+)
 
 if TYPE_CHECKING:  # the stubs are a development dependency: not in the Lambda asset
     from mypy_boto3_ec2 import EC2Client
@@ -152,4 +159,17 @@ def from_status_event(
         slots=slots,
     )
     notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
+    if not report.owned:  # a takeover may have taken the lock before this ran: then this tells
+        told = notify_replaced(
+            name,
+            detail.executionArn,
+            error,
+            ec2=ec2,
+            table=table,
+            sns=sns,
+            topic_arn=topic_arn,
+            pricing=pricing,
+        )
+        if told is not None:
+            report.summary = told
     return report.model_dump(mode="json")

@@ -282,6 +282,45 @@ def _clean_up(
     return CleanupReport(job=job_name, owned=True, terminated=terminated, released=released, summary=summary)
 
 
+def notify_replaced(
+    job_name: str,
+    execution: str,
+    error: ErrorInfo,
+    *,
+    ec2: EC2Client,
+    table: JobTable,
+    sns: SNSClient,
+    topic_arn: str,
+    pricing: Any = None,
+) -> Summary | None:
+    """The clean up of an execution whose lock a takeover took first (the user stopped it and
+    uploaded again, and the new Validate came before this clean up): tell the user that run
+    ended, once (``JobTable.claim_replaced`` is a conditional write), from what the takeover kept
+    of it. Its instances were terminated by the takeover."""
+    replaced = table.claim_replaced(job_name, execution)
+    if replaced is None:
+        return None
+    report = cost_report(replaced.attempts, price_fn(ec2, pricing))
+    interruptions = sum(
+        1 for a in replaced.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
+    )
+    status = JobStatus.CANCELLED if error.Error == ErrorName.CANCELLED else JobStatus.FAILED
+    summary = failure_summary(
+        job_name,
+        error,
+        None,
+        cost_usd=report.cost_usd,
+        attempts=len({a.number for a in replaced.attempts if a.instance}),
+        interruptions=interruptions,
+        status=status,
+        cost=report,
+    )
+    summary.message += f"\nrun {replaced.run_id} was replaced by a new upload of the job"
+    if topic_arn:
+        sns.publish(TopicArn=topic_arn, Subject=summary.subject, Message=summary.message)
+    return summary
+
+
 def notify_if_owned(report: CleanupReport, sns: SNSClient, topic_arn: str) -> None:
     """Tell the user, when this clean up was the one that ended the run outside the workflow
     (a cancel, or the execution-status rule): the workflow's own notification never came.

@@ -30,7 +30,17 @@ from spotyolo.core import fleet, planning
 from spotyolo.core.cost import run_cost
 from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobConfig, JobSpec, TrainResult
-from spotyolo.steps import cancel, check_result, cleanup, common, ending, instance_lost, launch, prepare_retry
+from spotyolo.steps import (
+    cancel,
+    check_result,
+    cleanup,
+    common,
+    ending,
+    instance_lost,
+    launch,
+    prepare_retry,
+    validate,
+)
 
 EXEC = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
 OTHER = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-2"
@@ -1023,3 +1033,32 @@ def test_the_task_token_never_reaches_a_log_line(aws: Aws) -> None:
     out = written.getvalue()
     assert handlers and '"launched"' in out and "[task token]" in out
     assert token not in out and "anything" not in out
+
+
+def test_a_stopped_execution_whose_lock_was_taken_over_before_its_clean_up_is_announced_once(
+    aws: Aws,
+) -> None:
+    """The user stops execution A and uploads config.yaml again; the new execution's Validate
+    takes over A's lock (A has ended) before the execution-status rule's clean up of A runs. That
+    clean up no longer owns the lock, and nobody told the user A ended (the queue fault campaign,
+    seed 6: a takeover of the third job). The lock's takeover and A's clean up decide it between
+    them: exactly one notification for A, even when the status rule delivers twice."""
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    published: list[dict[str, Any]] = []
+
+    class Sns:
+        def publish(self, **kw: Any) -> None:
+            published.append(kw)
+
+    retire = validate._retire(aws.ec2, "shapes")
+    assert aws.table.acquire_lock("shapes", OTHER, "run-b", lambda e: False, retire=retire) == "run-b"
+    for _ in range(2):  # the status rule's clean up of A, delivered twice
+        cleanup.from_status_event(
+            _status_event(EXEC, "ABORTED"), ec2=aws.ec2, table=aws.table, sns=Sns(), topic_arn="topic"
+        )
+    assert [m["Subject"] for m in published] == ["spotyolo: shapes cancelled (Cancelled)"]
+    assert "run-a" in published[0]["Message"]  # it names the run that was stopped
+    item = aws.table.get("shapes")
+    assert item and item.execution == OTHER and item.run_id == "run-b"  # the new run is untouched
+    assert fleet.run_instances_of(aws.ec2, "shapes", "run-a") == []
