@@ -318,8 +318,19 @@ class SlotQueue:
         live = [e for e in self.semaphore().holders if e != execution]
         if not live:
             return None
-        self.set_slots(len(live), f"lowered after QuotaExceeded ({len(live)} running)")
-        self.release(execution)
+        # one write: the count lowered and this slot given back together, so no reader (a pump,
+        # the status) ever sees more holders than slots
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=SEMAPHORE,
+            UpdateExpression="SET slots = :n, slots_read = :r, slots_source = :s REMOVE holders.#e",
+            ExpressionAttributeNames={"#e": execution},
+            ExpressionAttributeValues={
+                ":n": {"N": str(len(live))},
+                ":r": {"N": str(self.clock())},
+                ":s": {"S": f"lowered after QuotaExceeded ({len(live)} running)"},
+            },
+        )
         return len(live)
 
     # ------------------------------------------------------------ the pump
