@@ -479,7 +479,10 @@ class Chaos:
         armed = [
             f
             for f in self.faults
-            if KINDS[f.kind].point in (Point.INSTANCE, Point.USER) and not f.fired and f.nth == seen.ordinal
+            if KINDS[f.kind].point in (Point.INSTANCE, Point.USER)
+            and f.kind not in QUEUED_KINDS  # (a queued job's: the driver asks for those, by job)
+            and not f.fired
+            and f.nth == seen.ordinal
         ]
         if not armed:
             return None

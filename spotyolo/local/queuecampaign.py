@@ -50,6 +50,9 @@ QUEUE_JOBS = 3
 SAMPLE_SECONDS = 0.1
 #: the state whose task token the slot's grant answers
 WAIT_STATE = "Wait for an instance slot"
+#: set (to anything): a seed that broke an invariant keeps its folder (the engine's lambdas.log,
+#: each trainer's log) and names it in the summary's ``kept``
+KEEP_VAR = "SPOTYOLO_CHAOS_KEEP"
 #: the leftovers of the slot table (checked once for the account, not per job)
 SLOT_LEFTOVERS = ("instance slot held", "queued for an instance slot")
 
@@ -188,8 +191,10 @@ def run_queue_seed(
         alive = engine.instances.live_processes() if engine.instances else []
         for observed in seen.values():
             observed.alive_after_stop = alive
-        shutil.rmtree(workdir, ignore_errors=True)
     violations = _violations(run, seen, sampler.seen, grants, left)
+    kept = str(workdir) if violations and os.environ.get(KEEP_VAR) else None
+    if kept is None:
+        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "seed": seed,
         "jobs": names,
@@ -211,6 +216,8 @@ def run_queue_seed(
             for n, o in seen.items()
         },
         "notifications": {n: [f"{m['subject']}" for m in o.notifications] for n, o in seen.items()},
+        "trainers": {n: [campaign._trainer_summary(t) for t in o.trainers] for n, o in seen.items()},
+        "kept": kept,
         "seconds": round(time.monotonic() - started, 1),
     }
 

@@ -137,6 +137,19 @@ def test_a_queued_jobs_cancel_fires_once_on_that_job_while_it_waits() -> None:
     assert "job #2 (job-2)" in fault.where
 
 
+def test_a_queued_jobs_fault_is_never_armed_on_an_instance(tmp_path: Path) -> None:
+    """A queued job's cancel that never fired (its job got a slot at once) is no instance fault:
+    the instance hook raised on its phase "queued" at every tick of the instance with its number,
+    so that instance never booted its trainer and its job stalled (seeds 19 and 20 of a run)."""
+    schedule = QueueSchedule(0, [Fault(Kind.QUEUED_CANCEL, "queued", nth=2)], False)
+    chaos = Chaos(schedule, epochs=2)
+    log = tmp_path / "trainer.log"
+    log.write_text("")
+    for instance in ("i-1", "i-2"):
+        assert chaos.at(Point.INSTANCE, instance, log=log, booted=True) is None
+    assert not schedule.faults[0].fired and chaos.user_actions == []
+
+
 def test_an_injected_quota_refusal_is_what_ec2_answers_and_launch_calls_it_quota() -> None:
     fault = Fault(Kind.QUOTA, "CreateFleet", nth=2, param="MaxSpotInstanceCountExceeded", caller="pipeline",
                   service="ec2", status=200)  # fmt: skip
