@@ -308,7 +308,22 @@ def _settled(engine: LocalEngine, job: str) -> bool:
     return (
         bool(executions)
         and all(e["status"] != "RUNNING" for e in executions)
+        and _status_rule_ran(engine, executions)
         and not any(campaign._leftovers(engine, job).values())
+    )
+
+
+def _status_rule_ran(engine: LocalEngine, executions: list[Any]) -> bool:
+    """Every execution that did not succeed had its execution-status rule's clean up invoked: it
+    may come late (its slot and lock may be free already, after a takeover), and what it tells
+    the user is judged only after it ran; one that never comes shows as a hang (``ends``)."""
+    ran = {
+        str(event.get("detail", {}).get("executionArn"))
+        for name, event in list(engine.invocations)
+        if name == "cleanup" and isinstance(event, dict)
+    }
+    return all(
+        e["executionArn"] in ran for e in executions if e["status"] in ("FAILED", "ABORTED", "TIMED_OUT")
     )
 
 
