@@ -397,11 +397,16 @@ def slot_table_empty(*args: Any) -> list[str]:
 
 
 def granted_in_order(run: QueueRun, _: Any, __: Any, grants: list[dict[str, Any]], *___: Any) -> list[str]:
-    """Slots go to the oldest ticket first (a job put back after QuotaExceeded keeps its own);
-    uploaded one after another, the jobs' tickets follow the upload order."""
+    """Each execution's first slot goes in ticket order (one put back after QuotaExceeded keeps its
+    ticket and is granted again at the front: tests/unit/test_slots.py); uploaded one after
+    another, the jobs' tickets follow the upload order."""
     found = []
     highest: dict[str, Any] | None = None
+    granted: set[str] = set()
     for grant in grants:
+        if grant["execution"] in granted:  # put back after QuotaExceeded: at the front, by design
+            continue
+        granted.add(grant["execution"])
         if highest is not None and grant["ticket"] < highest["ticket"]:
             found.append(
                 f"granted_in_order: {grant['execution']} (ticket {grant['ticket']}) got its slot after "

@@ -230,6 +230,10 @@ def test_each_queue_invariant_catches_the_promise_it_names() -> None:
     assert _broken(_run(), left={"queued for an instance slot": ["arn:j-3"]}) == {"slot_table_empty"}
     jumped = [_grant("j-1", 1, 1.0), _grant("j-3", 3, 2.0), _grant("j-2", 2, 3.0)]
     assert _broken(_run(), grants=jumped) == {"granted_in_order"}
+    # j-1 put back after QuotaExceeded (a count above the quota) is granted again at the front
+    # (queue campaign, seed 26: this was called out of order)
+    requeued = [_grant("j-1", 1, 1.0), _grant("j-2", 2, 2.0), _grant("j-1", 1, 8.0), _grant("j-3", 3, 12.0)]
+    assert _broken(_run(), grants=requeued) == set()
     # uploaded one after another, the tickets must follow the uploads
     swapped = [_grant("j-2", 1, 1.0), _grant("j-1", 2, 2.0), _grant("j-3", 3, 3.0)]
     assert _broken(_run(together=True), grants=swapped) == set()
