@@ -91,6 +91,7 @@ _LONGEST_FIRST = (
     _ONE_SYNTH,
     "tests/stepfunctions/test_ops_cli.py",
     "tests/stepfunctions/test_chaos.py",
+    "tests/stepfunctions/test_queue_chaos.py",
     "tests/stepfunctions/test_workflow.py",
     "tests/stepfunctions/test_local_cli.py",
     "tests/container/test_trainer_runs.py",

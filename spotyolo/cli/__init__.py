@@ -1,7 +1,8 @@
 """The ``spotyolo`` command line.
 
     spotyolo validate JOB_DIR                 check a job folder before uploading it
-    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--chaos SEED] [--max-instances N] [--json]
+    spotyolo local JOB_DIR [--output DIR] [--interrupt-at-epoch N] [--chaos SEED [--jobs K]]
+                         [--max-instances N] [--json]
     spotyolo local serve [--port 4566] [--max-instances N]   the emulator, for the real AWS CLI
     spotyolo submit DIR | status [JOB] | logs JOB | cancel JOB | retrain JOB | weights JOB
                                               operate a deployment (AWS or `local serve`)
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="SEED",
         help="run the job under the fault schedule of SEED and check the guarantees (README, Guarantees)",
+    )
+    local.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --chaos: K copies of the job at once through the instance-slot queue, under SEED's "
+        "queue schedule (its EC2 quota, 1 or 2 instances, and max_instances are drawn from SEED)",
     )
     local.add_argument("--port", type=int, default=4566, help="emulator port for 'serve'")
     local.add_argument(

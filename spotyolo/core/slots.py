@@ -49,6 +49,10 @@ QUEUE = "queue"
 UNLIMITED = 1_000_000
 #: how long a count read from the deployment (max_instances or the quota) is trusted
 RELOAD_SECONDS = 300
+#: a holder whose execution ended keeps its slot while the job table still names it as the lock
+#: holder (its clean up, which terminates its instances and then gives the slot back, has not
+#: run yet: the status rule is late or retried), for at most this long after it ended
+RECLAIM_GRACE_SECONDS = 900
 #: how long a job may wait for a slot ("Wait for an instance slot"'s TimeoutSeconds)
 QUEUE_TIMEOUT_SECONDS = 7 * 24 * 3600
 #: a grant whose SendTaskSuccess did not get through (its Lambda died) is answered again after this
@@ -139,6 +143,23 @@ def _is_gone(sfn: SFNClient) -> Callable[[str], bool]:
     return gone
 
 
+def _ended_at(sfn: SFNClient) -> Callable[[str], float | None]:
+    """When an execution ended (0.0: unknown, or it no longer exists); None while it runs or
+    when that cannot be told (fail closed, as ``_is_gone``)."""
+
+    def ended(execution: str) -> float | None:
+        try:
+            described = sfn.describe_execution(executionArn=execution)
+        except ClientError as err:
+            return 0.0 if error_code(err) == "ExecutionDoesNotExist" else None
+        if described["status"] not in ENDED:
+            return None
+        stop = described.get("stopDate")
+        return stop.timestamp() if stop else 0.0
+
+    return ended
+
+
 class SlotQueue:
     """The semaphore and its queue over a low-level DynamoDB client; ``sfn`` answers the
     waiters' tokens and tells whether a holder still runs; ``count`` gives the slot count;
@@ -161,6 +182,7 @@ class SlotQueue:
         self.jobs = jobs
         self.clock = clock
         self.gone = _is_gone(sfn)
+        self.ended_at = _ended_at(sfn)
 
     # ------------------------------------------------------------ reading
 
@@ -313,13 +335,24 @@ class SlotQueue:
         sem = self.semaphore()
         others = [e for e in sem.holders if e != execution]
         for other in others:
-            if self.gone(other):
+            if self._reclaimable(other, sem.holders[other]):
                 self.release(other, sem.holders[other].get("ticket"))
         live = [e for e in self.semaphore().holders if e != execution]
         if not live:
             return None
-        self.set_slots(len(live), f"lowered after QuotaExceeded ({len(live)} running)")
-        self.release(execution)
+        # one write: the count lowered and this slot given back together, so no reader (a pump,
+        # the status) ever sees more holders than slots
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=SEMAPHORE,
+            UpdateExpression="SET slots = :n, slots_read = :r, slots_source = :s REMOVE holders.#e",
+            ExpressionAttributeNames={"#e": execution},
+            ExpressionAttributeValues={
+                ":n": {"N": str(len(live))},
+                ":r": {"N": str(self.clock())},
+                ":s": {"S": f"lowered after QuotaExceeded ({len(live)} running)"},
+            },
+        )
         return len(live)
 
     # ------------------------------------------------------------ the pump
@@ -495,10 +528,26 @@ class SlotQueue:
             if execution in checked:
                 continue
             checked.add(execution)
-            if self.gone(execution) and self.release(execution, holder.get("ticket")):
+            if self._reclaimable(execution, holder) and self.release(execution, holder.get("ticket")):
                 report.reclaimed.append(execution)
                 freed = True
         return freed
+
+    def _reclaimable(self, execution: str, holder: dict[str, Any]) -> bool:
+        """The holder's execution ended and its clean up has ended its instances (the job's lock
+        no longer names it: the clean up releases the lock after terminating), or it ended
+        ``RECLAIM_GRACE_SECONDS`` ago and its clean up never came. Freeing the slot of a run
+        whose instance still runs would start the next job beside it, over the count."""
+        ended = self.ended_at(execution)
+        if ended is None:
+            return False
+        if self.jobs is None or self.clock() - ended >= RECLAIM_GRACE_SECONDS:
+            return True
+        try:
+            item = self.jobs.get(str(holder.get("job", "")))
+        except ClientError:  # cannot tell: keep it (fail closed)
+            return False
+        return item is None or item.execution != execution
 
     def _show_places(self, report: PumpReport) -> None:
         """Each queued job's place, in its job table item (what ``spotyolo status`` shows)."""

@@ -283,6 +283,8 @@ def _observe(engine: LocalEngine, seen: Observed) -> None:
     seen.leftovers = _leftovers(engine, job)
     runner = engine.instances
     for inst in runner.instances.values() if runner else []:
+        if inst.job != job:  # another job's (the queue campaign runs several)
+            continue
         try:
             text = inst.log_path.read_text(errors="replace")
         except OSError:

@@ -61,6 +61,10 @@ class Kind(StrEnum):
     SLOWDOWN = "slowdown"
     CANCEL = "cancel"
     TAKEOVER = "takeover"
+    # the queue campaign's own kinds (never drawn for a single job: its schedules stay as they were)
+    QUOTA = "quota"
+    QUEUED_CANCEL = "queued_cancel"
+    QUEUED_STOP = "queued_stop"
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,24 @@ KINDS: dict[Kind, KindSpec] = {
     Kind.TAKEOVER: KindSpec(
         Point.USER, "the user stops the execution and uploads config.yaml again (a new run takes over)", 1
     ),
+    Kind.QUOTA: KindSpec(
+        Point.AWS_REQUEST, "CreateFleet launches nothing: the account's EC2 quota refuses it", 2
+    ),
+    Kind.QUEUED_CANCEL: KindSpec(
+        Point.USER, "the user deletes config.yaml of a job while it waits for an instance slot", 1
+    ),
+    Kind.QUEUED_STOP: KindSpec(
+        Point.USER, "the user stops the execution of a job while it waits for an instance slot", 1
+    ),
 }
+
+#: the kinds a single job's schedule draws from, in this order (``draw_schedule``: a kind added
+#: here would move every seed's schedule; the queue campaign draws its own)
+SINGLE_JOB_KINDS = (
+    Kind.SPOT_NOTICE, Kind.INSTANCE_LOST, Kind.LAMBDA_ERROR_BEFORE, Kind.LAMBDA_ERROR_AFTER,
+    Kind.LAMBDA_TWICE, Kind.EVENT_DUPLICATE, Kind.EVENT_DELAY, Kind.CAPACITY, Kind.THROTTLE,
+    Kind.NOT_FOUND, Kind.SLOWDOWN, Kind.CANCEL, Kind.TAKEOVER,
+)  # fmt: skip
 
 #: the Lambdas the state machine invokes (their service errors are retried by the ASL)
 WORKFLOW_LAMBDAS = ("validate", "launch", "check_result", "cleanup", "prepare_retry")
@@ -111,6 +132,23 @@ THROTTLES = (
     ("trainer", "dynamodb", "UpdateItem", "ProvisionedThroughputExceededException", 400),
     ("trainer", "states", "SendTaskHeartbeat", "ThrottlingException", 400),
 )
+
+
+#: the user's faults on a job that waits for an instance slot (the queue campaign's driver asks
+#: ``at(Point.USER, job, ordinal=..., state="queued")`` while a job is queued)
+QUEUED_KINDS = (Kind.QUEUED_CANCEL, Kind.QUEUED_STOP)
+#: the Lambda of the instance-slot queue ("Wait for an instance slot", "Back to the queue")
+SLOT_QUEUE_LAMBDA = "slot_queue"
+#: the queue campaign's throttles: the calls of the queue's pump
+QUEUE_THROTTLES = (
+    ("pipeline", "dynamodb", "TransactWriteItems", "ThrottlingException", 400),
+    ("pipeline", "states", "SendTaskSuccess", "ThrottlingException", 400),
+    ("pipeline", "states", "DescribeExecution", "ThrottlingException", 400),
+)
+#: (the account's EC2 quota in instances, the deploy option max_instances) of a queue seed: the
+#: count read from the quota (twice as likely); a count above the quota (EC2 refuses the second
+#: launch and the job goes back to the queue); a count below it (only the semaphore keeps it)
+DEPLOYMENTS = ((1, 0), (1, 0), (1, 2), (2, 1))
 
 
 # ---------------------------------------------------------------------- trainer phases
@@ -210,8 +248,12 @@ class Fault:
     fired: bool = False
     at_seconds: float | None = None
     where: str = ""
+    #: what it fired on: the instance (a user's fault at an instance's phase) or the job
+    subject: str = ""
 
     def describe(self) -> str:
+        if self.kind in QUEUED_KINDS:
+            return f"{self.kind} of job #{self.nth} while it is {self.target}"
         what = f"{self.kind} at {self.target}"
         if self.kind in (Kind.SPOT_NOTICE, Kind.INSTANCE_LOST, Kind.CANCEL, Kind.TAKEOVER):
             what += f" of instance #{self.nth}"
@@ -239,7 +281,7 @@ def draw_schedule(seed: int, epochs: int) -> Schedule:
     """The faults of ``seed``: from the seed alone (same seed, same schedule)."""
     rng = random.Random(seed)
     prior = rng.random() < 0.5
-    kinds = [k for k in KINDS if not (prior and KINDS[k].point is Point.USER)]
+    kinds = [k for k in SINGLE_JOB_KINDS if not (prior and KINDS[k].point is Point.USER)]
     weights = [KINDS[k].weight for k in kinds]
     faults: list[Fault] = []
     instance_faults = 0
@@ -260,6 +302,75 @@ def draw_schedule(seed: int, epochs: int) -> Schedule:
         else:
             faults.append(_draw_other(rng, kind))
     return Schedule(seed, faults, prior)
+
+
+@dataclass
+class QueueSchedule(Schedule):
+    """A queue seed's schedule: ``jobs`` jobs in an account whose EC2 quota allows ``quota``
+    instances, deployed with ``max_instances`` (0: the count is the quota); ``together``: all
+    uploaded at once (else each after the one before took its ticket)."""
+
+    jobs: int = 3
+    quota: int = 1
+    max_instances: int = 0
+    together: bool = True
+
+    @property
+    def limit(self) -> int:
+        """The most instances that may run at once: the quota, or a lower count."""
+        return min(self.quota, self.max_instances) if self.max_instances > 0 else self.quota
+
+
+def draw_queue_schedule(seed: int, epochs: int, jobs: int = 3) -> QueueSchedule:
+    """The queue campaign's faults of ``seed`` (its own random stream: ``draw_schedule`` of the
+    same seed is unchanged): faults of the slot-queue Lambda, a queued job cancelled or stopped,
+    a quota refusal, then 0-2 of the single job's kinds anywhere in the account (the n-th
+    instance, invocation or delivery of any job)."""
+    rng = random.Random(f"queue {seed}")
+    quota, max_instances = rng.choice(DEPLOYMENTS)
+    together = rng.random() < 0.5
+    faults: list[Fault] = []
+    lambda_kinds = (Kind.LAMBDA_ERROR_BEFORE, Kind.LAMBDA_ERROR_AFTER, Kind.LAMBDA_TWICE)
+    for nth in sorted(rng.sample(range(1, jobs + 2), rng.randint(1, 2))):
+        kind = rng.choice(lambda_kinds)
+        error = rng.choice(("ServiceException", "TooManyRequestsException"))
+        faults.append(
+            Fault(kind, SLOT_QUEUE_LAMBDA, nth=nth, param="" if kind is Kind.LAMBDA_TWICE else error)
+        )
+    if rng.random() < 0.5:
+        faults.append(Fault(rng.choice(QUEUED_KINDS), "queued", nth=rng.randint(2, jobs)))
+    if rng.random() < 0.35:
+        nth = rng.randint(1, jobs)
+        code = "MaxSpotInstanceCountExceeded"
+        faults.append(
+            Fault(
+                Kind.QUOTA, "CreateFleet", nth=nth, param=code, caller="pipeline", service="ec2", status=200
+            )
+        )
+    kinds = list(SINGLE_JOB_KINDS)
+    weights = [KINDS[k].weight for k in kinds]
+    users = 0
+    for _ in range(rng.randint(0, 2)):
+        kind = rng.choices(kinds, weights)[0]
+        point = KINDS[kind].point
+        if point in (Point.INSTANCE, Point.USER):
+            if point is Point.USER and users:
+                continue
+            users += point is Point.USER
+            phase = rng.choice(phase_names(epochs)[: -1 if point is Point.USER else None])
+            faults.append(Fault(kind, phase, nth=rng.randint(1, jobs)))
+            continue
+        if kind is Kind.THROTTLE and rng.random() < 0.5:
+            caller, service, action, code, status = rng.choice(QUEUE_THROTTLES)
+            faults.append(Fault(kind, action, nth=rng.randint(1, 3), param=code, caller=caller,
+                                service=service, status=status))  # fmt: skip
+            continue
+        fault = _draw_other(rng, kind)
+        if point in (Point.LAMBDA, Point.EVENT):
+            fault.nth = rng.randint(1, jobs)  # whichever job's invocation or delivery that is
+        faults.append(fault)
+    return QueueSchedule(seed, faults, False, jobs=jobs, quota=quota, max_instances=max_instances,
+                         together=together)  # fmt: skip
 
 
 def _draw_other(rng: random.Random, kind: Kind) -> Fault:
@@ -335,6 +446,8 @@ class Chaos:
                 return self._event(subject)
             if point is Point.INSTANCE:
                 return self._instance(subject, **context)
+            if point is Point.USER:
+                return self._user(subject, **context)
         return None
 
     def _lambda(self, function: str) -> LambdaEffect | None:
@@ -366,7 +479,10 @@ class Chaos:
         armed = [
             f
             for f in self.faults
-            if KINDS[f.kind].point in (Point.INSTANCE, Point.USER) and not f.fired and f.nth == seen.ordinal
+            if KINDS[f.kind].point in (Point.INSTANCE, Point.USER)
+            and f.kind not in QUEUED_KINDS  # (a queued job's: the driver asks for those, by job)
+            and not f.fired
+            and f.nth == seen.ordinal
         ]
         if not armed:
             return None
@@ -377,9 +493,26 @@ class Chaos:
             if order.index(phase) >= order.index(fault.target):
                 self._fire(fault, f"{instance} (instance #{seen.ordinal}) in phase {phase!r}")
                 if KINDS[fault.kind].point is Point.USER:
+                    fault.subject = instance
                     self.user_actions.append(fault)
                     continue
                 return InstanceEffect("notice" if fault.kind is Kind.SPOT_NOTICE else "lose")
+        return None
+
+    def _user(self, job: str, *, ordinal: int, state: str) -> Fault | None:
+        """The campaign's driver sees job #``ordinal`` (upload order) in ``state``: the user's
+        fault planned for it, now (queued for the driver to carry out)."""
+        for fault in self.faults:
+            if (
+                fault.kind in QUEUED_KINDS
+                and not fault.fired
+                and fault.nth == ordinal
+                and fault.target == state
+            ):
+                self._fire(fault, f"job #{ordinal} ({job}) while it is {state}")
+                fault.subject = job
+                self.user_actions.append(fault)
+                return fault
         return None
 
     @staticmethod
@@ -468,14 +601,18 @@ def _error(service: str, action: str, fault: Fault) -> Answer:
     """An AWS error answer in the service's own protocol."""
     request_id = str(uuid.uuid4())
     code, message = fault.param, f"injected by the fault campaign (seed fault: {fault.kind})"
-    if fault.kind is Kind.CAPACITY:  # an instant fleet reports capacity errors in a 200 answer
+    if fault.kind in (Kind.CAPACITY, Kind.QUOTA):  # an instant fleet reports these in a 200 answer
+        said = (
+            "Max spot instance count exceeded"
+            if fault.kind is Kind.QUOTA
+            else "There is no Spot capacity available that matches your request"
+        )
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>'
             '<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
             f"<requestId>{request_id}</requestId><fleetId>fleet-{request_id[:17]}</fleetId>"
             "<errorSet><item><lifecycle>spot</lifecycle>"
-            f"<errorCode>{code}</errorCode><errorMessage>There is no Spot capacity available that "
-            f"matches your request ({message}).</errorMessage></item></errorSet>"
+            f"<errorCode>{code}</errorCode><errorMessage>{said} ({message}).</errorMessage></item></errorSet>"
             "<fleetInstanceSet/></CreateFleetResponse>"
         ).encode()
         return "200 OK", [("Content-Type", "text/xml")], body

@@ -212,7 +212,7 @@ def run_local(args: argparse.Namespace) -> int:
             print(json.dumps({"status": "invalid", "job": job, "problems": problems}, indent=2))
         return INVALID
     if getattr(args, "chaos", None) is not None:
-        return _run_chaos(job_dir, int(args.chaos), json_out=args.json)
+        return _run_chaos(job_dir, int(args.chaos), json_out=args.json, jobs=getattr(args, "jobs", 1))
     output = Path(args.output) if args.output else Path("outputs") / job
     interrupts = sorted(set(args.interrupt_at_epoch or []))
     console.say(f"job {job!r} from {job_dir} is valid")
@@ -246,15 +246,27 @@ def run_local(args: argparse.Namespace) -> int:
     return OK if summary.get("success") else FAILED
 
 
-def _run_chaos(job_dir: Path, seed: int, *, json_out: bool) -> int:
-    """``--chaos SEED``: the job under SEED's fault schedule; exit 0 only if every guarantee held."""
-    from spotyolo.local.campaign import run_seed
+def _run_chaos(job_dir: Path, seed: int, *, json_out: bool, jobs: int = 1) -> int:
+    """``--chaos SEED``: the job under SEED's fault schedule; exit 0 only if every guarantee held.
+    ``--jobs K`` (2 or more): K copies of it through the instance-slot queue (the queue campaign)."""
+    if jobs > 1:
+        from spotyolo.local.queuecampaign import run_queue_seed
 
-    summary = run_seed(job_dir, seed)
+        summary = run_queue_seed(job_dir, seed, jobs=jobs)
+    else:
+        from spotyolo.local.campaign import run_seed
+
+        summary = run_seed(job_dir, seed)
     if json_out:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(f"seed {seed}: {summary['outcome']} in {summary['seconds']} s")
+        if jobs > 1:
+            print(
+                f"  {jobs} jobs uploaded {summary['uploaded']}; EC2 quota {summary['quota']} instance(s), "
+                f"max_instances {summary['max_instances']}; at most {summary['most_instances']} instance(s) "
+                "seen at once"
+            )
         for fault in summary["faults"]:
             fired = f"fired at {fault['at_seconds']} s: {fault['where']}" if fault["fired"] else "not fired"
             print(f"  fault {fault['plan']}: {fired}")

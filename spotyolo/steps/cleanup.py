@@ -159,7 +159,9 @@ def from_status_event(
         slots=slots,
     )
     notify_if_owned(report, sns, topic_arn)  # the workflow ended without its own notification
-    if not report.owned:  # a takeover may have taken the lock before this ran: then this tells
+    # a takeover took the lock before this ran, or while it ran (it read the lock as its own, and
+    # its release failed): the takeover kept the run, and this tells the user (once: a claim)
+    if not report.released:
         told = notify_replaced(
             name,
             detail.executionArn,

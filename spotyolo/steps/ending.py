@@ -107,7 +107,6 @@ def failure_summary(
     status: JobStatus = JobStatus.FAILED,
     cost: CostReport | None = None,
 ) -> Summary:
-    name = error.Error if error else ErrorName.STATES_TASK_FAILED
     what = error_words(error, job)
     cause = cause_text(error)
     message = f"{job_name} {status}: {what}."
@@ -120,7 +119,8 @@ def failure_summary(
     if interruptions:
         parts.append(f"{interruptions} interruption{'s' if interruptions != 1 else ''}")
     message += "\n" + " · ".join(parts)
-    subject = sns_subject("spotyolo: ", job_name, f" {status} ({name})")
+    failed_with = execution_error(error, job)  # the name the execution fails with, not States.*
+    subject = sns_subject("spotyolo: ", job_name, f" {status} ({failed_with})")
     return Summary(
         status=status,
         subject=subject,
@@ -129,7 +129,7 @@ def failure_summary(
         attempts=attempts,
         interruptions=interruptions,
         target=job.config.target if job else None,
-        error=execution_error(error, job),
+        error=failed_with,
     )
 
 

@@ -1062,3 +1062,37 @@ def test_a_stopped_execution_whose_lock_was_taken_over_before_its_clean_up_is_an
     item = aws.table.get("shapes")
     assert item and item.execution == OTHER and item.run_id == "run-b"  # the new run is untouched
     assert fleet.run_instances_of(aws.ec2, "shapes", "run-a") == []
+
+
+def test_a_stopped_execution_whose_lock_was_taken_over_while_its_clean_up_ran_is_announced_once(
+    aws: Aws,
+) -> None:
+    """The other interleaving: the status rule's clean up of A reads the item while A still holds
+    the lock, terminates A's instance, and the new execution's Validate takes the lock over
+    before that clean up releases it. Its release fails, so it does not tell the user; the
+    takeover kept A's run, and the clean up must tell from that (the queue campaign, seed 18,
+    whose folder kept the logs: "cleaned up ... released: false" and no notification)."""
+    aws.lock()
+    aws.launch(make_job(), attempt())
+    published: list[dict[str, Any]] = []
+
+    class Sns:
+        def publish(self, **kw: Any) -> None:
+            published.append(kw)
+
+    retire = validate._retire(aws.ec2, "shapes")
+
+    class TakeoverMeanwhile(JobTable):
+        def release_lock(self, job: str, execution: str, status: str) -> bool:
+            aws.table.acquire_lock("shapes", OTHER, "run-b", lambda e: False, retire=retire)
+            return super().release_lock(job, execution, status)
+
+    aborted = _status_event(EXEC, "ABORTED")
+    racing = TakeoverMeanwhile(aws.ddb, "jobs")
+    cleanup.from_status_event(aborted, ec2=aws.ec2, table=racing, sns=Sns(), topic_arn="topic")
+    assert [m["Subject"] for m in published] == ["spotyolo: shapes cancelled (Cancelled)"]
+    # delivered again: no second word
+    cleanup.from_status_event(aborted, ec2=aws.ec2, table=aws.table, sns=Sns(), topic_arn="topic")
+    assert len(published) == 1
+    item = aws.table.get("shapes")
+    assert item and item.execution == OTHER and item.run_id == "run-b"

@@ -7,6 +7,7 @@ tests/stepfunctions/test_slot_queue.py runs the same code under the real state m
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import threading
@@ -25,6 +26,7 @@ from spotyolo.core.jobtable import JobTable
 from spotyolo.core.models import Attempt, JobConfig, JobSpec, QueueInfo
 from spotyolo.core.slots import (
     QUEUE,
+    RECLAIM_GRACE_SECONDS,
     RELOAD_SECONDS,
     SEMAPHORE,
     UNLIMITED,
@@ -49,6 +51,8 @@ class FakeStates:
     #: tokens whose task is over (SendTaskSuccess answers TaskTimedOut)
     dead_tokens: set[str] = field(default_factory=set)
     describe_error: str | None = None
+    #: when an ended execution stopped (epoch seconds); unknown: long ago
+    stopped: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send_task_success(self, taskToken: str, output: str) -> dict[str, Any]:
@@ -66,7 +70,10 @@ class FakeStates:
             raise ClientError(
                 {"Error": {"Code": "ExecutionDoesNotExist", "Message": "gone"}}, "DescribeExecution"
             )
-        return {"status": self.status[executionArn]}
+        described: dict[str, Any] = {"status": self.status[executionArn]}
+        if executionArn in self.stopped:
+            described["stopDate"] = dt.datetime.fromtimestamp(self.stopped[executionArn], dt.UTC)
+        return described
 
 
 @dataclass
@@ -397,3 +404,70 @@ def test_a_grant_whose_answer_was_lost_is_answered_by_a_later_pump(world: World)
     world.clock.now += 120
     world.queue.pump()
     assert world.woken().count("c") == 1  # answered once
+
+
+def test_lowering_the_count_never_shows_more_holders_than_slots(world: World) -> None:
+    """QuotaExceeded while holding a slot lowers the count and gives the slot back. Done as two
+    writes, a reader between them saw 2 holders of 1 slot (the queue fault campaign's sampler,
+    seed 2: a count of 2 above a quota of 1); one write keeps the semaphore whole."""
+    world.queue.set_slots(2, "test")
+    world.join("a")
+    world.join("b")
+    seen: list[tuple[int, int]] = []
+    client = world.queue.client
+
+    class Watching:
+        """The DynamoDB client, reading the semaphore after every write to it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        def update_item(self, **kw: Any) -> Any:
+            out = client.update_item(**kw)
+            if kw.get("Key") == SEMAPHORE:
+                item = client.get_item(TableName=kw["TableName"], Key=SEMAPHORE, ConsistentRead=True)["Item"]
+                seen.append((len(item["holders"]["M"]), int(item["slots"]["N"])))
+            return out
+
+    world.queue.client = Watching()  # type: ignore[assignment]
+    try:
+        assert world.queue.lower(ARN + "b") == 1
+    finally:
+        world.queue.client = client
+    assert seen and all(holders <= slots for holders, slots in seen), seen
+    assert world.holders() == ["a"] and world.queue.semaphore().slots == 1
+    # "Back to the queue" retried after its answer was lost: the same, and no error
+    assert world.queue.lower(ARN + "b") == 1 and world.holders() == ["a"]
+
+
+def test_an_ended_holder_keeps_its_slot_until_its_clean_up_has_ended_its_instances(world: World) -> None:
+    """The user stops a's execution from the console; its clean up (the execution-status rule),
+    which terminates a's instance and then gives the slot back, comes a few seconds later. A
+    pump in between (another job asking) must not reclaim a's slot: b would launch while a's
+    instance still runs, over the count (with the count at the quota, EC2 refuses b and it backs
+    off). While the job table still names a as the lock holder, its clean up has not run."""
+    world.queue.set_slots(1, "test")
+    world.join("a")
+    world.join("b")
+    world.states.status[ARN + "a"] = "ABORTED"  # stopped; its instance runs until its clean up
+    world.states.stopped[ARN + "a"] = world.clock()
+    world.join("c")  # a pump before a's clean up
+    assert world.holders() == ["a"] and world.waiting() == ["b", "c"] and world.woken() == ["a"]
+    # a's clean up: terminates, releases the job's lock, gives the slot back, wakes b
+    assert world.jobs.release_lock("a", ARN + "a", JobStatus.CANCELLED.value)
+    world.queue.finish(ARN + "a")
+    assert world.holders() == ["b"] and world.woken() == ["a", "b"]
+
+
+def test_an_ended_holder_whose_clean_up_never_came_is_reclaimed_after_a_while(world: World) -> None:
+    world.queue.set_slots(1, "test")
+    world.join("a")
+    world.join("b")
+    world.states.status[ARN + "a"] = "FAILED"
+    world.states.stopped[ARN + "a"] = world.clock()
+    world.queue.pump()
+    assert world.holders() == ["a"]
+    world.clock.now += RECLAIM_GRACE_SECONDS
+    world.queue.set_slots(1, "test")  # (the count read again: not what this is about)
+    report = world.queue.pump()
+    assert report.reclaimed == [ARN + "a"] and world.holders() == ["b"]

@@ -177,3 +177,17 @@ def test_a_failed_run_says_what_it_cost_and_what_spot_saved() -> None:
     on_demand = CostReport(cost_usd=1.0, on_demand_usd=1.0, spot_attempts=0)
     s = failure_summary("shapes", error, job(), cost_usd=1.0, attempts=1, interruptions=0, cost=on_demand)
     assert s.message.endswith("\ncost so far $1.00 on-demand · 1 attempt")
+
+
+@pytest.mark.parametrize(
+    ("error", "named"),
+    [("States.Timeout", "TrainerStalled"), ("States.HeartbeatTimeout", "TrainerStalled"),
+     ("States.Runtime", "PipelineError")],
+)  # fmt: skip
+def test_a_failure_notification_names_the_error_the_execution_fails_with(error: str, named: str) -> None:
+    """A trainer that stops heartbeating fails the execution with TrainerStalled; the subject
+    said "failed (States.Timeout)", a name the user sees nowhere else (the queue fault campaign,
+    seed 19: a stalled trainer)."""
+    s = failure_summary("shapes", ErrorInfo(Error=error, Cause=""), job(), cost_usd=0.1, attempts=1,
+                        interruptions=0)  # fmt: skip
+    assert s.error == named and s.subject == f"spotyolo: shapes failed ({named})"
