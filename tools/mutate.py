@@ -81,12 +81,19 @@ MODULES: dict[str, Module] = {
             "not memory_is_bounded and not hundred_thousand_names",
         ],
     ),
+    "slots": Module(
+        ["spotyolo/core/slots.py"],
+        # the semaphore against one moto world per module, and the queue's place as status shows
+        # it; the steps' and the workflow's queue tests build a world per test, or train
+        ["tests/unit/test_slots.py", "tests/unit/test_status_cost.py"],
+    ),
 }
 
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
 _CONFIG = "spotyolo.core.config."
 _TABLE = "spotyolo.core.jobtable.xǁJobTableǁ"
 _DATASET = "spotyolo.core.dataset."
+_SLOTS = "spotyolo.core.slots."
 _ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
 _REQUIRED = (
     "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
@@ -346,6 +353,126 @@ EQUIVALENT: dict[str, str] = {
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
     ),
+    **{
+        _SLOTS + name: (
+            "`AND`/`SET`/`REMOVE`/`ADD` in lower case: DynamoDB's expression keywords are case-insensitive"
+        )
+        for name in (
+            "xǁSlotQueueǁ_take__mutmut_27",
+            "xǁSlotQueueǁ_take__mutmut_33",
+            "xǁSlotQueueǁ_take__mutmut_36",
+            "xǁSlotQueueǁ_take__mutmut_76",
+            "xǁSlotQueueǁ_woken__mutmut_12",
+            "xǁSlotQueueǁnew_ticket__mutmut_13",
+            "xǁSlotQueueǁrelease__mutmut_9",
+            "xǁSlotQueueǁrelease__mutmut_29",
+            "xǁSlotQueueǁset_slots__mutmut_10",
+        )
+    },
+    **{
+        _SLOTS + name: (
+            "`ConsistentRead` dropped or False: moto's reads are always strongly consistent, so no test "
+            "against the emulator can tell (on AWS a stale read of the semaphore could: that is why it "
+            "is set)"
+        )
+        for name in (
+            "xǁSlotQueueǁsemaphore__mutmut_8",
+            "xǁSlotQueueǁsemaphore__mutmut_9",
+            "xǁSlotQueueǁwaiters__mutmut_9",
+            "xǁSlotQueueǁwaiters__mutmut_19",
+        )
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁwaiters__mutmut_{n}": (
+            "the default of a Query page's Items: DynamoDB always answers it"
+        )
+        for n in (21, 23)
+    },
+    _SLOTS + "xǁSlotQueueǁwaiters__mutmut_59": (
+        "the default of a waiter's document: register always writes one (the JSON of a dict, never empty)"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁsemaphore__mutmut_{n}": (
+            "Semaphore.next_ticket (when present, or its default): nothing reads it, a ticket comes from "
+            "new_ticket's atomic ADD"
+        )
+        for n in (20, 48, 52, 53, 54)
+    },
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_1": "`freed = None` for False: it is only tested for truth",
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_2": (
+        "`freed = True` from the start: a pump with nothing left to reclaim reads the queue again up to "
+        "its 64 rounds instead of stopping; the same grants and places (every holder is asked about once)"
+    ),
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_4": (
+        "stopping at the first holder already checked: the holders a pump has not checked by then are "
+        "those it granted itself in this pump, which run (it has just answered them)"
+    ),
+    **{
+        _SLOTS + name: (
+            "releasing an ended holder's slot without its ticket: an execution that has ended never takes "
+            "a slot again, so the slot it holds is the one under that ticket"
+        )
+        for name in [f"xǁSlotQueueǁ_reclaim__mutmut_{n}" for n in (9, 11, 12, 13, 14)]
+        + [f"xǁSlotQueueǁlower__mutmut_{n}" for n in (6, 8, 9, 10, 11)]
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_wake__mutmut_{n}": (
+            "giving back a slot this pump has just granted without its ticket: the waiter's task is over, "
+            "so its execution is never granted again"
+        )
+        for n in (21, 23, 24)
+    },
+    **{
+        _SLOTS + name: (
+            "the ticket a retried wait is answered with (the holder's, or the waiter's): a retried wait "
+            "registers under its job item's ticket (enqueue), which is the ticket its slot was granted under"
+        )
+        for name in [f"xǁSlotQueueǁ_wake__mutmut_{n}" for n in (15, 17)]
+        + [f"xǁSlotQueueǁ_take_again__mutmut_{n}" for n in (35, 37, 38, 40, 41, 42, 45, 49)]
+    },
+    _SLOTS + "xǁSlotQueueǁ_output__mutmut_19": (
+        "`job and attempt` in the waiter's document to `or`: enqueue writes both into every document"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_output__mutmut_{n}": (
+            "the grant's job and attempt dumped in python mode: JobSpec and Attempt hold only JSON types, "
+            "so it is the same document"
+        )
+        for n in (45, 46, 47, 48, 49, 50)
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_rewake_stale__mutmut_{n}": (
+            "the default of a holder's `granted`: _take writes it together with the token"
+        )
+        for n in (10, 12, 15)
+    },
+    _SLOTS + "xǁSlotQueueǁ_rewake_stale__mutmut_27": (
+        "the default of a holder's `output`: _take writes it together with the token"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_refresh__mutmut_{n}": (
+            "the capacity asked when the first waiter has no attempt: enqueue gives every waiter its "
+            "attempt, which always has a capacity"
+        )
+        for n in (24, 25)
+    },
+    _SLOTS + "xǁSlotQueueǁset_slots__mutmut_25": "set_slots' `read`: no caller passes it",
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_show_places__mutmut_{n}": (
+            "a waiter's count shown as the number when there is no limit: with no limit (a million "
+            "slots) every waiter is granted, so none is shown with that count"
+        )
+        for n in (25, 27)
+    },
+    _SLOTS + "xǁSlotQueueǁpump__mutmut_4": (
+        "a pump's bound of 64 rounds to 65: each round grants, reclaims or stops, and every change of "
+        "the queue pumps again"
+    ),
+    **{
+        _SLOTS
+        + f"x__ordinal__mutmut_{n}": "the teens' range from 11 or to 19: 10 and 20 end in 0, 'th' either way"
+        for n in (6, 7, 10)
+    },
 }
 
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) counted as a kill
