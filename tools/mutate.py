@@ -353,6 +353,35 @@ EQUIVALENT: dict[str, str] = {
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
     ),
+    _DATASET + "inspection.x__check_labels__mutmut_2": (
+        "`spec.nc or len(spec.names)` to `and`: labels are checked only with names, and then nc is "
+        "their number"
+    ),
+    _DATASET + "spec.x_resolve_spec__mutmut_57": (
+        "`nc or len(names)` to `and`: _classes gives nc as the number of names whenever there are "
+        "names, and no names is refused"
+    ),
+    **{
+        _DATASET + f"inspection.x__split_summary__mutmut_{n}": (
+            "the default count of a class not among the names: check_label_text counts only ids below "
+            "nc, the number of names, so every counted class has its name in per_class already"
+        )
+        for n in (27, 29, 30)
+    },
+    **{
+        _DATASET + f"spec.x__root__mutmut_{n}": (
+            "`path: ''` or `path: .` taken through norm instead of returned at once: norm gives '' for both"
+        )
+        for n in (2, 3)
+    },
+    _DATASET + "spec.x__split_item__mutmut_36": (
+        "the folder named in 'not found' when the path is the dataset folder itself: that folder "
+        "always exists, so it is never not found"
+    ),
+    _DATASET + "spec.x__splits__mutmut_13": (
+        "a missing split's refusal placed at its key even when data.yaml has no such key: a key "
+        "data.yaml does not have has no line, so the refusal has none either"
+    ),
     **{
         _SLOTS + name: (
             "`AND`/`SET`/`REMOVE`/`ADD` in lower case: DynamoDB's expression keywords are case-insensitive"
