@@ -357,6 +357,10 @@ EQUIVALENT: dict[str, str] = {
         "`spec.nc or len(spec.names)` to `and`: labels are checked only with names, and then nc is "
         "their number"
     ),
+    _DATASET + "inspection.x_inspect_dataset__mutmut_6": (
+        "stripping 'X' too off the dataset folder's name: the folder is `dataset` (the contract's "
+        "layout), which neither starts nor ends with an X"
+    ),
     _DATASET + "spec.x_resolve_spec__mutmut_57": (
         "`nc or len(names)` to `and`: _classes gives nc as the number of names whenever there are "
         "names, and no names is refused"

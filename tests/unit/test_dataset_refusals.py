@@ -561,6 +561,24 @@ def test_a_dataset_of_more_files_than_validate_can_read_is_refused_before_readin
     assert [str(p) for p in problems] == [str(problem).replace("jobs/big/", "dataset/")]
 
 
+def test_validate_lists_one_file_past_the_limit_and_no_further() -> None:
+    """A prefix of millions of objects is not listed to the end before it is refused."""
+    from spotyolo.core.dataset import bounded_listing
+    from spotyolo.core.dataset.inspection import MAX_JOB_FILES
+
+    listed = 0
+
+    class Counted(Numbered):
+        def list(self, prefix: str = "") -> Iterator[Entry]:
+            nonlocal listed
+            for entry in super().list(prefix):
+                listed += 1
+                yield entry
+
+    _, problem = bounded_listing(Counted(2 * MAX_JOB_FILES), "jobs/big/")
+    assert problem is not None and listed == MAX_JOB_FILES + 1
+
+
 @pytest.mark.parametrize("too_large", [False, True])
 def test_a_data_yaml_over_a_mebibyte_is_refused_unread(tmp_path: Path, too_large: bool) -> None:
     from spotyolo.core.dataset.spec import MAX_DATA_YAML_BYTES
@@ -613,6 +631,8 @@ def test_splits_may_name_any_folder_and_folder_markers_are_not_files(tmp_path: P
     files.update({"dataset/": b"", "dataset/images/train/": b""})
     summary, problems = inspect_dataset(InMemory(files), dataset_dir="/dataset/")
     assert problems == [] and summary.splits["val"].images == 2
+    # the two markers are not files of the dataset (nor is config.yaml)
+    assert summary.files == len(files) - 3 == len(list(LocalSource(job).list("dataset/")))
 
 
 RANGE = "nc must be a positive integer (the number of classes), got"
