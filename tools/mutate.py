@@ -431,6 +431,18 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (20, 48, 52, 53, 54)
     },
+    _SLOTS + "xǁSlotQueueǁ_take_again__mutmut_46": "`give_back=None` for False: it is only tested for truth",
+    _SLOTS + "xǁSlotQueueǁleave__mutmut_28": (
+        "`left = 1` for `left += 1`: an execution has one waiter at most (a retried wait registers "
+        "under the same ticket, so the same item)"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁsemaphore__mutmut_{n}": (
+            "the default of the count's source ('None' or 'XXXX' for ''): no code reads the source, "
+            "and every count is written with one (set_slots)"
+        )
+        for n in (57, 59, 62)
+    },
     _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_1": "`freed = None` for False: it is only tested for truth",
     _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_2": (
         "`freed = True` from the start: a pump with nothing left to reclaim reads the queue again up to "
