@@ -44,7 +44,10 @@ class Module(NamedTuple):
 
 
 MODULES: dict[str, Module] = {
-    "planning": Module(["spotyolo/core/planning.py"], ["tests/unit/test_planning.py"]),
+    # after_queue (the grant moves the budget) is run by the slot queue's tests
+    "planning": Module(
+        ["spotyolo/core/planning.py"], ["tests/unit/test_planning.py", "tests/unit/test_slots.py"]
+    ),
     "jobtable": Module(["spotyolo/core/jobtable.py"], ["tests/unit/test_jobtable.py"]),
     "launch": Module(
         ["spotyolo/steps/launch.py"],
@@ -68,7 +71,11 @@ MODULES: dict[str, Module] = {
         ["spotyolo/core/config.py"],
         ["tests/unit/test_config.py", "tests/unit/test_config_rules.py", "tests/unit/test_dataset_corpus.py"],
     ),
-    "cost": Module(["spotyolo/core/cost.py"], ["tests/unit/test_cost_edges.py"]),
+    # the prices from AWS (spot price history, Price List API) and the report are test_cost.py's
+    "cost": Module(
+        ["spotyolo/core/cost.py"],
+        ["tests/unit/test_cost_edges.py", "tests/unit/test_cost.py", "tests/unit/test_status_cost.py"],
+    ),
     "dataset": Module(
         sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spotyolo/core/dataset").glob("*.py")),
         # test_bounds.py's escaping keys and bounded labels; not its two slow hostile-size runs
@@ -349,6 +356,32 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (53, 54, 56, 57, 58, 59)
     },
+    **{
+        _CONFIG + f"x__batch__mutmut_{n}": (
+            "the fallback when Ultralytics' defaults have no imgsz (640, or another key): its defaults "
+            "have imgsz 640"
+        )
+        for n in (38, 39, 41, 42, 43, 44)
+    },
+    _CONFIG + "x__batch__mutmut_52": (
+        "at least 2 images a batch instead of 1: fewer than 2 fit only past 10240 px, an imgsz its own "
+        "rule refuses (the job is refused either way)"
+    ),
+    **{
+        _CONFIG + f"x__largest_side__mutmut_{n}": (
+            "an imgsz of exactly 32 taken as a size or not: below 226 px, 512 x (640/side)^2 is over the "
+            "cap of 4096 anyway, so the batch limit is 4096 either way"
+        )
+        for n in (15, 16)
+    },
+    _CONFIG + "x_inspect_job__mutmut_18": (
+        "the size of a config.yaml that is not there (0 or 1): under the limit either way, and its "
+        "absence is refused by name"
+    ),
+    "spotyolo.core.planning.x_first_attempt__mutmut_17": (
+        "`spot_unavailable` passed as the interruption count: True counts as one loss, which leaves "
+        "spot exactly as the shortage does, and False as none"
+    ),
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
