@@ -382,6 +382,64 @@ EQUIVALENT: dict[str, str] = {
         "`spot_unavailable` passed as the interruption count: True counts as one loss, which leaves "
         "spot exactly as the shortage does, and False as none"
     ),
+    **{
+        f"spotyolo.core.cost.x__spot_history__mutmut_{n}": (
+            "the default of a page's SpotPriceHistory, or of an entry's AvailabilityZone: EC2 always "
+            "answers them"
+        )
+        for n in (32, 34, 58, 60, 64)
+    },
+    "spotyolo.core.cost.x__spot_history__mutmut_29": (
+        "one page more (11 for 10) of the history's bound: an attempt's hours of prices fit in one"
+    ),
+    "spotyolo.core.cost.x__spot_history__mutmut_38": (
+        "`and` to `or` between the type and the Timestamp: EC2 answers only the type asked, and every "
+        "entry with a Timestamp"
+    ),
+    **{
+        f"spotyolo.core.cost.x__spot_history__mutmut_{n}": (
+            "a Timestamp without a time zone: botocore gives every one in UTC, so none is naive"
+        )
+        for n in (53, 54, 55)
+    },
+    **{
+        f"spotyolo.core.cost.x_hourly_from_price_list__mutmut_{n}": (
+            "the defaults of a product's terms, OnDemand, priceDimensions and pricePerUnit: every product "
+            "the filters match has them"
+        )
+        for n in (4, 6, 8, 10, 17, 19, 26, 28)
+    },
+    **{
+        f"spotyolo.core.cost.x_listed_on_demand_price__mutmut_{n}": (
+            "the default of GetProducts' PriceList: the Price List API always answers it"
+        )
+        for n in (25, 27)
+    },
+    "spotyolo.core.cost.x_live_spot_price__mutmut_11": (
+        "`now` without its zone: the Lambdas' and the trainer's clock is UTC, where the naive now is "
+        "the same time (botocore sends a naive time as UTC)"
+    ),
+    **{
+        f"spotyolo.core.cost.x_run_cost__mutmut_{n}": (
+            "`now` not passed to attempt_usd: it is given the attempt's seconds and does not read now"
+        )
+        for n in (23, 26)
+    },
+    "spotyolo.core.cost.x_time_weighted__mutmut_39": (
+        "`hi > lo` to `>=`: a price counted for 0 seconds adds 0"
+    ),
+    "spotyolo.core.cost.xǁPricesǁ__call____mutmut_8": (
+        "asking EC2 without a client: the read fails and is taken as unknown, as not asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁattempt_usd__mutmut_18": (
+        "asking EC2 without a client: the read fails and is taken as unknown, as not asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁon_demand__mutmut_3": (
+        "asking the Price List API without a client: the call fails and the table is used, as without asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁattempt_usd__mutmut_4": (
+        "the price of an attempt without an instance type: run_cost never costs one (it never launched)"
+    ),
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
