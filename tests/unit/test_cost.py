@@ -311,7 +311,7 @@ def test_each_type_and_region_has_its_own_listed_price() -> None:
         "pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
     with Stubber(pricing) as stub:
-        for kind, usd in (("g5.xlarge", "1.0060000000"), ("g6.xlarge", "0.8050000000")):
+        for kind, usd in (("g5.xlarge", "1.2340000000"), ("g6.xlarge", "0.9870000000")):
             stub.add_response(
                 "get_products",
                 {"FormatVersion": "aws_v1", "PriceList": [price_list_item(kind, "us-east-1", usd)]},
@@ -323,7 +323,8 @@ def test_each_type_and_region_has_its_own_listed_price() -> None:
                 },
             )
         prices = cost.price_fn(None, pricing)  # no region and no EC2 client: us-east-1
-        assert (prices.on_demand("g5.xlarge"), prices.on_demand("g6.xlarge")) == (1.006, 0.805)
+        assert (prices.on_demand("g5.xlarge"), prices.on_demand("g6.xlarge")) == (1.234, 0.987)
+        stub.assert_no_pending_responses()
 
 
 def test_the_deployments_region_is_the_ec2_clients() -> None:
