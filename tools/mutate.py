@@ -44,7 +44,10 @@ class Module(NamedTuple):
 
 
 MODULES: dict[str, Module] = {
-    "planning": Module(["spotyolo/core/planning.py"], ["tests/unit/test_planning.py"]),
+    # after_queue (the grant moves the budget) is run by the slot queue's tests
+    "planning": Module(
+        ["spotyolo/core/planning.py"], ["tests/unit/test_planning.py", "tests/unit/test_slots.py"]
+    ),
     "jobtable": Module(["spotyolo/core/jobtable.py"], ["tests/unit/test_jobtable.py"]),
     "launch": Module(
         ["spotyolo/steps/launch.py"],
@@ -68,7 +71,11 @@ MODULES: dict[str, Module] = {
         ["spotyolo/core/config.py"],
         ["tests/unit/test_config.py", "tests/unit/test_config_rules.py", "tests/unit/test_dataset_corpus.py"],
     ),
-    "cost": Module(["spotyolo/core/cost.py"], ["tests/unit/test_cost_edges.py"]),
+    # the prices from AWS (spot price history, Price List API) and the report are test_cost.py's
+    "cost": Module(
+        ["spotyolo/core/cost.py"],
+        ["tests/unit/test_cost_edges.py", "tests/unit/test_cost.py", "tests/unit/test_status_cost.py"],
+    ),
     "dataset": Module(
         sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spotyolo/core/dataset").glob("*.py")),
         # test_bounds.py's escaping keys and bounded labels; not its two slow hostile-size runs
@@ -81,12 +88,19 @@ MODULES: dict[str, Module] = {
             "not memory_is_bounded and not hundred_thousand_names",
         ],
     ),
+    "slots": Module(
+        ["spotyolo/core/slots.py"],
+        # the semaphore against one moto world per module, and the queue's place as status shows
+        # it; the steps' and the workflow's queue tests build a world per test, or train
+        ["tests/unit/test_slots.py", "tests/unit/test_status_cost.py"],
+    ),
 }
 
 #: mutants that change nothing a user (or AWS) could observe, with the reason (docs/TESTING.md)
 _CONFIG = "spotyolo.core.config."
 _TABLE = "spotyolo.core.jobtable.xǁJobTableǁ"
 _DATASET = "spotyolo.core.dataset."
+_SLOTS = "spotyolo.core.slots."
 _ISO_Z = "the `Z` to `+00:00` replacement: Python 3.11's `fromisoformat` (requires-python) reads `Z` itself"
 _REQUIRED = (
     "`required` only matters for a null model, and this rule never gets a null (a null key keeps its default)"
@@ -342,10 +356,259 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (53, 54, 56, 57, 58, 59)
     },
+    **{
+        _CONFIG + f"x__batch__mutmut_{n}": (
+            "the fallback when Ultralytics' defaults have no imgsz (640, or another key): its defaults "
+            "have imgsz 640"
+        )
+        for n in (38, 39, 41, 42, 43, 44)
+    },
+    _CONFIG + "x__batch__mutmut_52": (
+        "at least 2 images a batch instead of 1: fewer than 2 fit only past 10240 px, an imgsz its own "
+        "rule refuses (the job is refused either way)"
+    ),
+    **{
+        _CONFIG + f"x__largest_side__mutmut_{n}": (
+            "an imgsz of exactly 32 taken as a size or not: below 226 px, 512 x (640/side)^2 is over the "
+            "cap of 4096 anyway, so the batch limit is 4096 either way"
+        )
+        for n in (15, 16)
+    },
+    _CONFIG + "x_inspect_job__mutmut_18": (
+        "the size of a config.yaml that is not there (0 or 1): under the limit either way, and its "
+        "absence is refused by name"
+    ),
+    "spotyolo.core.planning.x_first_attempt__mutmut_17": (
+        "`spot_unavailable` passed as the interruption count: True counts as one loss, which leaves "
+        "spot exactly as the shortage does, and False as none"
+    ),
+    **{
+        f"spotyolo.core.cost.x__spot_history__mutmut_{n}": (
+            "the default of a page's SpotPriceHistory, or of an entry's AvailabilityZone: EC2 always "
+            "answers them"
+        )
+        for n in (32, 34, 58, 60, 64)
+    },
+    "spotyolo.core.cost.x__spot_history__mutmut_29": (
+        "one page more (11 for 10) of the history's bound: an attempt's hours of prices fit in one"
+    ),
+    "spotyolo.core.cost.x__spot_history__mutmut_38": (
+        "`and` to `or` between the type and the Timestamp: EC2 answers only the type asked, and every "
+        "entry with a Timestamp"
+    ),
+    **{
+        f"spotyolo.core.cost.x__spot_history__mutmut_{n}": (
+            "a Timestamp without a time zone: botocore gives every one in UTC, so none is naive"
+        )
+        for n in (53, 54, 55)
+    },
+    **{
+        f"spotyolo.core.cost.x_hourly_from_price_list__mutmut_{n}": (
+            "the defaults of a product's terms, OnDemand, priceDimensions and pricePerUnit: every product "
+            "the filters match has them"
+        )
+        for n in (4, 6, 8, 10, 17, 19, 26, 28)
+    },
+    **{
+        f"spotyolo.core.cost.x_listed_on_demand_price__mutmut_{n}": (
+            "the default of GetProducts' PriceList: the Price List API always answers it"
+        )
+        for n in (25, 27)
+    },
+    "spotyolo.core.cost.x_live_spot_price__mutmut_11": (
+        "`now` without its zone: the Lambdas' and the trainer's clock is UTC, where the naive now is "
+        "the same time (botocore sends a naive time as UTC)"
+    ),
+    **{
+        f"spotyolo.core.cost.x_run_cost__mutmut_{n}": (
+            "`now` not passed to attempt_usd: it is given the attempt's seconds and does not read now"
+        )
+        for n in (23, 26)
+    },
+    "spotyolo.core.cost.x_time_weighted__mutmut_39": (
+        "`hi > lo` to `>=`: a price counted for 0 seconds adds 0"
+    ),
+    "spotyolo.core.cost.xǁPricesǁ__call____mutmut_8": (
+        "asking EC2 without a client: the read fails and is taken as unknown, as not asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁattempt_usd__mutmut_18": (
+        "asking EC2 without a client: the read fails and is taken as unknown, as not asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁon_demand__mutmut_3": (
+        "asking the Price List API without a client: the call fails and the table is used, as without asking"
+    ),
+    "spotyolo.core.cost.xǁPricesǁattempt_usd__mutmut_4": (
+        "the price of an attempt without an instance type: run_cost never costs one (it never launched)"
+    ),
     _CONFIG + "x_inspect_job__mutmut_9": (
         'the config starts as `""` instead of None: it stays so only when config.yaml is missing, '
         "and then the job has a problem and None is returned"
     ),
+    _DATASET + "inspection.x__check_labels__mutmut_2": (
+        "`spec.nc or len(spec.names)` to `and`: labels are checked only with names, and then nc is "
+        "their number"
+    ),
+    _DATASET + "inspection.x_inspect_dataset__mutmut_6": (
+        "stripping 'X' too off the dataset folder's name: the folder is `dataset` (the contract's "
+        "layout), which neither starts nor ends with an X"
+    ),
+    _DATASET + "spec.x_resolve_spec__mutmut_57": (
+        "`nc or len(names)` to `and`: _classes gives nc as the number of names whenever there are "
+        "names, and no names is refused"
+    ),
+    **{
+        _DATASET + f"inspection.x__split_summary__mutmut_{n}": (
+            "the default count of a class not among the names: check_label_text counts only ids below "
+            "nc, the number of names, so every counted class has its name in per_class already"
+        )
+        for n in (27, 29, 30)
+    },
+    **{
+        _DATASET + f"spec.x__root__mutmut_{n}": (
+            "`path: ''` or `path: .` taken through norm instead of returned at once: norm gives '' for both"
+        )
+        for n in (2, 3)
+    },
+    _DATASET + "spec.x__split_item__mutmut_36": (
+        "the folder named in 'not found' when the path is the dataset folder itself: that folder "
+        "always exists, so it is never not found"
+    ),
+    _DATASET + "spec.x__splits__mutmut_13": (
+        "a missing split's refusal placed at its key even when data.yaml has no such key: a key "
+        "data.yaml does not have has no line, so the refusal has none either"
+    ),
+    **{
+        _SLOTS + name: (
+            "`AND`/`SET`/`REMOVE`/`ADD` in lower case: DynamoDB's expression keywords are case-insensitive"
+        )
+        for name in (
+            "xǁSlotQueueǁ_take__mutmut_27",
+            "xǁSlotQueueǁ_take__mutmut_33",
+            "xǁSlotQueueǁ_take__mutmut_36",
+            "xǁSlotQueueǁ_take__mutmut_76",
+            "xǁSlotQueueǁ_woken__mutmut_12",
+            "xǁSlotQueueǁnew_ticket__mutmut_13",
+            "xǁSlotQueueǁrelease__mutmut_9",
+            "xǁSlotQueueǁrelease__mutmut_29",
+            "xǁSlotQueueǁset_slots__mutmut_10",
+        )
+    },
+    **{
+        _SLOTS + name: (
+            "`ConsistentRead` dropped or False: moto's reads are always strongly consistent, so no test "
+            "against the emulator can tell (on AWS a stale read of the semaphore could: that is why it "
+            "is set)"
+        )
+        for name in (
+            "xǁSlotQueueǁsemaphore__mutmut_8",
+            "xǁSlotQueueǁsemaphore__mutmut_9",
+            "xǁSlotQueueǁwaiters__mutmut_9",
+            "xǁSlotQueueǁwaiters__mutmut_19",
+        )
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁwaiters__mutmut_{n}": (
+            "the default of a Query page's Items: DynamoDB always answers it"
+        )
+        for n in (21, 23)
+    },
+    _SLOTS + "xǁSlotQueueǁwaiters__mutmut_59": (
+        "the default of a waiter's document: register always writes one (the JSON of a dict, never empty)"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁsemaphore__mutmut_{n}": (
+            "Semaphore.next_ticket (when present, or its default): nothing reads it, a ticket comes from "
+            "new_ticket's atomic ADD"
+        )
+        for n in (20, 48, 52, 53, 54)
+    },
+    _SLOTS + "xǁSlotQueueǁ_take_again__mutmut_46": "`give_back=None` for False: it is only tested for truth",
+    _SLOTS + "xǁSlotQueueǁleave__mutmut_28": (
+        "`left = 1` for `left += 1`: an execution has one waiter at most (a retried wait registers "
+        "under the same ticket, so the same item)"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁsemaphore__mutmut_{n}": (
+            "the default of the count's source ('None' or 'XXXX' for ''): no code reads the source, "
+            "and every count is written with one (set_slots)"
+        )
+        for n in (57, 59, 62)
+    },
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_1": "`freed = None` for False: it is only tested for truth",
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_2": (
+        "`freed = True` from the start: a pump with nothing left to reclaim reads the queue again up to "
+        "its 64 rounds instead of stopping; the same grants and places (every holder is asked about once)"
+    ),
+    _SLOTS + "xǁSlotQueueǁ_reclaim__mutmut_4": (
+        "stopping at the first holder already checked: the holders a pump has not checked by then are "
+        "those it granted itself in this pump, which run (it has just answered them)"
+    ),
+    **{
+        _SLOTS + name: (
+            "releasing an ended holder's slot without its ticket: an execution that has ended never takes "
+            "a slot again, so the slot it holds is the one under that ticket"
+        )
+        for name in [f"xǁSlotQueueǁ_reclaim__mutmut_{n}" for n in (9, 11, 12, 13, 14)]
+        + [f"xǁSlotQueueǁlower__mutmut_{n}" for n in (6, 8, 9, 10, 11)]
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_wake__mutmut_{n}": (
+            "giving back a slot this pump has just granted without its ticket: the waiter's task is over, "
+            "so its execution is never granted again"
+        )
+        for n in (21, 23, 24)
+    },
+    **{
+        _SLOTS + name: (
+            "the ticket a retried wait is answered with (the holder's, or the waiter's): a retried wait "
+            "registers under its job item's ticket (enqueue), which is the ticket its slot was granted under"
+        )
+        for name in [f"xǁSlotQueueǁ_wake__mutmut_{n}" for n in (15, 17)]
+        + [f"xǁSlotQueueǁ_take_again__mutmut_{n}" for n in (35, 37, 38, 40, 41, 42, 45, 49)]
+    },
+    _SLOTS + "xǁSlotQueueǁ_output__mutmut_19": (
+        "`job and attempt` in the waiter's document to `or`: enqueue writes both into every document"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_output__mutmut_{n}": (
+            "the grant's job and attempt dumped in python mode: JobSpec and Attempt hold only JSON types, "
+            "so it is the same document"
+        )
+        for n in (45, 46, 47, 48, 49, 50)
+    },
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_rewake_stale__mutmut_{n}": (
+            "the default of a holder's `granted`: _take writes it together with the token"
+        )
+        for n in (10, 12, 15)
+    },
+    _SLOTS + "xǁSlotQueueǁ_rewake_stale__mutmut_27": (
+        "the default of a holder's `output`: _take writes it together with the token"
+    ),
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_refresh__mutmut_{n}": (
+            "the capacity asked when the first waiter has no attempt: enqueue gives every waiter its "
+            "attempt, which always has a capacity"
+        )
+        for n in (24, 25)
+    },
+    _SLOTS + "xǁSlotQueueǁset_slots__mutmut_25": "set_slots' `read`: no caller passes it",
+    **{
+        _SLOTS + f"xǁSlotQueueǁ_show_places__mutmut_{n}": (
+            "a waiter's count shown as the number when there is no limit: with no limit (a million "
+            "slots) every waiter is granted, so none is shown with that count"
+        )
+        for n in (25, 27)
+    },
+    _SLOTS + "xǁSlotQueueǁpump__mutmut_4": (
+        "a pump's bound of 64 rounds to 65: each round grants, reclaims or stops, and every change of "
+        "the queue pumps again"
+    ),
+    **{
+        _SLOTS
+        + f"x__ordinal__mutmut_{n}": "the teens' range from 11 or to 19: 10 and 20 end in 0, 'th' either way"
+        for n in (6, 7, 10)
+    },
 }
 
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) counted as a kill

@@ -4,6 +4,7 @@ any spend, with the line and a message that says what to write instead."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from bad_jobs import make_job
 
 from spotyolo.contract.errors import JobInvalid
 from spotyolo.core.config import (
+    MAX_CONFIG_BYTES,
     OPTIMIZERS,
     check_job,
     check_values,
@@ -259,6 +261,21 @@ def _problems(line: str) -> tuple[Any, list[str]]:
     return config, [str(p) for p in problems]
 
 
+# the upper limits, at the limit (issue 14): a batch the largest GPU holds at the job's imgsz
+# (512 at 640 px, four times as many at half the side, never more than 4096), the largest imgsz,
+# time and whole numbers
+ACCEPTED += [
+    ("batch: 512", {"batch": 512}),
+    ("imgsz: 320\nbatch: 2048", {"batch": 2048}),
+    ("imgsz: 160\nbatch: 4096", {"batch": 4096}),
+    ("imgsz: [1280, 640]\nbatch: 128", {"batch": 128}),
+    ("imgsz: 4096\nbatch: 12", {"imgsz": 4096, "batch": 12}),
+    ("time: 8760", {"time": 8760}),
+    ("epochs: 10000", {"epochs": 10000}),
+    ("seed: 2147483647", {"seed": 2147483647}),
+]
+
+
 @pytest.mark.parametrize(("line", "passed"), ACCEPTED, ids=[a[0] for a in ACCEPTED])
 def test_a_valid_training_value_is_accepted_and_reaches_the_trainer(
     line: str, passed: dict[str, Any]
@@ -456,6 +473,38 @@ EXACT: list[tuple[str, str]] = [
 ]
 
 
+_TOO_BIG = (
+    "which no GPU on offer holds (about 512 of 640 px fit in 80 GB, fewer as imgsz grows): lower batch, "
+    "or use batch: -1 (AutoBatch picks what the GPU holds)"
+)
+EXACT += [
+    ("batch: 513", f"batch: 513 is more than 512 images of 640 px, {_TOO_BIG}"),
+    ("imgsz: 1280\nbatch: 256", f"batch: 256 is more than 128 images of 1280 px, {_TOO_BIG}"),
+    ("imgsz: [1280, 640]\nbatch: 256", f"batch: 256 is more than 128 images of 1280 px, {_TOO_BIG}"),
+    ("imgsz: 4096\nbatch: 13", f"batch: 13 is more than 12 images of 4096 px, {_TOO_BIG}"),
+    # an imgsz that is not a size (refused by its own rule): the batch is held to 4096
+    ("imgsz: big\nbatch: 5000", f"batch: 5000 is more than 4096 images of 640 px, {_TOO_BIG}"),
+    (
+        "imgsz: 4097",
+        "imgsz: 4097 is larger than 4096: Ultralytics trains square images of imgsz pixels; at 4096 one "
+        "image already takes 41 times the memory of one at 640, which a batch of 1 of the larger models "
+        "fills on an 80 GB GPU",
+    ),
+    ("time: 8761", "time: 8761 is more than 8760 hours (a Step Functions execution's limit)"),
+    ("seed: 2147483648", "seed: 2147483648 is more than 2147483647: no setting needs a larger number"),
+    (
+        "epochs: 10001",
+        "epochs: 10001 is more than 10000: COCO from scratch is 600 epochs; max_hours ends a run anyway: "
+        "train longer with a new job",
+    ),
+    (
+        "checkpoint_minutes: 0",
+        "checkpoint_minutes: 0 must be from 1 to 1440 minutes (default 10): the period of the insurance "
+        "upload of the checkpoint, what an instance lost without a notice can cost at most",
+    ),
+]
+
+
 @pytest.mark.parametrize(("line", "message"), EXACT, ids=[e[0] for e in EXACT])
 def test_the_refusal_says_exactly_what_to_write_instead(line: str, message: str) -> None:
     _, problems = _problems(line)
@@ -568,3 +617,45 @@ def test_check_job_uses_the_listing_and_overrides_it_is_given(tmp_path: Path) ->
     assert config.epochs == 7 and summary.splits["train"].images == 3
     with pytest.raises(JobInvalid, match=r"overrides: epochs: 0 is too small"):
         check_job(Listed(job), entries=entries, overrides={"epochs": 0})
+
+
+@pytest.mark.parametrize("imgsz", ["big", "[big]", "16", "true"])
+def test_an_imgsz_that_is_not_a_size_is_refused_once_and_the_batch_is_judged_without_it(imgsz: str) -> None:
+    _, problems = _problems(f"imgsz: {imgsz}\nbatch: 16")
+    assert len(problems) == 1 and problems[0].startswith("config.yaml:2:1: imgsz: ")
+
+
+@pytest.mark.parametrize(("size", "refused"), [(MAX_CONFIG_BYTES, False), (MAX_CONFIG_BYTES + 1, True)])
+def test_a_config_yaml_over_the_limit_is_refused_from_the_listing_unread(
+    tmp_path: Path, size: int, refused: bool
+) -> None:
+    job = make_job(tmp_path / "job")
+    listed = [
+        dataclasses.replace(e, size=size) if e.path == "config.yaml" else e for e in LocalSource(job).list()
+    ]
+    config, _, problems = inspect_job(Uploaded(job), entries=listed)
+    expected = (
+        f"s3://bkt/jobs/shapes/config.yaml: file is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes: "
+        "is this the right file?"
+    )
+    assert [str(p) for p in problems] == ([expected] if refused else [])
+    assert (config is None) == refused
+
+
+def test_a_job_of_more_files_than_validate_can_read_is_refused_before_reading() -> None:
+    from spotyolo.core.dataset.inspection import MAX_JOB_FILES
+    from spotyolo.core.dataset.sources import Entry
+
+    class Huge(Uploaded):
+        def list(self, prefix: str = "") -> Any:
+            return (Entry(f"{prefix}dataset/f{i}", 1, 0.0) for i in range(MAX_JOB_FILES + 1))
+
+        def read(self, path: str) -> bytes:
+            raise AssertionError("a listing that is too long is not read")
+
+    config, _, problems = inspect_job(Huge(Path("/nonexistent")))
+    assert config is None and [str(p) for p in problems] == [
+        f"s3://bkt/jobs/shapes/: more than {MAX_JOB_FILES} files: Validate reads every label file before "
+        "any spend and cannot read more within its time; split the dataset or remove files training does "
+        "not use"
+    ]

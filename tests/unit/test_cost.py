@@ -77,6 +77,21 @@ def price_list_item(instance_type: str, region: str, usd: str) -> str:
     )
 
 
+def filters(instance_type: str, region: str) -> list[dict[str, str]]:
+    """The one Linux, shared-tenancy, no-license, on-demand product: any other filter matches the
+    Windows, dedicated or reserved-capacity price of the same type."""
+    fields = [
+        ("instanceType", instance_type),
+        ("regionCode", region),
+        ("operatingSystem", "Linux"),
+        ("tenancy", "Shared"),
+        ("preInstalledSw", "NA"),
+        ("licenseModel", "No License required"),
+        ("capacitystatus", "Used"),
+    ]
+    return [{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in fields]
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache() -> None:
     cost._ON_DEMAND_CACHE.clear()
@@ -99,7 +114,7 @@ def test_on_demand_comes_from_the_price_list_api_for_the_deployment_region_and_i
             },
             {
                 "ServiceCode": "AmazonEC2",
-                "Filters": cost.price_list_filters("g5.xlarge", "eu-west-1"),
+                "Filters": filters("g5.xlarge", "eu-west-1"),
                 "FormatVersion": "aws_v1",
                 "MaxResults": 10,
             },
@@ -216,3 +231,121 @@ def test_a_recorded_cost_is_compared_with_the_on_demand_equivalent() -> None:
     assert dear.saving_pct is None and dear.words() == "$2.00 on spot"  # never a negative saving
     never_launched = AttemptRecord(number=1, capacity="spot")
     assert cost.cost_report([never_launched]).words() == "$0.00 on-demand"
+
+
+@pytest.mark.parametrize(
+    ("region", "endpoint"),
+    [
+        ("eu-west-1", "eu-central-1"),
+        ("me-south-1", "eu-central-1"),
+        ("af-south-1", "eu-central-1"),
+        ("il-central-1", "eu-central-1"),
+        ("ap-northeast-1", "ap-south-1"),
+        ("us-west-2", "us-east-1"),
+        ("sa-east-1", "us-east-1"),
+    ],
+)
+def test_the_price_list_api_is_asked_at_its_endpoint_nearest_the_region(region: str, endpoint: str) -> None:
+    assert cost.pricing_region(region) == endpoint
+
+
+def _spot(az: str, usd: str, at: dt.datetime) -> dict[str, object]:
+    return {
+        "AvailabilityZone": az,
+        "InstanceType": "g5.xlarge",
+        "ProductDescription": "Linux/UNIX",
+        "SpotPrice": usd,
+        "Timestamp": at,
+    }
+
+
+def test_an_attempt_without_its_zone_is_costed_at_the_dearest_zone_over_every_page() -> None:
+    """EC2 pages the spot price history: every page is read, and each zone's prices are weighted
+    apart (the dearest zone counts: a budget must not undercount)."""
+    ec2 = boto3.client("ec2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    asked = {
+        "InstanceTypes": ["g5.xlarge"],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": T0,
+        "EndTime": T0 + dt.timedelta(hours=2),
+        "MaxResults": 1000,
+    }
+    with Stubber(ec2) as stub:
+        page = [_spot("eu-west-1a", "0.300000", T0 - dt.timedelta(hours=5))]
+        stub.add_response("describe_spot_price_history", {"SpotPriceHistory": page, "NextToken": "n1"}, asked)
+        page = [_spot("eu-west-1b", "0.500000", T0 - dt.timedelta(hours=6))]
+        stub.add_response(
+            "describe_spot_price_history", {"SpotPriceHistory": page}, {**asked, "NextToken": "n1"}
+        )
+        spent = cost.run_cost([record("spot", 2.0, az=None)], cost.price_fn(ec2))
+        stub.assert_no_pending_responses()
+    assert spent == pytest.approx(1.0)  # 2 h at eu-west-1b's 0.50, not eu-west-1a's 0.30
+
+
+def test_the_price_of_an_instant_and_of_prices_that_change_during_an_attempt() -> None:
+    h = dt.timedelta(hours=1)
+    points = [(T0 - 2 * h, 0.2), (T0 - h, 0.3), (T0, 0.4), (T0 + h, 0.5)]
+    assert cost.time_weighted(points, T0, T0) == 0.4  # the price set at that instant
+    assert cost.time_weighted(points[:2], T0, T0) == 0.3  # the last one set before it
+    assert cost.time_weighted([(T0 + h, 0.5), (T0 + 2 * h, 0.6)], T0, T0) == 0.5  # none before: the first
+    changes = [(T0 - h, 0.3), (T0 + h, 0.6), (T0 + 2 * h, 0.9)]
+    assert cost.time_weighted(changes, T0, T0 + 3 * h) == pytest.approx(0.6)  # an hour at each
+    second = dt.timedelta(seconds=1)
+    assert cost.time_weighted([(T0 - h, 0.3), (T0 + second / 2, 0.6)], T0, T0 + second) == pytest.approx(0.45)
+
+
+def test_the_hourly_price_is_the_first_positive_price_per_hour_of_the_product() -> None:
+    item = json.loads(price_list_item("g5.xlarge", "us-east-1", "0.5260000000"))
+    (term,) = item["terms"]["OnDemand"].values()
+    (real,) = term["priceDimensions"].values()
+    term["priceDimensions"] = {
+        "upfront": {**real, "unit": "Quantity", "pricePerUnit": {"USD": "100.0000000000"}},
+        "free": {**real, "pricePerUnit": {"USD": "0.0000000000"}},
+        "hourly": real,
+    }
+    assert cost.hourly_from_price_list([json.dumps(item)]) == 0.526
+
+
+def test_each_type_and_region_has_its_own_listed_price() -> None:
+    pricing = boto3.client(
+        "pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(pricing) as stub:
+        for kind, usd in (("g5.xlarge", "1.2340000000"), ("g6.xlarge", "0.9870000000")):
+            stub.add_response(
+                "get_products",
+                {"FormatVersion": "aws_v1", "PriceList": [price_list_item(kind, "us-east-1", usd)]},
+                {
+                    "ServiceCode": "AmazonEC2",
+                    "Filters": filters(kind, "us-east-1"),
+                    "FormatVersion": "aws_v1",
+                    "MaxResults": 10,
+                },
+            )
+        prices = cost.price_fn(None, pricing)  # no region and no EC2 client: us-east-1
+        assert (prices.on_demand("g5.xlarge"), prices.on_demand("g6.xlarge")) == (1.234, 0.987)
+        stub.assert_no_pending_responses()
+
+
+def test_the_deployments_region_is_the_ec2_clients() -> None:
+    cost._ON_DEMAND_CACHE[("eu-west-1", "g5.xlarge")] = 1.123
+    ec2 = boto3.client("ec2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    assert cost.price_fn(ec2, pricing=object()).on_demand("g5.xlarge") == 1.123  # type: ignore[arg-type]
+
+
+def test_the_cost_report_uses_the_prices_and_the_time_it_is_given() -> None:
+    """A running attempt is costed until ``now``; spent at the given prices, its on-demand
+    equivalent at the listed on-demand price; a recorded spend is reported to the cent's hundredth."""
+    running = AttemptRecord(
+        number=1, capacity="spot", instance_type="g5.xlarge", az="eu-west-1a", start=T0.isoformat()
+    )
+    report = cost.cost_report([running], lambda kind, capacity, az: 0.5, now=T0 + dt.timedelta(hours=2))
+    assert (report.cost_usd, report.on_demand_usd, report.spot_attempts) == (
+        1.0,
+        round(2 * cost.ON_DEMAND_USD_PER_HOUR["g5.xlarge"], 4),
+        1,
+    )
+    cost._ON_DEMAND_CACHE[("eu-west-1", "g5.xlarge")] = 1.123
+    listed = cost.price_fn(None, pricing=object(), region="eu-west-1")  # type: ignore[arg-type]
+    report = cost.cost_report([record("on-demand", 2.0)], listed, cost_usd=1.23456)
+    assert (report.cost_usd, report.on_demand_usd, report.spot_attempts) == (1.2346, 2.246, 0)

@@ -27,6 +27,8 @@ from spotyolo.core.dataset import (
 from spotyolo.core.dataset.inspection import MAX_LIST_BYTES
 from spotyolo.core.dataset.labels import MAX_LABEL_BYTES
 from spotyolo.core.dataset.sources import Entry
+from spotyolo.core.dataset.spec import resolve_spec
+from spotyolo.core.yamlsafe import shown
 
 
 def dataset(tmp_path: Path, data_yaml: str | None = None) -> Path:
@@ -449,6 +451,7 @@ SHAPE = (
         (b"1.5 0.5 0.5 0.1 0.1\n", 3, [(1, "class id '1.5' is not an integer")]),
         (b"3 0.5 0.5 0.1 0.1\n", 3, [(1, "class id 3 is out of range: data.yaml has 3 class(es), ids 0-2")]),
         (b"1 0.5 0.5 0.1 0.1\n", 1, [(1, "class id 1 is out of range: data.yaml has 1 class(es), ids 0")]),
+        (b"2 0.5 0.5 0.1 0.1\n", 2, [(1, "class id 2 is out of range: data.yaml has 2 class(es), ids 0-1")]),
         (
             b"0 1.5 0.5 0.1 0.1\n",
             3,
@@ -558,6 +561,24 @@ def test_a_dataset_of_more_files_than_validate_can_read_is_refused_before_readin
     assert [str(p) for p in problems] == [str(problem).replace("jobs/big/", "dataset/")]
 
 
+def test_validate_lists_one_file_past_the_limit_and_no_further() -> None:
+    """A prefix of millions of objects is not listed to the end before it is refused."""
+    from spotyolo.core.dataset import bounded_listing
+    from spotyolo.core.dataset.inspection import MAX_JOB_FILES
+
+    listed = 0
+
+    class Counted(Numbered):
+        def list(self, prefix: str = "") -> Iterator[Entry]:
+            nonlocal listed
+            for entry in super().list(prefix):
+                listed += 1
+                yield entry
+
+    _, problem = bounded_listing(Counted(2 * MAX_JOB_FILES), "jobs/big/")
+    assert problem is not None and listed == MAX_JOB_FILES + 1
+
+
 @pytest.mark.parametrize("too_large", [False, True])
 def test_a_data_yaml_over_a_mebibyte_is_refused_unread(tmp_path: Path, too_large: bool) -> None:
     from spotyolo.core.dataset.spec import MAX_DATA_YAML_BYTES
@@ -610,9 +631,20 @@ def test_splits_may_name_any_folder_and_folder_markers_are_not_files(tmp_path: P
     files.update({"dataset/": b"", "dataset/images/train/": b""})
     summary, problems = inspect_dataset(InMemory(files), dataset_dir="/dataset/")
     assert problems == [] and summary.splits["val"].images == 2
+    # the two markers are not files of the dataset (nor is config.yaml)
+    assert summary.files == len(files) - 3 == len(list(LocalSource(job).list("dataset/")))
 
 
 RANGE = "nc must be a positive integer (the number of classes), got"
+PATH_ABSOLUTE = (
+    "is absolute: in a job the dataset root is the folder holding data.yaml; remove 'path:' (or set "
+    "'path: .')"
+)
+#: a Windows share, as data.yaml holds it ('\\server\share')
+SHARE = "\\\\server\\share"
+NO_TRAIN = (
+    "data.yaml has no 'train' split: add 'train: train/images' (a folder of images, relative to data.yaml)"
+)
 ABSOLUTE = "is an absolute path: use a path relative to data.yaml's folder, e.g. 'train: train/images'"
 
 
@@ -662,6 +694,22 @@ ABSOLUTE = "is an absolute path: use a path relative to data.yaml's folder, e.g.
             ["4:1: train '..' leads outside the job's dataset folder"],
             ["cat", "dog", "bird"],
         ),
+        (
+            "names: [cat, dog, bird]\ntrain: 5\n",
+            ["4:1: train must be a folder or a list of folders, got 5"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "names: [cat, dog, bird]\ntrain: images/nope\n",
+            ["4:1: train 'images/nope' not found: there is no dataset/images/nope (folder or .txt list)"],
+            ["cat", "dog", "bird"],
+        ),
+        (
+            "names: [cat, dog, bird]\ntrain: ''\n",
+            [f"4:1: {NO_TRAIN}"],
+            ["cat", "dog", "bird"],
+        ),
+        ("names: [cat, dog, bird]\ntrain: ['images\\train']\n", [], ["cat", "dog", "bird"]),
     ],
 )
 def test_each_data_yaml_problem_word_for_word(
@@ -714,6 +762,15 @@ def test_too_many_or_too_long_class_names_are_refused(tmp_path: Path) -> None:
         ),
         ("''", []),
         ("sub/..", []),
+        (
+            "../other",
+            [
+                "dataset/data.yaml:1:1: path '../other' leads outside the job's dataset folder; remove "
+                "'path:' (the dataset root is the folder holding data.yaml)"
+            ],
+        ),
+        (f"'{SHARE}'", [f"dataset/data.yaml:1:1: path {shown(SHARE)} {PATH_ABSOLUTE}"]),
+        ("'C:'", [f"dataset/data.yaml:1:1: path 'C:' {PATH_ABSOLUTE}"]),
     ],
 )
 def test_the_path_key_of_data_yaml(tmp_path: Path, path: str, problems: list[str]) -> None:
@@ -735,3 +792,105 @@ def test_the_largest_accepted_class_counts_and_names(tmp_path: Path) -> None:
     assert resolve_data_yaml({**splits, "names": names}, ds).nc == MAX_CLASSES
     longest = "n" * MAX_CLASS_NAME_CHARS
     assert resolve_data_yaml({**splits, "names": [longest]}, ds).names == [longest]
+
+
+# ---- what mutation testing of the dataset check found (issue 14)
+
+
+def test_validation_stands_for_val_when_there_is_no_val(tmp_path: Path) -> None:
+    """Some exports write ``validation:``; its problems are placed at its line; ``val:`` wins."""
+    rest = "path: .\ntrain: images/train\n"
+    job = dataset(tmp_path, rest + "validation: images/val\nnames: [cat, dog, bird]\n")
+    summary, problems = inspect_dataset(LocalSource(job))
+    assert problems == [] and summary.splits["val"].images == 2
+    job = dataset(tmp_path / "missing", rest + "validation: images/nope\nnames: [cat, dog, bird]\n")
+    assert refusals(job) == [
+        "dataset/data.yaml:3:1: val 'images/nope' not found: there is no dataset/images/nope "
+        "(folder or .txt list)"
+    ]
+    job = dataset(
+        tmp_path / "both", rest + "val: images/val\nvalidation: images/nope\nnames: [cat, dog, bird]\n"
+    )
+    assert refusals(job) == []
+
+
+def _folders(*paths: str) -> Any:
+    """``exists`` of a dataset folder holding these folders (and the folder itself)."""
+    return lambda path: path in {"", *paths}
+
+
+def test_a_dataset_root_below_data_yaml_and_roboflows_parent_paths_under_it() -> None:
+    """``path: sub`` puts every split under sub/ (written with a Windows separator too); a
+    Roboflow ``../x`` is taken as written when that exists, else retried under the root."""
+    exists = _folders(
+        "sub/images/train", "sub/images/val", "sub/train/images", "valid/images", "sub/valid/images"
+    )
+    for root in ("sub", "sub\\"):
+        spec, problems = resolve_spec(
+            {"path": root, "train": "images/train", "val": "images/val", "nc": 1}, exists
+        )
+        assert problems == [] and spec.splits == {"train": ["sub/images/train"], "val": ["sub/images/val"]}
+    roboflow = {"path": "sub", "train": "../train/images", "val": "../valid/images", "names": ["crack"]}
+    spec, problems = resolve_spec(roboflow, exists)
+    assert problems == [] and spec.splits == {"train": ["sub/train/images"], "val": ["valid/images"]}
+
+
+def test_every_split_problem_is_reported_at_once_and_a_missing_test_split_is_skipped(tmp_path: Path) -> None:
+    job = dataset(tmp_path, "path: .\nval: images/nope\nnames: [cat, dog, bird]\ntest: images/gone\n")
+    summary, problems = inspect_dataset(LocalSource(job))
+    assert [str(p) for p in problems] == [
+        f"dataset/data.yaml: {NO_TRAIN}",
+        "dataset/data.yaml:2:1: val 'images/nope' not found: there is no dataset/images/nope "
+        "(folder or .txt list)",
+    ]
+    assert summary.warnings == [
+        "test 'images/gone' does not exist (dataset/images/gone); the test split is skipped"
+    ]
+
+
+def test_an_empty_entry_of_a_splits_list_is_the_dataset_folder(tmp_path: Path) -> None:
+    job = dataset(tmp_path, "path: .\ntrain: ['']\nval: images/val\nnames: [cat, dog, bird]\n")
+    summary, problems = inspect_dataset(LocalSource(job))
+    assert problems == [] and summary.splits["train"].images == 5
+
+
+def test_a_stray_text_file_beside_images_at_the_top_is_a_label_without_its_image(tmp_path: Path) -> None:
+    """With ``train: .`` a label sits beside its image: a .txt with no image is named."""
+    job = dataset(tmp_path, "path: .\ntrain: .\nval: images/val\nnames: [cat, dog, bird]\n")
+    (job / "dataset" / "notes.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert refusals(job) == [
+        "dataset/notes.txt: label file without an image: no dataset/notes.<jpg|png|...> exists; "
+        "upload its image or delete the label"
+    ]
+
+
+def test_a_label_without_its_image_names_the_image_by_the_last_labels_folder(tmp_path: Path) -> None:
+    """A dataset kept in a folder that is itself called labels: the image a label stands for is
+    found by swapping only its last labels/ folder, as Ultralytics does the other way."""
+    job = dataset(tmp_path, "path: .\ntrain: labels/x/images\nval: labels/x/images\nnames: [cat]\n")
+    ds = job / "dataset" / "labels" / "x"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    (ds / "images" / "a.jpg").write_bytes(b"img")
+    (ds / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (ds / "labels" / "b.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert refusals(job) == [
+        "dataset/labels/x/labels/b.txt: label file without an image: no "
+        "dataset/labels/x/images/b.<jpg|png|...> exists; upload its image or delete the label"
+    ]
+
+
+def test_the_refusal_counts_the_files_whose_lines_it_does_not_show(tmp_path: Path) -> None:
+    from spotyolo.core.config import check_job
+
+    job = dataset(tmp_path, "path: .\ntrain: lists/train.txt\nval: lists/val.txt\nnames: [cat, dog, bird]\n")
+    (job / "dataset" / "lists").mkdir()
+    for split in ("train", "val"):
+        bad = "".join(f"../images/{split}/n{i}.jpg\n" for i in range(8))
+        (job / "dataset" / "lists" / f"{split}.txt").write_text(bad)
+    with pytest.raises(JobInvalid) as refused:
+        check_job(LocalSource(job))
+    assert (
+        str(refused.value).splitlines()[-1]
+        == "  ... and 6 more in 2 files (16 in total; the first 10 are shown)"
+    )

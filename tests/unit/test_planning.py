@@ -360,3 +360,35 @@ def test_without_a_clock_given_plans_count_from_now() -> None:
     a = planning.first_attempt(cfg, TYPES, int(now) + 36000, price=flat(1.0))
     assert a.seconds_left == 7200 and abs(a.budget_end - (now + 7200)) < 5
     assert planning.stall_seconds(JobConfig(model="m.yaml", stall_hours=1)) == 3600
+
+
+@pytest.mark.parametrize(
+    ("capacity", "starts"),
+    [("spot-then-on-demand", "on-demand"), ("spot", "spot"), ("on-demand", "on-demand")],
+)
+def test_a_job_whose_spot_quota_allows_none_starts_where_its_plan_says(capacity: str, starts: str) -> None:
+    """Validate found the account's spot quota allows none of the types: ``spot-then-on-demand``
+    starts on demand at once; a ``spot`` job stays on spot (it never moves to on-demand)."""
+    j = job(capacity=capacity)
+    a = planning.first_attempt(j.config, j.instance_types, j.deadline, now=NOW, spot_unavailable=True)
+    assert a.capacity == starts
+    assert first(j).capacity == ("on-demand" if capacity == "on-demand" else "spot")
+
+
+def test_a_time_bound_attempt_granted_after_a_wait_gets_the_whole_max_hours_from_the_grant() -> None:
+    """Without a money bound the attempt's timeout is all of max_hours left at the grant (the
+    deadline moved by the wait), and its heartbeat the stall window below it."""
+    j = job(hours_left=1, stall=600)
+    a = Attempt(number=1, capacity="spot", instance_types=TYPES, seconds_left=900, heartbeat_seconds=899)
+    moved_job, moved = planning.after_queue(j, a, 1800, now=NOW + 1800)
+    assert moved_job.deadline == j.deadline + 1800
+    assert (moved.seconds_left, moved.heartbeat_seconds, moved.budget_end) == (3600, 600, 0)
+
+
+def test_a_job_granted_with_no_time_left_gets_the_shortest_valid_attempt() -> None:
+    """Its deadline passed (a grant long after the wait was accounted): a 2 s timeout above a
+    1 s heartbeat, as the States Language requires, which ends the attempt at once."""
+    j = job(hours_left=1)
+    a = first(j)
+    _, moved = planning.after_queue(j, a, 0, now=NOW + 7200)
+    assert (moved.seconds_left, moved.heartbeat_seconds) == (2, 1)

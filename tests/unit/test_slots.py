@@ -22,16 +22,20 @@ from moto import mock_aws
 
 from spotyolo.contract.status import JobStatus
 from spotyolo.core import planning
+from spotyolo.core import slots as slots_module
 from spotyolo.core.jobtable import JobTable
-from spotyolo.core.models import Attempt, JobConfig, JobSpec, QueueInfo
+from spotyolo.core.models import Attempt, Capacity, JobConfig, JobSpec, QueueInfo
 from spotyolo.core.slots import (
     QUEUE,
     RECLAIM_GRACE_SECONDS,
     RELOAD_SECONDS,
+    REWAKE_SECONDS,
     SEMAPHORE,
     UNLIMITED,
+    PumpReport,
     SlotQueue,
     Waiter,
+    configured_slots,
     create_table,
     queue_words,
 )
@@ -54,16 +58,36 @@ class FakeStates:
     #: when an ended execution stopped (epoch seconds); unknown: long ago
     stopped: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: every SendTaskSuccess asked (answered or not), and every DescribeExecution
+    sent: list[str] = field(default_factory=list)
+    described: list[str] = field(default_factory=list)
+    #: tokens Step Functions cannot be reached for (ServiceUnavailable)
+    unreachable: set[str] = field(default_factory=set)
+    #: how many SendTaskSuccess calls are throttled before one gets through
+    throttles: int = 0
+    #: run after a token is answered (what the woken execution does at once)
+    on_answer: Any = None
 
     def send_task_success(self, taskToken: str, output: str) -> dict[str, Any]:
+        self.sent.append(taskToken)
+        if taskToken in self.unreachable:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendTaskSuccess")
+        if self.throttles:
+            self.throttles -= 1
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "SendTaskSuccess"
+            )
         if taskToken in self.dead_tokens or taskToken in self.answered:
             raise ClientError({"Error": {"Code": "TaskTimedOut", "Message": "over"}}, "SendTaskSuccess")
         with self.lock:
             self.answered.append(taskToken)
             self.outputs[taskToken] = json.loads(output)
+        if self.on_answer:
+            self.on_answer(taskToken)
         return {}
 
     def describe_execution(self, executionArn: str) -> dict[str, Any]:
+        self.described.append(executionArn)
         if self.describe_error:
             raise ClientError({"Error": {"Code": self.describe_error, "Message": "no"}}, "DescribeExecution")
         if executionArn not in self.status:
@@ -92,7 +116,9 @@ class World:
     clock: Clock
     counted: list[tuple[list[str], str]]
 
-    def join(self, name: str, slots: SlotQueue | None = None) -> str:
+    def join(
+        self, name: str, slots: SlotQueue | None = None, *, capacity: Capacity = "spot", pump: bool = True
+    ) -> str:
         """An execution of job ``name`` takes its lock and asks for a slot (what enqueue does)."""
         execution = ARN + name
         self.states.status[execution] = "RUNNING"
@@ -100,9 +126,17 @@ class World:
         q = slots or self.queue
         ticket = q.new_ticket()
         self.jobs.join_queue(name, execution, QueueInfo(ticket=ticket))
-        q.register(Waiter(ticket, execution, name, f"token-{name}", self.clock(), _document(name)))
-        q.pump()
+        document = _document(name, capacity)
+        q.register(Waiter(ticket, execution, name, f"token-{name}", self.clock(), document))
+        if pump:
+            q.pump()
         return execution
+
+    def retry_wait(self, name: str, token: str) -> None:
+        """The "Wait for an instance slot" task of ``name`` is retried: a new token, its ticket."""
+        item = self.jobs.get(name)
+        assert item and item.queue
+        self.queue.register(Waiter(item.queue.ticket, ARN + name, name, token, self.clock()))
 
     def holders(self) -> list[str]:
         return sorted(h.rsplit(":", 1)[1] for h in self.queue.semaphore().holders)
@@ -114,7 +148,7 @@ class World:
         return [t.removeprefix("token-") for t in self.states.answered]
 
 
-def _document(name: str) -> dict[str, Any]:
+def _document(name: str, capacity: Capacity = "spot") -> dict[str, Any]:
     job = JobSpec(
         name=name,
         bucket="b",
@@ -127,7 +161,11 @@ def _document(name: str) -> dict[str, Any]:
         stall_seconds=600,
     )
     attempt = Attempt(
-        number=1, capacity="spot", instance_types=["g5.xlarge"], seconds_left=3600, heartbeat_seconds=600
+        number=1,
+        capacity=capacity,
+        instance_types=["g5.xlarge"],
+        seconds_left=3600,
+        heartbeat_seconds=600,
     )
     return {"job": job.model_dump(mode="json"), "attempt": attempt.model_dump(mode="json")}
 
@@ -471,3 +509,250 @@ def test_an_ended_holder_whose_clean_up_never_came_is_reclaimed_after_a_while(wo
     world.queue.set_slots(1, "test")  # (the count read again: not what this is about)
     report = world.queue.pump()
     assert report.reclaimed == [ARN + "a"] and world.holders() == ["b"]
+
+
+# ---------------------------------------------------------------- what mutation testing found (issue 14)
+
+
+ORDINALS = [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"), (13, "13th")]
+ORDINALS += [(21, "21st"), (22, "22nd"), (23, "23rd"), (101, "101st"), (111, "111th"), (112, "112th")]
+ORDINALS += [(121, "121st")]
+
+
+@pytest.mark.parametrize(("place", "words"), ORDINALS)
+def test_a_place_in_line_reads_as_an_english_ordinal(place: int, words: str) -> None:
+    info = QueueInfo(ticket=place, position=place, ahead=place - 1, running=2, slots=2)
+    assert queue_words(info).startswith(f"queued for an instance: {words} in line (")
+
+
+def test_the_queue_line_of_a_job_without_a_place_or_a_limit() -> None:
+    """Granted (or not placed yet): nothing to say; with no limit, no 'n/m running'."""
+    assert queue_words(None) == "" and queue_words(QueueInfo(ticket=4)) == ""
+    info = QueueInfo(ticket=4, position=1, ahead=0, running=3, slots=None)
+    assert queue_words(info) == "queued for an instance: 1st in line (0 jobs ahead) · no limit"
+
+
+def test_the_slot_count_is_max_instances_else_the_accounts_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_instances: 1`` is one instance whatever the quota; 0 (unset) asks the account's
+    quota for the job's types and capacity (spotyolo.core.quotas, tests/functions/test_quotas.py)."""
+    asked: list[tuple[Any, ...]] = []
+
+    def quota(sq: Any, ec2: Any, types: list[str], capacity: str) -> int:
+        asked.append((sq, ec2, types, capacity))
+        return 5
+
+    monkeypatch.setattr(slots_module, "instance_slots", quota)
+    assert configured_slots(1, "quotas", "ec2")(["g5.xlarge"], "on-demand") == 1 and asked == []
+    assert configured_slots(0, "quotas", "ec2")(["g5.xlarge", "g6.xlarge"], "on-demand") == 5
+    assert asked == [("quotas", "ec2", ["g5.xlarge", "g6.xlarge"], "on-demand")]
+
+
+def test_a_job_cancelled_from_anywhere_in_line_leaves_it(world: World) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        world.join(name)
+    assert world.waiting() == ["c", "d", "e"]
+    assert world.queue.leave(ARN + "e") == 1 and world.queue.leave(ARN + "e") == 0
+    assert world.queue.leave(ARN + "a") == 0  # a holds its slot: it is not in line
+    world.queue.finish(ARN + "d")
+    assert world.waiting() == ["c"]
+    world.queue.finish(ARN + "a")
+    assert world.woken() == ["a", "b", "c"] and world.waiting() == [] and world.holders() == ["b", "c"]
+
+
+def test_a_cancel_that_races_the_grant_of_its_waiter_still_gives_the_slot_back(world: World) -> None:
+    """The cancel read the queue while c waited; c got its slot before the cancel deleted the
+    waiter: taking it out of the queue finds nothing (and does not fail), giving the slot back works."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    stale = world.queue.waiters()
+    world.queue.finish(ARN + "a")  # c is granted meanwhile
+    world.queue.waiters = lambda: stale  # type: ignore[method-assign]
+    try:
+        assert world.queue.leave(ARN + "c") == 0
+    finally:
+        del world.queue.waiters
+    assert world.queue.release(ARN + "c") and world.holders() == ["b"]
+    assert world.queue.release(ARN + "c") is False  # given back once
+
+
+def test_the_clean_up_of_a_run_that_never_queued_changes_nothing(world: World) -> None:
+    """Every run's clean up gives its slot back, also in a deployment whose queue was never used."""
+    report = world.queue.finish(ARN + "never")
+    assert (report.granted, report.reclaimed, report.waiting, report.running) == ([], [], 0, 0)
+    assert world.queue.release(ARN + "never") is False and world.holders() == []
+
+
+def test_a_retried_wait_at_the_head_does_not_hold_up_the_jobs_behind_it(world: World) -> None:
+    world.join("a")
+    world.join("b", pump=False)
+    world.retry_wait("a", "token-a-retried")  # ticket 1: ahead of b
+    world.queue.pump()
+    assert world.woken() == ["a", "a-retried", "b"] and world.holders() == ["a", "b"]
+
+
+def test_a_retried_wait_that_is_already_over_keeps_the_slot_its_job_holds(world: World) -> None:
+    """Its job still runs on the slot of its first grant: that slot is not given to the next job."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.states.dead_tokens.add("token-a-retried")
+    world.retry_wait("a", "token-a-retried")
+    report = world.queue.pump()
+    assert report.gone == [] and world.holders() == ["a", "b"] and world.waiting() == ["c"]
+
+
+def test_two_pumps_answering_one_retried_wait_answer_it_once(world: World) -> None:
+    execution = world.join("a")
+    world.retry_wait("a", "token-a-retried")
+    (head,) = world.queue.waiters()
+    sem, report = world.queue.semaphore(), PumpReport()
+    world.queue._take_again(head, sem, report)
+    world.queue._take_again(head, sem, report)  # a second pump that read the same queue
+    assert world.woken() == ["a", "a-retried"] and report.granted == [execution]
+
+
+def test_a_run_that_ends_as_soon_as_it_is_granted_leaves_nothing_behind(world: World) -> None:
+    """c's execution fails right after its grant (its launch is refused) and its clean up gives
+    the slot back before the pump that woke it is done: that pump does not fail."""
+    world.join("a")
+    world.join("b")
+    world.join("c")
+
+    def ends_at_once(token: str) -> None:
+        if token == "token-c":
+            world.queue.finish(ARN + "c")
+
+    world.states.on_answer = ends_at_once
+    world.queue.finish(ARN + "a")
+    assert world.holders() == ["b"] and world.waiting() == [] and world.woken() == ["a", "b", "c"]
+
+
+def test_a_grant_is_answered_once_and_its_token_is_not_kept(world: World) -> None:
+    """The task token (a secret) leaves the semaphore once answered; no later pump sends again.
+    The semaphore names the job that holds each slot."""
+    world.join("a")
+    holder = world.queue.semaphore().holders[ARN + "a"]
+    assert "token" not in holder and "output" not in holder and holder["job"] == "a"
+    world.clock.now += 3600
+    world.queue.pump()
+    assert world.states.sent == ["token-a"]
+
+
+def test_answers_lost_while_step_functions_is_down_are_sent_once_it_is_back(world: World) -> None:
+    """A minute after the grant a pump sends the lost answers again; one still unreachable stays
+    for the next pump and does not hold up the others."""
+    for name in ("a", "b", "c", "d"):
+        world.join(name)
+    world.states.unreachable |= {"token-c", "token-d"}
+    for name in ("a", "b"):
+        with pytest.raises(ClientError):
+            world.queue.finish(ARN + name)  # c, then d, granted; their answers do not get out
+    assert world.holders() == ["c", "d"] and world.woken() == ["a", "b"]
+    world.clock.now += REWAKE_SECONDS
+    world.queue.pump()  # still down: kept for the next pump
+    world.states.unreachable.discard("token-d")
+    world.queue.pump()
+    assert world.woken() == ["a", "b", "d"]
+    world.states.unreachable.clear()
+    world.queue.pump()
+    world.queue.pump()
+    assert world.woken() == ["a", "b", "d", "c"]
+
+
+def test_a_throttled_grant_is_asked_again_after_short_waits(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(slots_module.time, "sleep", waits.append)
+    world.states.throttles = 2
+    world.join("a")
+    assert world.woken() == ["a"] and waits == [0.2, 0.5]
+    # a token whose task is over is not asked again: the slot goes back at once
+    world.join("b")
+    world.join("c")
+    world.states.dead_tokens.add("token-c")
+    waits.clear()
+    sent = len(world.states.sent)
+    world.queue.finish(ARN + "b")
+    assert waits == [] and world.states.sent[sent:] == ["token-c"] and world.holders() == ["a"]
+
+
+def test_a_failed_read_of_the_count_keeps_the_count_it_had(world: World) -> None:
+    """A throttled quota read never lifts the limit: the count read before stays."""
+    world.join("a")
+    assert world.queue.semaphore().source == "deployment"
+
+    def throttled(types: list[str], capacity: str) -> int | None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "GetServiceQuota")
+
+    world.queue.count = throttled
+    world.clock.now += RELOAD_SECONDS
+    for name in ("b", "c"):
+        world.join(name)
+    assert world.holders() == ["a", "b"] and world.waiting() == ["c"] and world.queue.semaphore().slots == 2
+
+
+def test_a_count_that_cannot_be_read_the_first_time_is_no_limit(world: World) -> None:
+    def throttled(types: list[str], capacity: str) -> int | None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "GetServiceQuota")
+
+    world.queue.count = throttled
+    for name in ("a", "b", "c"):
+        world.join(name)
+    sem = world.queue.semaphore()
+    assert (sem.slots, sem.source) == (UNLIMITED, "no limit") and world.holders() == ["a", "b", "c"]
+
+
+def test_the_count_is_read_for_the_first_waiters_types_and_capacity_every_reload_seconds(
+    world: World,
+) -> None:
+    world.join("a", capacity="on-demand")
+    world.join("b")
+    world.join("c")  # waits
+    assert world.counted == [(["g5.xlarge"], "on-demand")]
+    world.clock.now += RELOAD_SECONDS - 1
+    world.queue.pump()
+    assert len(world.counted) == 1
+    world.clock.now += 1  # RELOAD_SECONDS after the read: read again, for c
+    world.queue.pump()
+    assert world.counted[1:] == [(["g5.xlarge"], "spot")]
+
+
+@pytest.mark.parametrize("world", [0], indirect=True)
+def test_a_count_of_zero_grants_no_slot(world: World) -> None:
+    """The account allows no instance of the job's types: none is launched into a refusal."""
+    world.join("a")
+    assert world.holders() == [] and world.waiting() == ["a"] and world.woken() == []
+
+
+def test_a_queued_job_shows_since_when_it_waits(world: World) -> None:
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.clock.now += 61
+    world.join("d")
+    c, d = world.jobs.get("c"), world.jobs.get("d")
+    assert c and c.queue and c.queue.since == "2027-01-15T08:00:00Z"
+    assert d and d.queue and d.queue.since == "2027-01-15T08:01:01Z"
+
+
+def test_the_grant_says_how_long_the_job_waited(world: World) -> None:
+    world.join("a")
+    world.join("b")
+    world.join("c")
+    world.clock.now += 90.34
+    world.queue.finish(ARN + "a")
+    assert world.states.outputs["token-c"]["queued_seconds"] == 90.3
+
+
+def test_a_pump_asks_step_functions_about_each_holder_once(world: World) -> None:
+    """DescribeExecution is rate limited: a pump that reclaims and grants asks about no holder twice."""
+    for name in ("a", "b", "c", "d"):
+        world.join(name)
+    world.states.status[ARN + "a"] = "FAILED"
+    world.states.described.clear()
+    report = world.queue.pump()
+    assert report.reclaimed == [ARN + "a"] and report.granted == [ARN + "c"]
+    assert ARN + "a" in world.states.described
+    assert len(world.states.described) == len(set(world.states.described))
