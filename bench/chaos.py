@@ -137,6 +137,21 @@ def write(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
     readme.write_text(content)
 
 
+def combine(args: argparse.Namespace) -> int:
+    """The table of campaigns run side by side (``--first``/``--seeds`` ranges in separate
+    processes, each with ``--jsonl``), in seed order."""
+    results = sorted(
+        (json.loads(line) for name in args.from_jsonl for line in Path(name).read_text().splitlines()),
+        key=lambda r: int(r["seed"]),
+    )
+    seconds = 60 * args.wall_minutes if args.wall_minutes else sum(float(r["seconds"]) for r in results)
+    text = queue_table(results, seconds) if args.queue else table(results, seconds)
+    print(text)
+    if args.write:
+        write(Path(args.write), text, *((QUEUE_BEGIN, QUEUE_END) if args.queue else (BEGIN, END)))
+    return 1 if any(r["violations"] for r in results) else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=20)
@@ -145,7 +160,16 @@ def main() -> int:
     parser.add_argument("--jsonl", help="also append each seed's summary to this file")
     parser.add_argument("--queue", action="store_true", help="the queue campaign: --jobs jobs per seed")
     parser.add_argument("--jobs", type=int, default=3, help="with --queue: jobs per seed")
+    parser.add_argument(
+        "--from-jsonl",
+        nargs="+",
+        metavar="FILE",
+        help="run nothing: the table of seeds already run (--jsonl files of campaigns run side by side)",
+    )
+    parser.add_argument("--wall-minutes", type=float, help="with --from-jsonl: the campaigns' wall time")
     args = parser.parse_args()
+    if args.from_jsonl:
+        return combine(args)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".yolo"))
     from spotyolo.local.campaign import run_seed
