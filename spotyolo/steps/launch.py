@@ -348,12 +348,13 @@ def launch(event: LaunchEvent, *, ec2: EC2Client, table: JobTable, cfg: Settings
     if launched is None:
         codes = [(e.get("ErrorCode", ""), e.get("ErrorMessage", "")) for e in response.get("Errors", [])]
         raise _refused(table, job, attempt, codes)
+    az = launched.az or _az_of_subnet(ec2, launched.subnet)
+    # recorded first: a surplus instance's termination event then never passes for this one's
+    table.set_instance(job.name, job.execution, attempt.number, launched.instance, launched.instance_type, az)
     if launched.surplus:  # TotalTargetCapacity is 1; never pay for a surplus
         retrying(
             lambda: ec2.terminate_instances(InstanceIds=launched.surplus), NOT_FOUND_CODES, NOT_FOUND_DELAYS
         )
-    az = launched.az or _az_of_subnet(ec2, launched.subnet)
-    table.set_instance(job.name, job.execution, attempt.number, launched.instance, launched.instance_type, az)
     _tag_volumes(ec2, launched.instance, request["TagSpecifications"][0]["Tags"])
     metrics.add_metric(name="InstancesLaunched", unit=MetricUnit.Count, value=1)
     logger.info(

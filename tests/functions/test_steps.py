@@ -532,6 +532,37 @@ def test_instance_lost_fails_only_the_current_attempt(aws: Aws) -> None:
     assert sent[0]["taskToken"] == "tok-2" and sent[0]["error"] == "InstanceLost" and new in sent[0]["cause"]
 
 
+def test_an_instance_lost_before_launch_recorded_it_still_fails_its_task(aws: Aws) -> None:
+    """The instance dies at once and EC2's state-change event comes before Launch trainer wrote
+    the instance into the job item (its token is there: it is recorded before the fleet is asked).
+    Ignoring the event would leave the execution waiting for its stall timeout (hours); the
+    instance carries its run and attempt in its tags, which is enough to fail the right task."""
+    aws.lock()
+    sent: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+
+    class Sfn:
+        def send_task_failure(self, **kw: Any) -> None:
+            sent.append(kw)
+
+    class DiesAtOnce:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(aws.ec2, name)
+
+        def create_fleet(self, **kw: Any) -> Any:
+            response = aws.ec2.create_fleet(**kw)
+            (instance,) = [i for g in response["Instances"] for i in g["InstanceIds"]]
+            aws.ec2.terminate_instances(InstanceIds=[instance])
+            outcomes.append(
+                instance_lost.instance_lost(instance, "terminated", ec2=aws.ec2, sfn=Sfn(), table=aws.table)
+            )
+            return response
+
+    aws.launch(make_job(), attempt(), token="tok-1", ec2=DiesAtOnce())
+    assert [o["outcome"] for o in outcomes] == ["failed task"]
+    assert [(m["taskToken"], m["error"]) for m in sent] == [("tok-1", "InstanceLost")]
+
+
 def test_instance_lost_with_a_stale_token_is_fine(aws: Aws) -> None:
     aws.lock()
     inst = aws.launch(make_job(), attempt(), token="not-a-live-token")["instance"]
