@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -737,6 +737,16 @@ def test_a_first_promotion_cut_short_keeps_no_previous_weights(aws: Aws) -> None
 # ---------------------------------------------------------------- cleanup and cancel
 
 
+def _recording_sns(published: list[dict[str, Any]]) -> Callable[[], Any]:
+    """An SNS client that keeps what it is asked to publish."""
+
+    class Sns:
+        def publish(self, **kw: Any) -> None:
+            published.append(kw)
+
+    return Sns
+
+
 def _status_event(execution: str, status: str) -> cleanup.StatusChangeEvent:
     """What the execution-status rule delivers when an execution of job "shapes" ends."""
     return cleanup.StatusChangeEvent.model_validate(
@@ -870,10 +880,7 @@ def test_a_cancel_raced_by_the_status_rules_clean_up_is_announced_once(aws: Aws)
     aws.lock()
     aws.launch(make_job(), attempt())
     published: list[dict[str, Any]] = []
-
-    class Sns:
-        def publish(self, **kw: Any) -> None:
-            published.append(kw)
+    Sns = _recording_sns(published)
 
     aborted = _status_event(EXEC, "ABORTED")
 
@@ -1077,10 +1084,7 @@ def test_a_stopped_execution_whose_lock_was_taken_over_before_its_clean_up_is_an
     aws.lock()
     aws.launch(make_job(), attempt())
     published: list[dict[str, Any]] = []
-
-    class Sns:
-        def publish(self, **kw: Any) -> None:
-            published.append(kw)
+    Sns = _recording_sns(published)
 
     retire = validate._retire(aws.ec2, "shapes")
     assert aws.table.acquire_lock("shapes", OTHER, "run-b", lambda e: False, retire=retire) == "run-b"
@@ -1106,10 +1110,7 @@ def test_a_stopped_execution_whose_lock_was_taken_over_while_its_clean_up_ran_is
     aws.lock()
     aws.launch(make_job(), attempt())
     published: list[dict[str, Any]] = []
-
-    class Sns:
-        def publish(self, **kw: Any) -> None:
-            published.append(kw)
+    Sns = _recording_sns(published)
 
     retire = validate._retire(aws.ec2, "shapes")
 
