@@ -178,19 +178,13 @@ def _user_action(engine: LocalEngine, folder: Path, job: str, fault: Fault) -> N
     s3.upload_file(str(folder / CONFIG_NAME), bucket, key)
 
 
-def _drive(engine: LocalEngine, chaos: Chaos, folder: Path, job: str, deadline: float) -> bool:
-    """Carry out the user's actions; True once everything settled, False at the deadline."""
+def wait_quiet(act: Callable[[], None], settled: Callable[[], bool], deadline: float) -> bool:
+    """Call ``act`` (the user's actions) every half second; True once ``settled`` has held for
+    ``QUIET_SECONDS`` (a late event could still arrive), False at the deadline."""
     quiet_since: float | None = None
     while time.monotonic() < deadline:
-        while chaos.user_actions:
-            _user_action(engine, folder, job, chaos.user_actions.pop(0))
-        executions = engine.executions(job)
-        settled = (
-            bool(executions)
-            and all(e["status"] != "RUNNING" for e in executions)
-            and not any(_leftovers(engine, job).values())
-        )
-        if not settled:
+        act()
+        if not settled():
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
@@ -198,6 +192,24 @@ def _drive(engine: LocalEngine, chaos: Chaos, folder: Path, job: str, deadline: 
             return True
         time.sleep(0.5)
     return False
+
+
+def _drive(engine: LocalEngine, chaos: Chaos, folder: Path, job: str, deadline: float) -> bool:
+    """Carry out the user's actions; True once everything settled, False at the deadline."""
+
+    def act() -> None:
+        while chaos.user_actions:
+            _user_action(engine, folder, job, chaos.user_actions.pop(0))
+
+    def settled() -> bool:
+        executions = engine.executions(job)
+        return (
+            bool(executions)
+            and all(e["status"] != "RUNNING" for e in executions)
+            and not any(_leftovers(engine, job).values())
+        )
+
+    return wait_quiet(act, settled, deadline)
 
 
 # ---------------------------------------------------------------------- observing

@@ -32,7 +32,7 @@ from spotyolo.contract.layout import CONFIG_NAME
 from spotyolo.contract.status import JobStatus
 from spotyolo.core.slots import SlotQueue
 from spotyolo.local import campaign
-from spotyolo.local.campaign import NOTICE_SECONDS, QUIET_SECONDS, Observed
+from spotyolo.local.campaign import NOTICE_SECONDS, Observed
 from spotyolo.local.chaos import (
     TRAINER_APP_ID,
     Chaos,
@@ -289,18 +289,9 @@ def _act(engine: LocalEngine, run: QueueRun, fault: Fault) -> None:
 
 def _drive(engine: LocalEngine, run: QueueRun, deadline: float) -> bool:
     """True once every job's executions ended and nothing is left, for ``QUIET_SECONDS``."""
-    quiet_since: float | None = None
-    while time.monotonic() < deadline:
-        _tick(engine, run)
-        settled = all(_settled(engine, name) for name in run.jobs)
-        if not settled:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= QUIET_SECONDS:
-            return True
-        time.sleep(0.5)
-    return False
+    return campaign.wait_quiet(
+        lambda: _tick(engine, run), lambda: all(_settled(engine, name) for name in run.jobs), deadline
+    )
 
 
 def _settled(engine: LocalEngine, job: str) -> bool:
