@@ -22,7 +22,7 @@ from spotyolo.core.awserrors import error_code
 from spotyolo.core.cost import CostReport, cost_report, price_fn
 from spotyolo.core.fleet import run_instances_of
 from spotyolo.core.jobtable import JobTable
-from spotyolo.core.models import Attempt, ErrorInfo, JobSpec, Summary
+from spotyolo.core.models import Attempt, AttemptRecord, ErrorInfo, JobSpec, Summary
 from spotyolo.core.slots import QUEUE_TIMEOUT_SECONDS
 from spotyolo.core.text import cause_text, duration, sns_subject
 from spotyolo.steps.common import logger, metrics, retrying
@@ -257,21 +257,9 @@ def _clean_up(
     fresh = table.get(job_name) or item
     report = cost_report(fresh.attempts, price_fn(ec2, pricing))
     cost = report.cost_usd
-    interruptions = sum(
-        1 for a in fresh.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
-    )
-    attempts = len({a.number for a in fresh.attempts if a.instance})
     if summary is None:
-        status = JobStatus.CANCELLED if outcome == ErrorName.CANCELLED else JobStatus.FAILED
-        summary = failure_summary(
-            job_name,
-            error,
-            job,
-            cost_usd=cost,
-            attempts=attempts,
-            interruptions=interruptions,
-            status=status,
-            cost=report,
+        summary = _ended_summary(
+            job_name, error, job, fresh.attempts, report, cancelled=outcome == ErrorName.CANCELLED
         )
     table.finish(job_name, execution, message=summary.message, cost_usd=summary.cost_usd or cost)
     released = table.release_lock(job_name, execution, summary.status)
@@ -280,6 +268,30 @@ def _clean_up(
         extra={"job": job_name, "outcome": outcome, "terminated": terminated, "released": released},
     )
     return CleanupReport(job=job_name, owned=True, terminated=terminated, released=released, summary=summary)
+
+
+def _ended_summary(
+    job_name: str,
+    error: ErrorInfo | None,
+    job: JobSpec | None,
+    attempts: list[AttemptRecord],
+    report: CostReport,
+    *,
+    cancelled: bool,
+) -> Summary:
+    """The notification of a run that ended without a result, from its attempts' records."""
+    return failure_summary(
+        job_name,
+        error,
+        job,
+        cost_usd=report.cost_usd,
+        attempts=len({a.number for a in attempts if a.instance}),
+        interruptions=sum(
+            1 for a in attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
+        ),
+        status=JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+        cost=report,
+    )
 
 
 def notify_replaced(
@@ -301,19 +313,8 @@ def notify_replaced(
     if replaced is None:
         return None
     report = cost_report(replaced.attempts, price_fn(ec2, pricing))
-    interruptions = sum(
-        1 for a in replaced.attempts if a.outcome in (ErrorName.SPOT_INTERRUPTED, ErrorName.INSTANCE_LOST)
-    )
-    status = JobStatus.CANCELLED if error.Error == ErrorName.CANCELLED else JobStatus.FAILED
-    summary = failure_summary(
-        job_name,
-        error,
-        None,
-        cost_usd=report.cost_usd,
-        attempts=len({a.number for a in replaced.attempts if a.instance}),
-        interruptions=interruptions,
-        status=status,
-        cost=report,
+    summary = _ended_summary(
+        job_name, error, None, replaced.attempts, report, cancelled=error.Error == ErrorName.CANCELLED
     )
     summary.message += f"\nrun {replaced.run_id} was replaced by a new upload of the job"
     if topic_arn:
