@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from trainer_overhead import _generator, free_port, start_moto, task_token  # noqa: E402
+from trainer_overhead import _generator, free_port, stage_job, start_moto, task_token  # noqa: E402
 
 from spotyolo.contract import layout  # noqa: E402
 from spotyolo.core.jobtable import JobTable  # noqa: E402
@@ -70,21 +70,7 @@ class World:
         self.table = JobTable(self.clients["dynamodb"], TABLE)
 
     def setup(self, dataset: Path, config: JobConfig) -> JobSpec:
-        s3 = self.clients["s3"]
-        s3.create_bucket(Bucket=BUCKET)
-        self.clients["dynamodb"].create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        total = 0
-        for path in sorted(dataset.rglob("*")):
-            if path.is_file():
-                s3.upload_file(
-                    str(path), BUCKET, layout.dataset_prefix(JOB) + path.relative_to(dataset).as_posix()
-                )
-                total += path.stat().st_size
+        total = stage_job(self.clients, dataset, BUCKET, TABLE, JOB)
         spec = JobSpec(
             name=JOB,
             bucket=BUCKET,
@@ -96,7 +82,8 @@ class World:
             deadline=int(time.time()) + 7200,
             stall_seconds=int(config.stall_hours * 3600),
         )
-        s3.put_object(Bucket=BUCKET, Key=layout.job_json_key(JOB, RUN), Body=spec.model_dump_json())
+        key = layout.job_json_key(JOB, RUN)
+        self.clients["s3"].put_object(Bucket=BUCKET, Key=key, Body=spec.model_dump_json())
         self.table.acquire_lock(JOB, spec.execution, RUN, lambda _arn: True)
         return spec
 

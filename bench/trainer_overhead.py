@@ -129,6 +129,27 @@ def task_token(clients: dict[str, Any], name: str, heartbeat_seconds: int) -> tu
     return execution, token
 
 
+def stage_job(
+    clients: dict[str, Any], dataset: Path, bucket: str = BUCKET, table: str = TABLE, job: str = JOB
+) -> int:
+    """The bucket, the job table and the job's dataset in S3, as an upload leaves them: the
+    dataset's size in bytes."""
+    clients["s3"].create_bucket(Bucket=bucket)
+    clients["dynamodb"].create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    total = 0
+    for path in sorted(dataset.rglob("*")):
+        if path.is_file():
+            key = layout.dataset_prefix(job) + path.relative_to(dataset).as_posix()
+            clients["s3"].upload_file(str(path), bucket, key)
+            total += path.stat().st_size
+    return total
+
+
 def run_trainer(
     dataset: Path,
     config: JobConfig,
@@ -146,21 +167,7 @@ def run_trainer(
     table = JobTable(clients["dynamodb"], TABLE)
     run_id = f"{RUN}-{attempt_no}"
     if attempt_no == 1:
-        s3.create_bucket(Bucket=BUCKET)
-        clients["dynamodb"].create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "job", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        total = 0
-        for path in sorted(dataset.rglob("*")):
-            if path.is_file():
-                s3.upload_file(
-                    str(path), BUCKET, layout.dataset_prefix(JOB) + path.relative_to(dataset).as_posix()
-                )
-                total += path.stat().st_size
-        (work / "dataset-bytes").write_text(str(total))
+        (work / "dataset-bytes").write_text(str(stage_job(clients, dataset)))
     total = int((work / "dataset-bytes").read_text())
     spec = JobSpec(
         name=JOB,
