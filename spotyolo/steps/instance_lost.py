@@ -65,16 +65,10 @@ def instance_lost(
     current = item.current if item else None
     # Launch trainer records the token before it asks for the fleet and the instance just after:
     # an instance that dies at once may be reported in between, and is then known by its tags
-    recorded = current.instance if current else None
-    this_attempt = current is not None and str(current.number) == attempt
-    if (
-        not item
-        or not current
-        or item.run_id != run
-        or not current.token
-        or recorded not in (instance_id, None)
-        or (recorded is None and not this_attempt)
-    ):
+    ours = current is not None and (
+        current.instance == instance_id or (current.instance is None and str(current.number) == attempt)
+    )
+    if not item or not current or not ours or item.run_id != run or not current.token:
         return {"outcome": "ignored", "reason": "not the job's current instance", "job": job}
     hide(current.token)
     instance_type = instances[0].get("InstanceType", "") if instances else ""
